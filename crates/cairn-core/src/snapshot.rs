@@ -1,0 +1,275 @@
+//! Local and global snapshots, assembling one from the other, and the one
+//! JSON shape Cairn prints a snapshot in.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ids::{ChannelId, ProcessId, SnapshotId};
+use crate::named_map::NamedMap;
+use crate::topology::Topology;
+
+/// The recorded state of one incoming channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedChannel<M> {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Messages that arrived after the process recorded and before the
+    /// channel's marker, in arrival (= sending) order.
+    pub messages: Vec<M>,
+}
+
+/// One process's part of a snapshot: its state and every incoming channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalSnapshot<M, S> {
+    /// The snapshot.
+    pub snapshot: SnapshotId,
+    /// The reporting process.
+    pub process: ProcessId,
+    /// Its recorded state.
+    pub state: S,
+    /// The recorded state of each of its incoming channels.
+    pub channels: Vec<RecordedChannel<M>>,
+}
+
+/// A complete global snapshot: one state per process and one message
+/// sequence per channel, both indexed like the topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalSnapshot<M, S> {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// `states[p]` is process `p`'s recorded state.
+    pub states: Vec<S>,
+    /// `channels[c]` is channel `c`'s recorded state.
+    pub channels: Vec<Vec<M>>,
+}
+
+/// Collects local snapshots until a global snapshot is complete: every process
+/// has reported and every channel is recorded exactly once.
+#[derive(Clone, Debug)]
+pub struct Assembler<M, S> {
+    topology: Arc<Topology>,
+    id: SnapshotId,
+    states: Vec<Option<S>>,
+    channels: Vec<Option<Vec<M>>>,
+}
+
+impl<M, S> Assembler<M, S> {
+    /// An empty assembly of snapshot `id`.
+    pub fn new(topology: Arc<Topology>, id: SnapshotId) -> Self {
+        let (n, c) = (topology.process_count(), topology.channel_count());
+        Assembler {
+            topology,
+            id,
+            states: (0..n).map(|_| None).collect(),
+            channels: (0..c).map(|_| None).collect(),
+        }
+    }
+
+    /// The snapshot being assembled.
+    pub fn id(&self) -> SnapshotId {
+        self.id
+    }
+
+    /// Adds one process's report. A rejected report changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::BadReport`] for a report of another snapshot, from an unknown
+    /// or already reported process, or whose channels are not exactly the
+    /// process's incoming channels.
+    pub fn add(&mut self, local: LocalSnapshot<M, S>) -> Result<()> {
+        let topo = &self.topology;
+        let process = if local.process.index() < topo.process_count() {
+            topo.name(local.process).to_string()
+        } else {
+            format!("#{}", local.process.0)
+        };
+        let bad = |problem: String| Error::BadReport {
+            snapshot: self.id,
+            process: process.clone(),
+            problem,
+        };
+        if local.snapshot != self.id {
+            return Err(bad(format!("it is a report of snapshot {}", local.snapshot)));
+        }
+        if local.process.index() >= topo.process_count() {
+            return Err(bad("no such process".into()));
+        }
+        if self.states[local.process.index()].is_some() {
+            return Err(bad("it already reported".into()));
+        }
+        let incoming = topo.incoming(local.process);
+        let mut seen = vec![false; incoming.len()];
+        for rc in &local.channels {
+            let name = || {
+                if rc.channel.index() < topo.channel_count() {
+                    topo.channel_name(rc.channel)
+                } else {
+                    format!("#{}", rc.channel.0)
+                }
+            };
+            match incoming.iter().position(|&c| c == rc.channel) {
+                None => return Err(bad(format!("channel {} is not incoming to it", name()))),
+                Some(i) if seen[i] => {
+                    return Err(bad(format!("channel {} is reported twice", name())));
+                }
+                Some(i) => seen[i] = true,
+            }
+        }
+        if let Some(i) = seen.iter().position(|s| !s) {
+            let name = topo.channel_name(incoming[i]);
+            return Err(bad(format!("channel {name} is missing from the report")));
+        }
+        self.states[local.process.index()] = Some(local.state);
+        for rc in local.channels {
+            self.channels[rc.channel.index()] = Some(rc.messages);
+        }
+        Ok(())
+    }
+
+    /// True when every process has reported and every channel is recorded.
+    pub fn is_complete(&self) -> bool {
+        self.states.iter().all(Option::is_some) && self.channels.iter().all(Option::is_some)
+    }
+
+    /// The processes and channels still missing, by name.
+    pub fn missing(&self) -> (Vec<String>, Vec<String>) {
+        let topo = &self.topology;
+        let processes = topo
+            .processes()
+            .filter(|p| self.states[p.index()].is_none())
+            .map(|p| topo.name(p).to_string())
+            .collect();
+        let channels = topo
+            .channel_ids()
+            .filter(|c| self.channels[c.index()].is_none())
+            .map(|c| topo.channel_name(c))
+            .collect();
+        (processes, channels)
+    }
+
+    /// The global snapshot, if complete.
+    ///
+    /// # Errors
+    /// [`Error::Incomplete`] naming what is missing; the assembly is kept.
+    pub fn finish(self) -> std::result::Result<GlobalSnapshot<M, S>, (Error, Self)> {
+        if !self.is_complete() {
+            let (processes, channels) = self.missing();
+            let err = Error::Incomplete {
+                snapshot: self.id,
+                processes,
+                channels,
+            };
+            return Err((err, self));
+        }
+        Ok(GlobalSnapshot {
+            id: self.id,
+            states: self.states.into_iter().flatten().collect(),
+            channels: self.channels.into_iter().flatten().collect(),
+        })
+    }
+}
+
+/// The JSON shape Cairn prints every snapshot in:
+/// `{"id": 0, "processes": {"N1": <state>, ...}, "channels": [{"from": "N1", "to": "N2", "messages": [<message>, ...]}, ...]}`.
+///
+/// Processes and channels are listed in topology order, every channel
+/// included, empty ones too, with messages in the order they were sent. A
+/// second or later channel between the same pair carries `"lane": 2`, `3`, ...
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotDoc<S, M> {
+    /// The snapshot id.
+    pub id: SnapshotId,
+    /// Each process's recorded state, by process name.
+    pub processes: NamedMap<S>,
+    /// Each channel's recorded messages.
+    pub channels: Vec<ChannelDoc<M>>,
+}
+
+/// One channel in a [`SnapshotDoc`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelDoc<M> {
+    /// The sending process's name.
+    pub from: String,
+    /// The receiving process's name.
+    pub to: String,
+    /// Which of several channels between this pair, from 2; absent for the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<u32>,
+    /// The recorded messages, in sending order.
+    pub messages: Vec<M>,
+}
+
+impl<M, S> GlobalSnapshot<M, S> {
+    /// This snapshot in the shared JSON shape, borrowing its states and messages.
+    pub fn to_doc<'a>(&'a self, topology: &Topology) -> SnapshotDoc<&'a S, &'a M> {
+        SnapshotDoc {
+            id: self.id,
+            processes: NamedMap(
+                topology
+                    .processes()
+                    .zip(&self.states)
+                    .map(|(p, s)| (topology.name(p).to_string(), s))
+                    .collect(),
+            ),
+            channels: topology
+                .channel_ids()
+                .zip(&self.channels)
+                .map(|(c, messages)| {
+                    let ch = topology.channel(c);
+                    ChannelDoc {
+                        from: topology.name(ch.from).to_string(),
+                        to: topology.name(ch.to).to_string(),
+                        lane: (ch.lane > 0).then_some(ch.lane + 1),
+                        messages: messages.iter().collect(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads a snapshot back from the shared JSON shape.
+    ///
+    /// # Errors
+    /// [`Error::BadDocument`] when a process or channel is unknown, missing or listed twice.
+    pub fn from_doc(topology: &Topology, doc: SnapshotDoc<S, M>) -> Result<Self> {
+        let bad = |s: String| Error::BadDocument(format!("snapshot {}: {s}", doc.id));
+        let mut states: Vec<Option<S>> = (0..topology.process_count()).map(|_| None).collect();
+        for (name, state) in doc.processes.0 {
+            let p = topology
+                .process(&name)
+                .ok_or_else(|| bad(format!("unknown process {name:?}")))?;
+            if states[p.index()].replace(state).is_some() {
+                return Err(bad(format!("process {name:?} is listed twice")));
+            }
+        }
+        let mut channels: Vec<Option<Vec<M>>> =
+            (0..topology.channel_count()).map(|_| None).collect();
+        for ch in doc.channels {
+            let lane = ch.lane.unwrap_or(1).saturating_sub(1);
+            let name = format!("{}->{} (lane {})", ch.from, ch.to, lane + 1);
+            let c = topology
+                .process(&ch.from)
+                .zip(topology.process(&ch.to))
+                .and_then(|(f, t)| topology.find_channel(f, t, lane))
+                .ok_or_else(|| bad(format!("unknown channel {name}")))?;
+            if channels[c.index()].replace(ch.messages).is_some() {
+                return Err(bad(format!("channel {name} is listed twice")));
+            }
+        }
+        if let Some(p) = topology.processes().find(|p| states[p.index()].is_none()) {
+            return Err(bad(format!("process {:?} is missing", topology.name(p))));
+        }
+        if let Some(c) = topology.channel_ids().find(|c| channels[c.index()].is_none()) {
+            return Err(bad(format!("channel {} is missing", topology.channel_name(c))));
+        }
+        Ok(GlobalSnapshot {
+            id: doc.id,
+            states: states.into_iter().flatten().collect(),
+            channels: channels.into_iter().flatten().collect(),
+        })
+    }
+}
