@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod cos418;
+pub mod demo;
 mod error;
 pub mod explore;
 pub mod output;
