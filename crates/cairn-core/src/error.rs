@@ -63,7 +63,9 @@ pub enum Error {
         channel: String,
     },
     /// The engine asked for the local state and the caller did not give it yet.
-    #[error("snapshot {0}: the local state must be recorded (Engine::record_state) before anything else happens")]
+    #[error(
+        "snapshot {0}: the local state must be recorded (Engine::record_state) before anything else happens"
+    )]
     StatePending(SnapshotId),
     /// `record_state` was called when no state was asked for.
     #[error("snapshot {0}: no local state was asked for")]
@@ -79,7 +81,9 @@ pub enum Error {
         problem: String,
     },
     /// The global snapshot is not complete yet.
-    #[error("snapshot {snapshot} is incomplete: missing processes {processes:?} and channels {channels:?}")]
+    #[error(
+        "snapshot {snapshot} is incomplete: missing processes {processes:?} and channels {channels:?}"
+    )]
     Incomplete {
         /// The snapshot.
         snapshot: SnapshotId,

@@ -22,37 +22,43 @@
 //! let mut wire = Vec::new(); // (channel, Some(message) or None for a marker)
 //! let mut assembly = Assembler::new(topo.clone(), SnapshotId(7));
 //!
-//! // p starts snapshot 7, then sends its token to q.
-//! engines[0].start_snapshot(SnapshotId(7)).unwrap();
-//! tokens[0] -= 1;
-//! engines[0].send(c, 1).unwrap();
-//! // q receives everything p sent, then everything comes back to p.
-//! for step in 0..4 {
-//!     for (i, engine) in engines.iter_mut().enumerate() {
-//!         while let Some(out) = engine.poll_output() {
-//!             match out {
-//!                 Output::Send { channel, message } => wire.push((channel, Some(message))),
-//!                 Output::SendMarker { channel, .. } => wire.push((channel, None)),
-//!                 Output::RecordState { snapshot } => engine.record_state(snapshot, tokens[i]).unwrap(),
-//!                 Output::ChannelRecorded { .. } => {}
-//!                 Output::LocalSnapshotComplete(local) => assembly.add(local).unwrap(),
-//!             }
+//! // Carry out everything engine `i` asks for, in order.
+//! let mut drain = |i: usize, engine: &mut Engine<u32, u32>, tokens: &[u32], wire: &mut Vec<_>| {
+//!     while let Some(out) = engine.poll_output() {
+//!         match out {
+//!             Output::Send { channel, message } => wire.push((channel, Some(message))),
+//!             Output::SendMarker { channel, .. } => wire.push((channel, None)),
+//!             Output::RecordState { snapshot } => engine.record_state(snapshot, tokens[i]).unwrap(),
+//!             Output::ChannelRecorded { .. } => {}
+//!             Output::LocalSnapshotComplete(local) => assembly.add(local).unwrap(),
 //!         }
 //!     }
+//! };
+//!
+//! // p starts snapshot 7 (recording its 1 token), then sends its token to q.
+//! engines[0].start_snapshot(SnapshotId(7)).unwrap();
+//! drain(0, &mut engines[0], &tokens, &mut wire);
+//! tokens[0] -= 1;
+//! engines[0].send(c, 1).unwrap();
+//! drain(0, &mut engines[0], &tokens, &mut wire);
+//! // Deliver everything in flight, in order, until the network is quiet.
+//! while !wire.is_empty() {
 //!     for (channel, item) in std::mem::take(&mut wire) {
 //!         let to = topo.channel(channel).to.index();
 //!         match item {
 //!             Some(m) => { engines[to].handle_message(channel, &m).unwrap(); tokens[to] += m; }
 //!             None => engines[to].handle_marker(channel, SnapshotId(7)).unwrap(),
 //!         }
+//!         drain(to, &mut engines[to], &tokens, &mut wire);
 //!     }
 //! }
 //! let snapshot = assembly.finish().map_err(|(e, _)| e).unwrap();
-//! // p recorded 1 token before sending it; q recorded after receiving it... or the
-//! // token was in flight: exactly one token either way.
+//! // p recorded its token before sending it, and q recorded on p's marker,
+//! // which came after the token: the snapshot holds exactly one token.
 //! let total: u32 = snapshot.states.iter().sum::<u32>()
 //!     + snapshot.channels.iter().flatten().sum::<u32>();
 //! assert_eq!(total, 1);
+//! assert_eq!(snapshot.states, vec![1, 0]);
 //! ```
 #![warn(missing_docs)]
 
@@ -69,5 +75,7 @@ pub use engine::{Engine, Output, StartOutcome};
 pub use error::{Error, Result};
 pub use ids::{ChannelId, ProcessId, SnapshotId};
 pub use named_map::NamedMap;
-pub use snapshot::{Assembler, ChannelDoc, GlobalSnapshot, LocalSnapshot, RecordedChannel, SnapshotDoc};
+pub use snapshot::{
+    Assembler, ChannelDoc, GlobalSnapshot, LocalSnapshot, RecordedChannel, SnapshotDoc,
+};
 pub use topology::{Channel, Topology};

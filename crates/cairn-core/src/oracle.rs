@@ -185,10 +185,18 @@ fn index_messages<'a, M: PartialEq, S>(
             out.push(v);
         };
         match &ev.event {
-            Event::Send { channel, seq, message } => {
+            Event::Send {
+                channel,
+                seq,
+                message,
+            } => {
                 let list = &mut msgs[channel.index()];
                 if topo.channel(*channel).from != ev.process || *seq != list.len() as u64 {
-                    bad(*channel, *seq, format!("send is out of sequence (expected #{})", list.len()));
+                    bad(
+                        *channel,
+                        *seq,
+                        format!("send is out of sequence (expected #{})", list.len()),
+                    );
                     continue;
                 }
                 list.push(Msg {
@@ -197,22 +205,30 @@ fn index_messages<'a, M: PartialEq, S>(
                     message,
                 });
             }
-            Event::Receive { channel, seq, message } => {
+            Event::Receive {
+                channel,
+                seq,
+                message,
+            } => {
                 let expected = next_receive[channel.index()];
                 let sent = msgs[channel.index()].get_mut(*seq as usize);
                 match sent {
-                    _ if topo.channel(*channel).to != ev.process => {
-                        bad(*channel, *seq, "received by a process the channel does not lead to".into())
-                    }
+                    _ if topo.channel(*channel).to != ev.process => bad(
+                        *channel,
+                        *seq,
+                        "received by a process the channel does not lead to".into(),
+                    ),
                     _ if *seq != expected => bad(
                         *channel,
                         *seq,
                         format!("received out of FIFO order (expected #{expected})"),
                     ),
                     None => bad(*channel, *seq, "received but never sent".into()),
-                    Some(m) if m.message != message => {
-                        bad(*channel, *seq, "received message differs from the one sent".into())
-                    }
+                    Some(m) if m.message != message => bad(
+                        *channel,
+                        *seq,
+                        "received message differs from the one sent".into(),
+                    ),
                     Some(m) => {
                         m.receive_at = Some(i);
                         next_receive[channel.index()] += 1;
@@ -369,11 +385,26 @@ fn replay<D: Model>(
         let ev = &run.trace[i];
         let p = ev.process.index();
         let (channel, seq, app) = match &ev.event {
-            Event::Send { channel, seq, message } => {
+            Event::Send {
+                channel,
+                seq,
+                message,
+            } => {
                 queues[channel.index()].push_back((*seq, message));
-                (*channel, *seq, AppEvent::Send { channel: *channel, message })
+                (
+                    *channel,
+                    *seq,
+                    AppEvent::Send {
+                        channel: *channel,
+                        message,
+                    },
+                )
             }
-            Event::Receive { channel, seq, message } => {
+            Event::Receive {
+                channel,
+                seq,
+                message,
+            } => {
                 if queues[channel.index()].front().map(|h| h.0) != Some(*seq) {
                     let mut v = violation(
                         Check::Replay,
@@ -385,7 +416,14 @@ fn replay<D: Model>(
                     return out.push(v);
                 }
                 queues[channel.index()].pop_front();
-                (*channel, *seq, AppEvent::Receive { channel: *channel, message })
+                (
+                    *channel,
+                    *seq,
+                    AppEvent::Receive {
+                        channel: *channel,
+                        message,
+                    },
+                )
             }
             _ => continue,
         };

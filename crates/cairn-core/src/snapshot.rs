@@ -91,7 +91,10 @@ impl<M, S> Assembler<M, S> {
             problem,
         };
         if local.snapshot != self.id {
-            return Err(bad(format!("it is a report of snapshot {}", local.snapshot)));
+            return Err(bad(format!(
+                "it is a report of snapshot {}",
+                local.snapshot
+            )));
         }
         if local.process.index() >= topo.process_count() {
             return Err(bad("no such process".into()));
@@ -263,13 +266,123 @@ impl<M, S> GlobalSnapshot<M, S> {
         if let Some(p) = topology.processes().find(|p| states[p.index()].is_none()) {
             return Err(bad(format!("process {:?} is missing", topology.name(p))));
         }
-        if let Some(c) = topology.channel_ids().find(|c| channels[c.index()].is_none()) {
-            return Err(bad(format!("channel {} is missing", topology.channel_name(c))));
+        if let Some(c) = topology
+            .channel_ids()
+            .find(|c| channels[c.index()].is_none())
+        {
+            return Err(bad(format!(
+                "channel {} is missing",
+                topology.channel_name(c)
+            )));
         }
         Ok(GlobalSnapshot {
             id: doc.id,
             states: states.into_iter().flatten().collect(),
             channels: channels.into_iter().flatten().collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo() -> Arc<Topology> {
+        Arc::new(Topology::new(["p", "q"], &[("p", "q"), ("q", "p"), ("p", "q")]).unwrap())
+    }
+
+    fn local(p: u32, channels: &[(u32, &[u8])]) -> LocalSnapshot<u8, u8> {
+        LocalSnapshot {
+            snapshot: SnapshotId(4),
+            process: ProcessId(p),
+            state: p as u8 * 10,
+            channels: channels
+                .iter()
+                .map(|(c, m)| RecordedChannel {
+                    channel: ChannelId(*c),
+                    messages: m.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn complete_exactly_when_every_process_and_channel_is_in() {
+        let mut a = Assembler::new(topo(), SnapshotId(4));
+        a.add(local(1, &[(0, &[1, 2]), (2, &[])])).unwrap();
+        assert!(!a.is_complete());
+        assert_eq!(
+            a.missing(),
+            (vec!["p".to_string()], vec!["q->p".to_string()])
+        );
+        let (err, mut a) = a.finish().unwrap_err();
+        assert!(matches!(err, Error::Incomplete { .. }), "{err}");
+        a.add(local(0, &[(1, &[7])])).unwrap();
+        let g = a.finish().map_err(|(e, _)| e).unwrap();
+        assert_eq!(g.states, vec![0, 10]);
+        assert_eq!(g.channels, vec![vec![1, 2], vec![7], vec![]]);
+    }
+
+    #[test]
+    fn bad_and_duplicate_reports_are_errors_that_change_nothing() {
+        let mut a = Assembler::new(topo(), SnapshotId(4));
+        a.add(local(0, &[(1, &[])])).unwrap();
+        let dup = a.add(local(0, &[(1, &[])])).unwrap_err();
+        assert!(dup.to_string().contains("already reported"), "{dup}");
+        let wrong = a.add(local(1, &[(0, &[]), (1, &[])])).unwrap_err();
+        assert!(
+            wrong.to_string().contains("q->p is not incoming"),
+            "{wrong}"
+        );
+        let twice = a
+            .add(local(1, &[(0, &[]), (0, &[]), (2, &[])]))
+            .unwrap_err();
+        assert!(twice.to_string().contains("reported twice"), "{twice}");
+        let missing = a.add(local(1, &[(0, &[])])).unwrap_err();
+        assert!(
+            missing.to_string().contains("p->q#2 is missing"),
+            "{missing}"
+        );
+        let mut other = local(1, &[(0, &[]), (2, &[])]);
+        other.snapshot = SnapshotId(5);
+        assert!(a.add(other).unwrap_err().to_string().contains("snapshot 5"));
+        assert!(
+            a.add(local(9, &[]))
+                .unwrap_err()
+                .to_string()
+                .contains("no such process")
+        );
+        // None of the rejected reports left a trace.
+        assert_eq!(a.missing().0, vec!["q".to_string()]);
+        a.add(local(1, &[(0, &[]), (2, &[])])).unwrap();
+        assert!(a.is_complete());
+    }
+
+    #[test]
+    fn json_shape_lists_every_channel_in_order_and_reads_back() {
+        let topo = topo();
+        let g = GlobalSnapshot {
+            id: SnapshotId(4),
+            states: vec![1u8, 2],
+            channels: vec![vec![5u8], vec![], vec![]],
+        };
+        let json = serde_json_like(&g.to_doc(&topo));
+        assert_eq!(
+            json,
+            r#"{"id":4,"processes":{"p":1,"q":2},"channels":[{"from":"p","to":"q","messages":[5]},{"from":"q","to":"p","messages":[]},{"from":"p","to":"q","lane":2,"messages":[]}]}"#
+        );
+        let doc: SnapshotDoc<u8, u8> = serde_json::from_str(&json).unwrap();
+        assert_eq!(GlobalSnapshot::from_doc(&topo, doc).unwrap(), g);
+        let missing: SnapshotDoc<u8, u8> =
+            serde_json::from_str(r#"{"id":4,"processes":{"p":1},"channels":[]}"#).unwrap();
+        let err = GlobalSnapshot::from_doc(&topo, missing).unwrap_err();
+        assert!(
+            err.to_string().contains("process \"q\" is missing"),
+            "{err}"
+        );
+    }
+
+    fn serde_json_like<T: Serialize>(t: &T) -> String {
+        serde_json::to_string(t).unwrap()
     }
 }

@@ -107,19 +107,37 @@ impl<M> TraceEvent<M> {
     /// This event as a JSON Lines record, borrowing the message.
     pub fn to_record<'a>(&'a self, topology: &Topology) -> TraceRecord<&'a M> {
         let (kind, channel, seq, message, snapshot) = match &self.event {
-            Event::Send { channel, seq, message } => {
-                (Kind::Send, Some(*channel), Some(*seq), Some(message), None)
-            }
-            Event::Receive { channel, seq, message } => {
-                (Kind::Receive, Some(*channel), Some(*seq), Some(message), None)
-            }
+            Event::Send {
+                channel,
+                seq,
+                message,
+            } => (Kind::Send, Some(*channel), Some(*seq), Some(message), None),
+            Event::Receive {
+                channel,
+                seq,
+                message,
+            } => (
+                Kind::Receive,
+                Some(*channel),
+                Some(*seq),
+                Some(message),
+                None,
+            ),
             Event::Record { snapshot } => (Kind::Record, None, None, None, Some(*snapshot)),
-            Event::MarkerSend { channel, snapshot } => {
-                (Kind::MarkerSend, Some(*channel), None, None, Some(*snapshot))
-            }
-            Event::MarkerReceive { channel, snapshot } => {
-                (Kind::MarkerReceive, Some(*channel), None, None, Some(*snapshot))
-            }
+            Event::MarkerSend { channel, snapshot } => (
+                Kind::MarkerSend,
+                Some(*channel),
+                None,
+                None,
+                Some(*snapshot),
+            ),
+            Event::MarkerReceive { channel, snapshot } => (
+                Kind::MarkerReceive,
+                Some(*channel),
+                None,
+                None,
+                Some(*snapshot),
+            ),
         };
         let vc = topology
             .processes()
@@ -173,9 +191,17 @@ impl<M> TraceEvent<M> {
                 let seq = rec.seq.ok_or_else(|| need("seq"))?;
                 let message = rec.message.ok_or_else(|| need("message"))?;
                 if rec.kind == Kind::Send {
-                    Event::Send { channel, seq, message }
+                    Event::Send {
+                        channel,
+                        seq,
+                        message,
+                    }
                 } else {
-                    Event::Receive { channel, seq, message }
+                    Event::Receive {
+                        channel,
+                        seq,
+                        message,
+                    }
                 }
             }
             Kind::Record => Event::Record {

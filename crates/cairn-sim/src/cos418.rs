@@ -51,8 +51,13 @@ fn lines(text: &str) -> impl Iterator<Item = (usize, Vec<&str>)> {
 }
 
 fn number(file: &str, line: usize, what: &str, s: &str) -> Result<u64> {
-    s.parse()
-        .map_err(|_| parse_err(file, line, format!("{what} must be a whole number, found {s:?}")))
+    s.parse().map_err(|_| {
+        parse_err(
+            file,
+            line,
+            format!("{what} must be a whole number, found {s:?}"),
+        )
+    })
 }
 
 /// Parses a `.top` file; `file` names it in errors.
@@ -65,7 +70,11 @@ pub fn parse_topology(file: &str, text: &str) -> Result<TopologyFile> {
         .next()
         .ok_or_else(|| parse_err(file, 0, "empty topology file"))?;
     if first.len() != 1 {
-        return Err(parse_err(file, l, "the first line must be the number of servers"));
+        return Err(parse_err(
+            file,
+            l,
+            "the first line must be the number of servers",
+        ));
     }
     let n = number(file, l, "the number of servers", first[0])?;
     let mut names = Vec::new();
@@ -91,8 +100,7 @@ pub fn parse_topology(file: &str, text: &str) -> Result<TopologyFile> {
             links.push((f[0].to_string(), f[1].to_string()));
         }
     }
-    let topology =
-        Topology::new(names, &links).map_err(|e| parse_err(file, 0, e.to_string()))?;
+    let topology = Topology::new(names, &links).map_err(|e| parse_err(file, 0, e.to_string()))?;
     Ok(TopologyFile { topology, initial })
 }
 
@@ -167,8 +175,14 @@ pub fn parse_snapshot(file: &str, text: &str) -> Result<ExpectedSnapshot> {
                 let n = token
                     .strip_prefix("token(")
                     .and_then(|t| t.strip_suffix(')'))
-                    .ok_or_else(|| parse_err(file, l, format!("expected token(<n>), found {token:?}")))?;
-                messages.push((src.to_string(), dst.to_string(), number(file, l, "tokens", n)?));
+                    .ok_or_else(|| {
+                        parse_err(file, l, format!("expected token(<n>), found {token:?}"))
+                    })?;
+                messages.push((
+                    src.to_string(),
+                    dst.to_string(),
+                    number(file, l, "tokens", n)?,
+                ));
             }
             _ => return Err(parse_err(file, l, "expected 2 or 3 fields")),
         }
@@ -209,13 +223,19 @@ impl ExpectedSnapshot {
         }
         let mut expected: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
         for (from, to, n) in &self.messages {
-            expected.entry((from.clone(), to.clone())).or_default().push(*n);
+            expected
+                .entry((from.clone(), to.clone()))
+                .or_default()
+                .push(*n);
         }
         let mut recorded: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
         for c in topology.channel_ids() {
             let ch = topology.channel(c);
             for m in &got.channels[c.index()] {
-                let key = (topology.name(ch.from).to_string(), topology.name(ch.to).to_string());
+                let key = (
+                    topology.name(ch.from).to_string(),
+                    topology.name(ch.to).to_string(),
+                );
                 recorded.entry(key).or_default().push(m.tokens);
             }
         }
@@ -236,7 +256,10 @@ mod tests {
     #[test]
     fn topology_errors_name_the_line() {
         let err = parse_topology("t.top", "2\nN1 1\nN2 x\n").unwrap_err();
-        assert_eq!(err.to_string(), "t.top:3: tokens must be a whole number, found \"x\"");
+        assert_eq!(
+            err.to_string(),
+            "t.top:3: tokens must be a whole number, found \"x\""
+        );
         let err = parse_topology("t.top", "2\nN1 1\n").unwrap_err();
         assert!(err.to_string().contains("expected 2 server lines"), "{err}");
         let err = parse_topology("t.top", "1\nN1 1\nN1 N9\n").unwrap_err();
@@ -259,7 +282,10 @@ mod tests {
     fn snap_files_parse_messages_in_order() {
         let s = parse_snapshot("s", "1\nN1 0\nN2 4\nN1 N2 token(3)\nN1 N2 token(2)\n").unwrap();
         assert_eq!(s.id, SnapshotId(1));
-        assert_eq!(s.messages, vec![("N1".into(), "N2".into(), 3), ("N1".into(), "N2".into(), 2)]);
+        assert_eq!(
+            s.messages,
+            vec![("N1".into(), "N2".into(), 3), ("N1".into(), "N2".into(), 2)]
+        );
         assert!(parse_snapshot("s", "0\nN1 N2 coin(3)\n").is_err());
     }
 }

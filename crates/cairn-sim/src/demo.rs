@@ -94,7 +94,11 @@ impl fmt::Display for DemoReport {
             self.run.seed,
             self.total
         )?;
-        writeln!(f, "{:>8}  {:>10}  {:>12}  {:>10}  {:>6}  verdict", "snapshot", "initiators", "in processes", "in channels", "total")?;
+        writeln!(
+            f,
+            "{:>8}  {:>10}  {:>12}  {:>10}  {:>6}  verdict",
+            "snapshot", "initiators", "in processes", "in channels", "total"
+        )?;
         for s in &self.run.snapshots {
             let (held, flying) = recorded_tokens(s);
             let initiators = initiators(&self.run, s.id.0);
@@ -115,7 +119,12 @@ impl fmt::Display for DemoReport {
             writeln!(f, "  violation: {v}")?;
         }
         if self.passed() {
-            write!(f, "All {} snapshots passed the oracle (cut, channel states, Theorem 1 replay) and conserve {} tokens.", self.run.snapshots.len(), self.total)
+            write!(
+                f,
+                "All {} snapshots passed the oracle (cut, channel states, Theorem 1 replay) and conserve {} tokens.",
+                self.run.snapshots.len(),
+                self.total
+            )
         } else {
             write!(f, "FAILED: replay with --seed {}", self.run.seed)
         }
@@ -130,7 +139,9 @@ fn initiators(run: &Outcome<Tokens, Tokens>, id: u64) -> usize {
     for ev in &run.trace {
         let p: ProcessId = ev.process;
         match ev.event {
-            Event::MarkerReceive { snapshot, .. } if snapshot.0 == id => seen_marker[p.index()] = true,
+            Event::MarkerReceive { snapshot, .. } if snapshot.0 == id => {
+                seen_marker[p.index()] = true
+            }
             Event::Record { snapshot } if snapshot.0 == id && !seen_marker[p.index()] => count += 1,
             _ => {}
         }

@@ -44,11 +44,27 @@ pub fn write_shiviz<M: Serialize>(
         let clock = serde_json::to_string(&rec.vc)?;
         let name = |c| topology.channel_name(c);
         let text = match &ev.event {
-            Event::Send { channel, seq, message } => {
-                format!("send {} on {} (#{seq})", serde_json::to_string(message)?, name(*channel))
+            Event::Send {
+                channel,
+                seq,
+                message,
+            } => {
+                format!(
+                    "send {} on {} (#{seq})",
+                    serde_json::to_string(message)?,
+                    name(*channel)
+                )
             }
-            Event::Receive { channel, seq, message } => {
-                format!("receive {} on {} (#{seq})", serde_json::to_string(message)?, name(*channel))
+            Event::Receive {
+                channel,
+                seq,
+                message,
+            } => {
+                format!(
+                    "receive {} on {} (#{seq})",
+                    serde_json::to_string(message)?,
+                    name(*channel)
+                )
             }
             Event::Record { snapshot } => format!("record state for snapshot {snapshot}"),
             Event::MarkerSend { channel, snapshot } => {

@@ -226,7 +226,9 @@ impl<D: Model> Simulator<D> {
                     .system
                     .incomplete()
                     .into_iter()
-                    .map(|(id, p, c)| format!("snapshot {id} lacks processes {p:?} and channels {c:?}"))
+                    .map(|(id, p, c)| {
+                        format!("snapshot {id} lacks processes {p:?} and channels {c:?}")
+                    })
                     .collect();
                 return Err(SimError::Stalled(lacks.join("; ")));
             }

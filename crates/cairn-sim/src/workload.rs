@@ -85,7 +85,11 @@ pub fn run_random(sim: &mut Simulator<TokenModel>, workload: &Workload) -> Resul
         who.truncate(count);
         if rng.random_bool(0.3) {
             let later = at + rng.random_range(0..10);
-            joins.push((later, SnapshotId(u64::from(k)), ProcessId(rng.random_range(0..n) as u32)));
+            joins.push((
+                later,
+                SnapshotId(u64::from(k)),
+                ProcessId(rng.random_range(0..n) as u32),
+            ));
         }
         starts.push((at, who));
     }
@@ -109,7 +113,10 @@ pub fn run_random(sim: &mut Simulator<TokenModel>, workload: &Workload) -> Resul
                 let outgoing: &[ChannelId] = topo.outgoing(p);
                 let tokens = sim.system().states()[p.index()].tokens;
                 let rng = sim.rng();
-                if outgoing.is_empty() || tokens == 0 || rng.random_range(0..100) >= workload.send_percent {
+                if outgoing.is_empty()
+                    || tokens == 0
+                    || rng.random_range(0..100) >= workload.send_percent
+                {
                     continue;
                 }
                 let channel = outgoing[rng.random_range(0..outgoing.len())];

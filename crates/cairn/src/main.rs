@@ -84,7 +84,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let seed = seed.unwrap_or_else(random_seed);
             eprintln!("seed {seed} (replay with --seed {seed})");
-            sim(&topology, &events, seed, max_delay, trace.as_deref(), shiviz.as_deref())
+            sim(
+                &topology,
+                &events,
+                seed,
+                max_delay,
+                trace.as_deref(),
+                shiviz.as_deref(),
+            )
         }
     }
 }
@@ -99,7 +106,8 @@ fn sim(
 ) -> Result<ExitCode> {
     let top_text = read(topology)?;
     let top = cos418::parse_topology(&topology.display().to_string(), &top_text)?;
-    let script = cos418::parse_events(&events.display().to_string(), &read(events)?, &top.topology)?;
+    let script =
+        cos418::parse_events(&events.display().to_string(), &read(events)?, &top.topology)?;
     let total: u64 = top.initial.iter().map(|t| t.tokens).sum();
     let topo = Arc::new(top.topology);
     let config = Config {
@@ -152,7 +160,8 @@ fn write_file(
     path: &Path,
     body: impl FnOnce(&mut BufWriter<fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let file = fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let file =
+        fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut w = BufWriter::new(file);
     body(&mut w)
         .and_then(|()| w.flush())
