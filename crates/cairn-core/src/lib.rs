@@ -52,7 +52,7 @@
 //!         drain(to, &mut engines[to], &tokens, &mut wire);
 //!     }
 //! }
-//! let snapshot = assembly.finish().map_err(|(e, _)| e).unwrap();
+//! let snapshot = assembly.finish().unwrap();
 //! // p recorded its token before sending it, and q recorded on p's marker,
 //! // which came after the token: the snapshot holds exactly one token.
 //! let total: u32 = snapshot.states.iter().sum::<u32>()

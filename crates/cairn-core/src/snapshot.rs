@@ -152,24 +152,23 @@ impl<M, S> Assembler<M, S> {
         (processes, channels)
     }
 
-    /// The global snapshot, if complete.
+    /// Takes the global snapshot out, if complete, leaving this assembly empty.
     ///
     /// # Errors
-    /// [`Error::Incomplete`] naming what is missing; the assembly is kept.
-    pub fn finish(self) -> std::result::Result<GlobalSnapshot<M, S>, (Error, Self)> {
+    /// [`Error::Incomplete`] naming what is missing; the assembly is unchanged.
+    pub fn finish(&mut self) -> Result<GlobalSnapshot<M, S>> {
         if !self.is_complete() {
             let (processes, channels) = self.missing();
-            let err = Error::Incomplete {
+            return Err(Error::Incomplete {
                 snapshot: self.id,
                 processes,
                 channels,
-            };
-            return Err((err, self));
+            });
         }
         Ok(GlobalSnapshot {
             id: self.id,
-            states: self.states.into_iter().flatten().collect(),
-            channels: self.channels.into_iter().flatten().collect(),
+            states: self.states.iter_mut().filter_map(Option::take).collect(),
+            channels: self.channels.iter_mut().filter_map(Option::take).collect(),
         })
     }
 }
@@ -315,10 +314,11 @@ mod tests {
             a.missing(),
             (vec!["p".to_string()], vec!["q->p".to_string()])
         );
-        let (err, mut a) = a.finish().unwrap_err();
+        let err = a.finish().unwrap_err();
         assert!(matches!(err, Error::Incomplete { .. }), "{err}");
         a.add(local(0, &[(1, &[7])])).unwrap();
-        let g = a.finish().map_err(|(e, _)| e).unwrap();
+        let g = a.finish().unwrap();
+        assert!(!a.is_complete(), "finishing empties the assembly");
         assert_eq!(g.states, vec![0, 10]);
         assert_eq!(g.channels, vec![vec![1, 2], vec![7], vec![]]);
     }

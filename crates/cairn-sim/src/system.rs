@@ -387,10 +387,9 @@ impl<D: Model> System<D> {
                     })?;
                     assembler.add(local)?;
                     if assembler.is_complete() {
-                        if let Some(a) = self.assembling.remove(&id) {
-                            let global = a.finish().map_err(|(e, _)| e)?;
-                            self.done.insert(id, global);
-                        }
+                        let global = assembler.finish()?;
+                        self.assembling.remove(&id);
+                        self.done.insert(id, global);
                     }
                 }
             }

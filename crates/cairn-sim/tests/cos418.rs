@@ -3,7 +3,7 @@
 //! `CAIRN_COS418_DIR` to read them elsewhere). Skipped, with a notice, when
 //! the data is absent.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_sim::cos418::{self, ExpectedSnapshot};
@@ -60,14 +60,14 @@ fn data_dir() -> Option<PathBuf> {
     }
 }
 
-fn read(dir: &PathBuf, name: &str) -> String {
+fn read(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// Runs one case; `Err` when the script asks a server to send tokens it does
 /// not hold under this schedule (possible in 3NodesMultipleBidirectionalMessages).
 fn try_case(
-    dir: &PathBuf,
+    dir: &Path,
     top: &str,
     events: &str,
     seed: u64,
@@ -95,7 +95,7 @@ fn try_case(
 }
 
 fn run_case(
-    dir: &PathBuf,
+    dir: &Path,
     top: &str,
     events: &str,
     seed: u64,
@@ -105,7 +105,7 @@ fn run_case(
         .unwrap_or_else(|e| panic!("{events} seed {seed}: {e}"))
 }
 
-fn expected(dir: &PathBuf, events: &str, count: usize) -> Vec<ExpectedSnapshot> {
+fn expected(dir: &Path, events: &str, count: usize) -> Vec<ExpectedSnapshot> {
     let names: Vec<String> = if count == 1 && !dir.join(format!("{events}0.snap")).exists() {
         vec![format!("{events}.snap")]
     } else {

@@ -1,0 +1,199 @@
+//! The `cairn` binary, run as a user would.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn cairn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn cos418() -> Option<PathBuf> {
+    let dir = std::env::var_os("CAIRN_COS418_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/conformance/cos418-chandy-lamport")
+        });
+    if dir.join("SOURCE.txt").is_file() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED: COS418 data not found at {}", dir.display());
+        None
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cairn-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn demo_checks_every_snapshot_and_exits_zero() {
+    let out = cairn(&["demo", "--seed", "7"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("Simulated 8 processes"), "{stdout}");
+    assert!(stdout.contains("passed the oracle"), "{stdout}");
+    assert!(
+        stdout.lines().filter(|l| l.ends_with("consistent")).count() >= 2,
+        "{stdout}"
+    );
+    // The same seed prints the same run.
+    assert_eq!(text(&cairn(&["demo", "--seed", "7"]).stdout), stdout);
+}
+
+#[test]
+fn sim_prints_the_snapshots_and_writes_trace_and_shiviz() {
+    let Some(dir) = cos418() else { return };
+    let tmp = scratch("sim");
+    let (trace, shiviz) = (tmp.join("run.jsonl"), tmp.join("run.log"));
+    let out = cairn(&[
+        "sim",
+        "--topology",
+        dir.join("8nodes.top").to_str().unwrap(),
+        "--events",
+        dir.join("8nodes-sequential-snapshots.events")
+            .to_str()
+            .unwrap(),
+        "--seed",
+        "9",
+        "--max-delay",
+        "10",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--shiviz",
+        shiviz.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("seed 9"));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snaps = v.as_array().unwrap();
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[0]["processes"]["N1"]["tokens"], 9);
+    let n2n3 = snaps[0]["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["from"] == "N2" && c["to"] == "N3")
+        .unwrap();
+    assert_eq!(n2n3["messages"], serde_json::json!([{"tokens": 2}]));
+    let lines = std::fs::read_to_string(&trace).unwrap();
+    let first: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(first["kind"], "send");
+    assert!(
+        std::fs::read_to_string(&shiviz)
+            .unwrap()
+            .starts_with("(?<host>")
+    );
+    // Replaying the seed reproduces the output exactly.
+    let again = cairn(&[
+        "sim",
+        "--topology",
+        dir.join("8nodes.top").to_str().unwrap(),
+        "--events",
+        dir.join("8nodes-sequential-snapshots.events")
+            .to_str()
+            .unwrap(),
+        "--seed",
+        "9",
+        "--max-delay",
+        "10",
+    ]);
+    assert_eq!(again.stdout, out.stdout);
+    std::fs::remove_dir_all(tmp).ok();
+}
+
+#[test]
+fn bad_arguments_and_files_give_clear_errors_and_nonzero_exits() {
+    let out = cairn(&["sim", "--topology", "x.top"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing --events is a usage error"
+    );
+    assert!(text(&out.stderr).contains("--events"));
+    let out = cairn(&[
+        "sim",
+        "--topology",
+        "a",
+        "--events",
+        "b",
+        "--max-delay",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("max-delay"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cairn(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = cairn(&["sim", "--topology", "/nonexistent/t.top", "--events", "e"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot read /nonexistent/t.top"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let tmp = scratch("bad");
+    let top = tmp.join("t.top");
+    let ev = tmp.join("t.events");
+    std::fs::write(&top, "2\nN1 1\nN2 0\nN1 N2\nN2 N1\n").unwrap();
+    std::fs::write(&ev, "send N1 N2 1\nsnapshot N7\n").unwrap();
+    let out = cairn(&[
+        "sim",
+        "--topology",
+        top.to_str().unwrap(),
+        "--events",
+        ev.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("t.events:2: unknown server \"N7\""), "{err}");
+
+    std::fs::write(&ev, "send N1 N2 5\n").unwrap();
+    let out = cairn(&[
+        "sim",
+        "--topology",
+        top.to_str().unwrap(),
+        "--events",
+        ev.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("process N1: cannot send"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A snapshot that can never finish is refused, naming the unreachable process.
+    std::fs::write(&top, "3\nN1 1\nN2 0\nN3 0\nN1 N2\nN2 N1\nN3 N1\n").unwrap();
+    std::fs::write(&ev, "snapshot N1\n").unwrap();
+    let out = cairn(&[
+        "sim",
+        "--topology",
+        top.to_str().unwrap(),
+        "--events",
+        ev.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("[\"N3\"] cannot be reached"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(tmp).ok();
+}
