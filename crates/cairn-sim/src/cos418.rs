@@ -91,6 +91,17 @@ pub fn parse_topology(file: &str, text: &str) -> Result<TopologyFile> {
             tokens: number(file, l, "tokens", f[1])?,
         });
     }
+    if initial
+        .iter()
+        .try_fold(0u64, |sum, t| sum.checked_add(t.tokens))
+        .is_none()
+    {
+        return Err(parse_err(
+            file,
+            0,
+            "the servers' tokens add up to more than 2^64 - 1",
+        ));
+    }
     let mut links = Vec::new();
     for (l, f) in it {
         if f.len() != 2 {
@@ -262,6 +273,8 @@ mod tests {
         );
         let err = parse_topology("t.top", "2\nN1 1\n").unwrap_err();
         assert!(err.to_string().contains("expected 2 server lines"), "{err}");
+        let err = parse_topology("t.top", "2\nN1 18446744073709551615\nN2 1\n").unwrap_err();
+        assert!(err.to_string().contains("add up to more than"), "{err}");
         let err = parse_topology("t.top", "1\nN1 1\nN1 N9\n").unwrap_err();
         assert!(err.to_string().contains("unknown process \"N9\""), "{err}");
     }

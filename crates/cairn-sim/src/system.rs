@@ -407,7 +407,7 @@ impl<D: Model> System<D> {
     ) {
         let queue = &mut self.channels[channel.index()];
         let fifo_floor = queue.back().map_or(0, |p| p.deliver_at);
-        let deliver_at = (now + delay()).max(fifo_floor);
+        let deliver_at = now.saturating_add(delay()).max(fifo_floor);
         self.sent += 1;
         queue.push_back(Packet {
             item,
