@@ -6,6 +6,7 @@
 //! same snapshot together (`snapshot N1 N3`).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use cairn_core::{GlobalSnapshot, SnapshotId, Topology};
 
@@ -31,6 +32,27 @@ pub struct ExpectedSnapshot {
     pub servers: BTreeMap<String, u64>,
     /// Messages recorded in flight, as `(from, to, tokens)` in the file's order.
     pub messages: Vec<(String, String, u64)>,
+}
+
+/// Where the COS 418 data lives, for tests: `$CAIRN_COS418_DIR` if set, else
+/// `shared/conformance/cos418-chandy-lamport` in `start` or the nearest
+/// folder above it that has one. Prints a `SKIPPED` notice and returns
+/// `None` when there is none (the data has no license, so it is never
+/// copied into the repository).
+pub fn find_data(start: &Path) -> Option<PathBuf> {
+    const REL: &str = "shared/conformance/cos418-chandy-lamport";
+    let found = match std::env::var_os("CAIRN_COS418_DIR") {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => start.ancestors().map(|a| a.join(REL)).find(|d| d.is_dir()),
+    }
+    .filter(|d| d.join("SOURCE.txt").is_file());
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED: COS418 data not found in ../{REL} above {} (set CAIRN_COS418_DIR to point at it)",
+            start.display()
+        );
+    }
+    found
 }
 
 fn parse_err(file: &str, line: usize, problem: impl Into<String>) -> SimError {

@@ -1,7 +1,7 @@
 //! The COS 418 snapshot assignment's test cases, read from
-//! `../shared/conformance/cos418-chandy-lamport` (never copied here; set
-//! `CAIRN_COS418_DIR` to read them elsewhere). Skipped, with a notice, when
-//! the data is absent.
+//! `../shared/conformance/cos418-chandy-lamport` beside the repository (never
+//! copied here; see [`cos418::find_data`]). Skipped, with a notice, when the
+//! data is absent.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,21 +43,7 @@ const EXACT: &[&str] = &[
 ];
 
 fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("CAIRN_COS418_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/conformance/cos418-chandy-lamport")
-        });
-    if dir.join("SOURCE.txt").is_file() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: COS418 data not found at {} (it lives in ../shared beside the repository; set CAIRN_COS418_DIR to point elsewhere)",
-            dir.display()
-        );
-        None
-    }
+    cos418::find_data(env!("CARGO_MANIFEST_DIR").as_ref())
 }
 
 fn read(dir: &Path, name: &str) -> String {

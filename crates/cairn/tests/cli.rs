@@ -17,18 +17,7 @@ fn text(b: &[u8]) -> String {
 }
 
 fn cos418() -> Option<PathBuf> {
-    let dir = std::env::var_os("CAIRN_COS418_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/conformance/cos418-chandy-lamport")
-        });
-    if dir.join("SOURCE.txt").is_file() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED: COS418 data not found at {}", dir.display());
-        None
-    }
+    cairn_sim::cos418::find_data(env!("CARGO_MANIFEST_DIR").as_ref())
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -148,52 +137,55 @@ fn bad_arguments_and_files_give_clear_errors_and_nonzero_exits() {
         text(&out.stderr)
     );
 
+    // Bad files: each gives exit 1 and a message naming what was wrong.
     let tmp = scratch("bad");
-    let top = tmp.join("t.top");
-    let ev = tmp.join("t.events");
-    std::fs::write(&top, "2\nN1 1\nN2 0\nN1 N2\nN2 N1\n").unwrap();
-    std::fs::write(&ev, "send N1 N2 1\nsnapshot N7\n").unwrap();
-    let out = cairn(&[
-        "sim",
-        "--topology",
-        top.to_str().unwrap(),
-        "--events",
-        ev.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert!(err.contains("t.events:2: unknown server \"N7\""), "{err}");
-
-    std::fs::write(&ev, "send N1 N2 5\n").unwrap();
-    let out = cairn(&[
-        "sim",
-        "--topology",
-        top.to_str().unwrap(),
-        "--events",
-        ev.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("process N1: cannot send"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    // A snapshot that can never finish is refused, naming the unreachable process.
-    std::fs::write(&top, "3\nN1 1\nN2 0\nN3 0\nN1 N2\nN2 N1\nN3 N1\n").unwrap();
-    std::fs::write(&ev, "snapshot N1\n").unwrap();
-    let out = cairn(&[
-        "sim",
-        "--topology",
-        top.to_str().unwrap(),
-        "--events",
-        ev.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("[\"N3\"] cannot be reached"),
-        "{}",
-        text(&out.stderr)
-    );
+    let (top, ev) = (tmp.join("t.top"), tmp.join("t.events"));
+    let two = "2\nN1 1\nN2 0\nN1 N2\nN2 N1\n";
+    let cases = [
+        (
+            two,
+            "send N1 N2 1\nsnapshot N7\n",
+            "t.events:2: unknown server \"N7\"",
+        ),
+        (two, "send N1 N2 5\n", "process N1: cannot send"),
+        (two, "tick\nteleport N1\n", "t.events:2: unknown command"),
+        (
+            "2\nN1 one\n",
+            "tick\n",
+            "t.top:2: tokens must be a whole number",
+        ),
+        (
+            "2\nN1 1\nN2 0\nN1 N1 N2\n",
+            "tick\n",
+            "t.top:4: expected a link",
+        ),
+        // A snapshot that can never finish is refused, naming the unreachable process.
+        (
+            "3\nN1 1\nN2 0\nN3 0\nN1 N2\nN2 N1\nN3 N1\n",
+            "snapshot N1\n",
+            "[\"N3\"] cannot be reached",
+        ),
+    ];
+    for (top_text, ev_text, expected) in cases {
+        std::fs::write(&top, top_text).unwrap();
+        std::fs::write(&ev, ev_text).unwrap();
+        let out = cairn(&[
+            "sim",
+            "--topology",
+            top.to_str().unwrap(),
+            "--events",
+            ev.to_str().unwrap(),
+        ]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{ev_text:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "{ev_text:?}: expected {expected:?} in {err}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "no snapshots are printed for bad input"
+        );
+    }
     std::fs::remove_dir_all(tmp).ok();
 }
