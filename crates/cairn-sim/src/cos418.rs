@@ -41,16 +41,19 @@ pub struct ExpectedSnapshot {
 /// copied into the repository).
 pub fn find_data(start: &Path) -> Option<PathBuf> {
     const REL: &str = "shared/conformance/cos418-chandy-lamport";
-    let found = match std::env::var_os("CAIRN_COS418_DIR") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => start.ancestors().map(|a| a.join(REL)).find(|d| d.is_dir()),
-    }
-    .filter(|d| d.join("SOURCE.txt").is_file());
+    let (found, looked) = match std::env::var_os("CAIRN_COS418_DIR") {
+        Some(dir) => (
+            Some(PathBuf::from(&dir)),
+            format!("at {}", PathBuf::from(dir).display()),
+        ),
+        None => (
+            start.ancestors().map(|a| a.join(REL)).find(|d| d.is_dir()),
+            format!("in ../{REL} above {}", start.display()),
+        ),
+    };
+    let found = found.filter(|d| d.join("SOURCE.txt").is_file());
     if found.is_none() {
-        eprintln!(
-            "SKIPPED: COS418 data not found in ../{REL} above {} (set CAIRN_COS418_DIR to point at it)",
-            start.display()
-        );
+        eprintln!("SKIPPED: COS418 data not found {looked} (set CAIRN_COS418_DIR to point at it)");
     }
     found
 }
