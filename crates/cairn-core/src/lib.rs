@@ -67,6 +67,7 @@ mod error;
 mod ids;
 mod named_map;
 pub mod oracle;
+mod process;
 mod snapshot;
 mod topology;
 pub mod trace;
@@ -75,6 +76,7 @@ pub use engine::{Engine, Output, StartOutcome};
 pub use error::{Error, Result};
 pub use ids::{ChannelId, ProcessId, SnapshotId};
 pub use named_map::NamedMap;
+pub use process::{Context, Pace, Process};
 pub use snapshot::{
     Assembler, ChannelDoc, GlobalSnapshot, LocalSnapshot, RecordedChannel, SnapshotDoc,
 };

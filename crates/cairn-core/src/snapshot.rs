@@ -199,10 +199,36 @@ pub struct ChannelDoc<M> {
     /// The receiving process's name.
     pub to: String,
     /// Which of several channels between this pair, from 2; absent for the first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lane: Option<u32>,
     /// The recorded messages, in sending order.
     pub messages: Vec<M>,
+}
+
+impl<S: Clone, M: Clone> SnapshotDoc<&S, &M> {
+    /// The same document owning copies of its states and messages.
+    pub fn cloned(self) -> SnapshotDoc<S, M> {
+        SnapshotDoc {
+            id: self.id,
+            processes: NamedMap(
+                self.processes
+                    .0
+                    .into_iter()
+                    .map(|(k, v)| (k, v.clone()))
+                    .collect(),
+            ),
+            channels: self
+                .channels
+                .into_iter()
+                .map(|c| ChannelDoc {
+                    from: c.from,
+                    to: c.to,
+                    lane: c.lane,
+                    messages: c.messages.into_iter().cloned().collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl<M, S> GlobalSnapshot<M, S> {

@@ -88,16 +88,16 @@ pub struct TraceRecord<M> {
     /// What happened.
     pub kind: Kind,
     /// The channel, e.g. `"N1->N2"`; absent on `record`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
     /// Per-channel index of application messages; on send and receive only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     /// The application message; on send and receive only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<M>,
     /// The snapshot id; on record and marker events only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotId>,
     /// The vector clock after the event; processes at 0 are left out.
     pub vc: NamedMap<u64>,

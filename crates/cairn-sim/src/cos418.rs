@@ -12,7 +12,7 @@ use cairn_core::{GlobalSnapshot, SnapshotId, Topology};
 
 use crate::error::{Result, SimError};
 use crate::sim::Command;
-use crate::token::Tokens;
+use cairn_apps::token::Tokens;
 
 /// A parsed `.top` file: the topology and each server's initial tokens.
 #[derive(Clone, Debug)]

@@ -11,8 +11,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
 use crate::sim::{Config, Outcome, Simulator};
-use crate::token::{TokenModel, Tokens, recorded_tokens};
 use crate::workload::{Workload, run_random};
+use cairn_apps::token::{TokenModel, Tokens, recorded_tokens};
 
 /// What the demo ran and found.
 #[derive(Debug)]

@@ -35,10 +35,9 @@ pub mod explore;
 pub mod output;
 mod sim;
 mod system;
-pub mod token;
 pub mod workload;
 
+pub use cairn_apps::token::{self, TokenModel, Tokens};
 pub use error::{Result, SimError};
 pub use sim::{Command, Config, Outcome, Simulator};
 pub use system::{Fault, Item, Packet, System};
-pub use token::{TokenModel, Tokens};

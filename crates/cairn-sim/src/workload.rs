@@ -7,7 +7,7 @@ use rand::seq::SliceRandom;
 
 use crate::error::Result;
 use crate::sim::Simulator;
-use crate::token::{TokenModel, Tokens};
+use cairn_apps::token::{TokenModel, Tokens};
 
 /// A random strongly connected topology of `n` processes named `N1`..`Nn`:
 /// a ring in a random order (one-way or two-way), plus up to `extra` random

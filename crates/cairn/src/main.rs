@@ -11,6 +11,9 @@ use anyhow::{Context, Result, bail};
 use cairn_sim::{Config, Simulator, TokenModel, cos418, demo, output, token};
 use clap::{Parser, Subcommand};
 
+mod cluster_cmds;
+mod demo_cluster;
+
 /// Consistent global snapshots for message-passing programs (Chandy–Lamport).
 #[derive(Debug, Parser)]
 #[command(name = "cairn", version, about)]
@@ -21,11 +24,58 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run a simulated token system with concurrent snapshots and check each one.
+    /// Run a local 5-node bank cluster under load, snapshot it every 200 ms
+    /// and check that every snapshot conserves the money. With --simulated,
+    /// run the simulator demo instead.
     Demo {
-        /// Seed of the run; a random one is chosen and printed when absent.
+        /// Run the simulated 8-process token system, every snapshot checked by the oracle.
         #[arg(long)]
+        simulated: bool,
+        /// Seed of the simulated run; a random one is chosen and printed when absent.
+        #[arg(long, requires = "simulated")]
         seed: Option<u64>,
+        /// How long the cluster demo takes snapshots.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+        seconds: u64,
+    },
+    /// Run one node of a cluster.
+    Node {
+        /// The cluster configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// This node's id.
+        #[arg(long)]
+        id: String,
+        /// Write this node's trace (JSON Lines) and states into this folder.
+        #[arg(long)]
+        trace_dir: Option<PathBuf>,
+        /// Stop cleanly when standard input closes (how `cairn cluster` stops its nodes).
+        #[arg(long)]
+        stop_on_stdin_eof: bool,
+    },
+    /// Start every node of a config as a local child process and supervise them.
+    Cluster {
+        /// The cluster configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Take a snapshot of a running cluster now and print it as JSON.
+    Snapshot {
+        /// The cluster configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Start it at this node (default: the coordinator).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Show the nodes, channels and recent snapshots of a running cluster.
+    Status {
+        /// The cluster configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a COS 418 topology and events script in the simulator and print the
     /// snapshots as a JSON array.
@@ -53,6 +103,17 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default = if matches!(cli.command, Cmd::Node { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -64,7 +125,53 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Cmd::Demo { seed } => {
+        Cmd::Demo {
+            simulated: false,
+            seconds,
+            ..
+        } => {
+            let ok = runtime()?.block_on(demo_cluster::run(seconds))?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Node {
+            config,
+            id,
+            trace_dir,
+            stop_on_stdin_eof,
+        } => {
+            let cfg = cluster_cmds::load(&config)?;
+            runtime()?.block_on(cluster_cmds::node(
+                cfg,
+                &id,
+                trace_dir.as_deref(),
+                stop_on_stdin_eof,
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Cluster { config } => {
+            let cfg = cluster_cmds::load(&config)?;
+            runtime()?.block_on(cluster_cmds::cluster(&config, &cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Snapshot { config, node } => {
+            let cfg = cluster_cmds::load(&config)?;
+            runtime()?.block_on(cluster_cmds::snapshot(&cfg, node.as_deref()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { config, json } => {
+            let cfg = cluster_cmds::load(&config)?;
+            let healthy = runtime()?.block_on(cluster_cmds::status(&cfg, json))?;
+            Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Demo { seed, .. } => {
             let seed = seed.unwrap_or_else(random_seed);
             let report = demo::run_demo(seed).context("the demo run failed")?;
             println!("{report}");
@@ -150,6 +257,14 @@ fn sim(
         run.snapshots.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// One thread is enough for a node, and keeps a cluster of them light on two cores.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn read(path: &Path) -> Result<String> {

@@ -28,7 +28,7 @@ fn scratch(name: &str) -> PathBuf {
 
 #[test]
 fn demo_checks_every_snapshot_and_exits_zero() {
-    let out = cairn(&["demo", "--seed", "7"]);
+    let out = cairn(&["demo", "--simulated", "--seed", "7"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("Simulated 8 processes"), "{stdout}");
@@ -38,7 +38,10 @@ fn demo_checks_every_snapshot_and_exits_zero() {
         "{stdout}"
     );
     // The same seed prints the same run.
-    assert_eq!(text(&cairn(&["demo", "--seed", "7"]).stdout), stdout);
+    assert_eq!(
+        text(&cairn(&["demo", "--simulated", "--seed", "7"]).stdout),
+        stdout
+    );
 }
 
 #[test]

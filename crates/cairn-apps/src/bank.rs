@@ -1,0 +1,191 @@
+//! The bank: each process holds a balance and transfers random amounts to
+//! random outgoing neighbours, never overdrawing. Money is conserved: the
+//! balances plus the transfers in flight always add up to the initial total.
+
+use cairn_core::oracle::{AppEvent, Model};
+use cairn_core::{ChannelId, Context, Pace, Process, ProcessId, Topology};
+use serde::{Deserialize, Serialize};
+
+/// A process's state: `{"balance": n}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Balance {
+    /// Money held.
+    pub balance: u64,
+}
+
+/// A transfer: `{"amount": n}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    /// Money moved.
+    pub amount: u64,
+}
+
+/// The bank's parameters (the `[app]` table of a cluster config).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BankParams {
+    /// Every process's opening balance.
+    pub initial_balance: u64,
+    /// Transfers per second per process; absent means as fast as possible.
+    pub rate: Option<f64>,
+    /// The largest single transfer.
+    pub max_transfer: u64,
+}
+
+impl Default for BankParams {
+    fn default() -> Self {
+        BankParams {
+            initial_balance: 1000,
+            rate: None,
+            max_transfer: 10,
+        }
+    }
+}
+
+/// One bank process.
+#[derive(Clone, Debug)]
+pub struct Bank {
+    balance: u64,
+    pace: Pace,
+    max_transfer: u64,
+}
+
+impl Process for Bank {
+    type Message = Transfer;
+    type State = Balance;
+    type Params = BankParams;
+
+    fn new(params: &BankParams, _me: ProcessId, topology: &Topology) -> Result<Self, String> {
+        let pace = match params.rate {
+            None => Pace::Continuous,
+            Some(r) if r.is_finite() && r > 0.0 => Pace::PerSecond(r),
+            Some(r) => {
+                return Err(format!(
+                    "rate must be a positive number of transfers per second, not {r}"
+                ));
+            }
+        };
+        if params.max_transfer == 0 {
+            return Err("max_transfer must be at least 1".into());
+        }
+        (params.initial_balance)
+            .checked_mul(topology.process_count() as u64)
+            .ok_or("initial_balance times the number of processes overflows")?;
+        Ok(Bank {
+            balance: params.initial_balance,
+            pace,
+            max_transfer: params.max_transfer,
+        })
+    }
+
+    fn pace(&self) -> Pace {
+        self.pace
+    }
+
+    fn on_message(&mut self, _: ChannelId, message: Transfer, _: &mut Context<'_, Transfer>) {
+        // The total is conserved and fits (checked in `new`), so this cannot overflow.
+        self.balance = self.balance.saturating_add(message.amount);
+    }
+
+    fn on_tick(&mut self, cx: &mut Context<'_, Transfer>) {
+        let outgoing = cx.outgoing().len() as u64;
+        if self.balance == 0 || outgoing == 0 {
+            return;
+        }
+        let pick = (cx.random() % outgoing) as usize;
+        let channel = cx.outgoing()[pick];
+        let amount = 1 + cx.random() % self.balance.min(self.max_transfer);
+        self.balance -= amount;
+        cx.send(channel, Transfer { amount });
+    }
+
+    fn state(&self) -> Balance {
+        Balance {
+            balance: self.balance,
+        }
+    }
+
+    fn restore(&mut self, state: Balance) {
+        self.balance = state.balance;
+    }
+}
+
+/// The bank's transitions, for the oracle: a transfer needs the money; a
+/// receipt adds it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BankModel;
+
+impl Model for BankModel {
+    type State = Balance;
+    type Message = Transfer;
+
+    fn apply(&self, _: ProcessId, s: &Balance, e: AppEvent<'_, Transfer>) -> Option<Balance> {
+        let balance = match e {
+            AppEvent::Send { message, .. } => s.balance.checked_sub(message.amount)?,
+            AppEvent::Receive { message, .. } => s.balance.checked_add(message.amount)?,
+        };
+        Some(Balance { balance })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfers_never_overdraw_and_conserve_money() {
+        let topo = Topology::new(["a", "b"], &[("a", "b"), ("b", "a")]).unwrap();
+        let params = BankParams {
+            initial_balance: 7,
+            ..BankParams::default()
+        };
+        let mut bank = Bank::new(&params, ProcessId(0), &topo).unwrap();
+        let mut n = 0u64;
+        let mut random = || {
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            n >> 11
+        };
+        let mut sends = Vec::new();
+        for _ in 0..50 {
+            bank.on_tick(&mut Context::new(
+                topo.outgoing(ProcessId(0)),
+                &mut random,
+                &mut sends,
+            ));
+        }
+        let sent: u64 = sends.iter().map(|(_, t)| t.amount).sum();
+        assert_eq!(bank.state().balance + sent, 7);
+        assert_eq!(
+            bank.state().balance,
+            0,
+            "it keeps sending until the money is gone"
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let topo = Topology::new(["a"], &[] as &[(&str, &str)]).unwrap();
+        let bad = BankParams {
+            rate: Some(-1.0),
+            ..BankParams::default()
+        };
+        assert!(
+            Bank::new(&bad, ProcessId(0), &topo)
+                .unwrap_err()
+                .contains("rate")
+        );
+        let bad = BankParams {
+            max_transfer: 0,
+            ..BankParams::default()
+        };
+        assert!(
+            Bank::new(&bad, ProcessId(0), &topo)
+                .unwrap_err()
+                .contains("max_transfer")
+        );
+    }
+}

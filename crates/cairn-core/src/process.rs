@@ -1,0 +1,105 @@
+//! The application trait: what a process does, with no I/O in sight, so the
+//! same application runs in the simulator and over TCP.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ids::{ChannelId, ProcessId};
+use crate::topology::Topology;
+
+/// How a process acts on its own, besides answering messages.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pace {
+    /// Only when a message arrives.
+    Passive,
+    /// As often as the runtime has room to send.
+    Continuous,
+    /// This many times a second.
+    PerSecond(f64),
+}
+
+/// What a process may do while it handles an event: send on its outgoing
+/// channels, and draw random numbers the runtime supplies.
+pub struct Context<'a, M> {
+    outgoing: &'a [ChannelId],
+    random: &'a mut dyn FnMut() -> u64,
+    sends: &'a mut Vec<(ChannelId, M)>,
+}
+
+impl<M> fmt::Debug for Context<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("outgoing", &self.outgoing)
+            .field("queued", &self.sends.len())
+            .finish()
+    }
+}
+
+impl<'a, M> Context<'a, M> {
+    /// A context offering `outgoing` channels, drawing from `random` and
+    /// collecting sends into `sends`.
+    pub fn new(
+        outgoing: &'a [ChannelId],
+        random: &'a mut dyn FnMut() -> u64,
+        sends: &'a mut Vec<(ChannelId, M)>,
+    ) -> Self {
+        Context {
+            outgoing,
+            random,
+            sends,
+        }
+    }
+
+    /// The outgoing channels that have room for a message now.
+    pub fn outgoing(&self) -> &[ChannelId] {
+        self.outgoing
+    }
+
+    /// A random number.
+    pub fn random(&mut self) -> u64 {
+        (self.random)()
+    }
+
+    /// Sends `message` on `channel`, after everything sent before.
+    pub fn send(&mut self, channel: ChannelId, message: M) {
+        self.sends.push((channel, message));
+    }
+}
+
+/// One user process. The runtime calls it from one task, one event at a time.
+pub trait Process: Send + Sized + 'static {
+    /// An application message.
+    type Message: Clone + fmt::Debug + Serialize + DeserializeOwned + Send + 'static;
+    /// The state a snapshot records.
+    type State: Clone + fmt::Debug + PartialEq + Serialize + DeserializeOwned + Send + 'static;
+    /// Parameters from the cluster configuration.
+    type Params: fmt::Debug + DeserializeOwned + Default;
+
+    /// The process `me` of `topology`, in its initial state.
+    ///
+    /// # Errors
+    /// A sentence saying which parameter is unusable.
+    fn new(params: &Self::Params, me: ProcessId, topology: &Topology) -> Result<Self, String>;
+
+    /// How this process acts on its own.
+    fn pace(&self) -> Pace;
+
+    /// A message arrived on `channel`.
+    fn on_message(
+        &mut self,
+        channel: ChannelId,
+        message: Self::Message,
+        cx: &mut Context<'_, Self::Message>,
+    );
+
+    /// The process's own turn to act (see [`Process::pace`]).
+    fn on_tick(&mut self, _cx: &mut Context<'_, Self::Message>) {}
+
+    /// The state to record now.
+    fn state(&self) -> Self::State;
+
+    /// Rebuilds the process from a recorded state.
+    fn restore(&mut self, state: Self::State);
+}

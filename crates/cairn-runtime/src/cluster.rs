@@ -1,0 +1,134 @@
+//! A local cluster: every node of a config as a child process on this
+//! machine, supervised. A node stops cleanly when its standard input closes,
+//! so stopping the cluster is closing every child's stdin.
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, ChildStdin, Command};
+
+use crate::client;
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+
+/// The running children of one cluster.
+#[derive(Debug)]
+pub struct Supervisor {
+    children: Vec<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    id: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Supervisor {
+    /// Starts `exe node --config CONFIG --id ID --stop-on-stdin-eof` for every
+    /// node, with `env` added to each child's environment.
+    ///
+    /// # Errors
+    /// A child cannot be started.
+    pub fn spawn(
+        exe: &Path,
+        config_path: &Path,
+        config: &ClusterConfig,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        let mut children = Vec::new();
+        for n in &config.nodes {
+            let mut cmd = Command::new(exe);
+            cmd.arg("node")
+                .arg("--config")
+                .arg(config_path)
+                .arg("--id")
+                .arg(&n.id)
+                .arg("--stop-on-stdin-eof")
+                .stdin(Stdio::piped())
+                .kill_on_drop(true);
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| Error::io(format!("starting node {} ({})", n.id, exe.display()), e))?;
+            let stdin = child.stdin.take();
+            children.push(Running {
+                id: n.id.clone(),
+                child,
+                stdin,
+            });
+        }
+        Ok(Supervisor { children })
+    }
+
+    /// Waits until every node answers `GET /status`.
+    ///
+    /// # Errors
+    /// A node exited, or did not answer within `timeout`.
+    pub async fn wait_ready(&mut self, config: &ClusterConfig, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        for (i, n) in config.nodes.iter().enumerate() {
+            loop {
+                if let Ok((status, _)) =
+                    client::get_json::<serde_json::Value>(n.admin, "/status").await
+                {
+                    if status.is_success() {
+                        break;
+                    }
+                }
+                if let Ok(Some(code)) = self.children[i].child.try_wait() {
+                    return Err(Error::Admin {
+                        url: format!("http://{}/status", n.admin),
+                        problem: format!("node {} exited ({code}) before it was ready", n.id),
+                    });
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Admin {
+                        url: format!("http://{}/status", n.admin),
+                        problem: format!("node {} was not ready within {timeout:?}", n.id),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until some child exits, and names it.
+    pub async fn next_exit(&mut self) -> (String, std::io::Result<ExitStatus>) {
+        loop {
+            for r in &mut self.children {
+                match r.child.try_wait() {
+                    Ok(Some(status)) => return (r.id.clone(), Ok(status)),
+                    Ok(None) => {}
+                    Err(e) => return (r.id.clone(), Err(e)),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops every node: closes its stdin, waits up to `grace`, then kills it.
+    /// Returns each node's exit status (`None` if it had to be killed).
+    pub async fn stop(mut self, grace: Duration) -> Vec<(String, Option<ExitStatus>)> {
+        for r in &mut self.children {
+            r.stdin.take();
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut out = Vec::new();
+        for mut r in self.children.drain(..) {
+            let status = tokio::time::timeout_at(deadline, r.child.wait())
+                .await
+                .ok()
+                .and_then(|s| s.ok());
+            if status.is_none() {
+                let _ = r.child.kill().await;
+            }
+            out.push((r.id, status));
+        }
+        out
+    }
+}

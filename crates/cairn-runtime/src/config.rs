@@ -1,0 +1,385 @@
+//! The cluster configuration: one TOML file for every node, with
+//! environment-variable overrides so a node runs unchanged in a container.
+//!
+//! ```toml
+//! cluster = "demo"            # connections from another cluster are refused
+//! coordinator = "n1"          # assembles global snapshots
+//! channels = "complete"       # or [["n1", "n2"], ["n2", "n1"], ...]
+//! data_dir = "cairn-data"     # optional
+//! trace_dir = "traces"        # optional: every node writes its trace here
+//! max_frame_bytes = 16777216  # optional
+//!
+//! [[nodes]]
+//! id = "n1"
+//! address = "127.0.0.1:7101"  # where peers reach it (host:port)
+//! admin = "127.0.0.1:7201"    # admin HTTP API; a bare port means 127.0.0.1
+//! listen = "0.0.0.0:7101"     # optional: bind here instead of `address`
+//!
+//! [app]
+//! name = "bank"               # bank or token, plus the app's parameters
+//! initial_balance = 1000
+//!
+//! [snapshots]
+//! interval_ms = 200           # optional: the coordinator starts one this often
+//! timeout_ms = 5000
+//! ```
+//!
+//! Overrides: `CAIRN_CLUSTER`, `CAIRN_COORDINATOR`, `CAIRN_DATA_DIR`,
+//! `CAIRN_TRACE_DIR`, `CAIRN_MAX_FRAME_BYTES`, `CAIRN_SNAPSHOT_INTERVAL_MS`,
+//! `CAIRN_SNAPSHOT_TIMEOUT_MS`, and per node `CAIRN_NODE_<ID>_ADDRESS`,
+//! `CAIRN_NODE_<ID>_ADMIN`, `CAIRN_NODE_<ID>_LISTEN` (the id upper-cased, with
+//! `-` and `.` as `_`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_core::{ProcessId, Topology};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The default bound on one frame: 16 MiB.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// A validated cluster configuration.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The cluster's name, checked in every handshake.
+    pub cluster: String,
+    /// The nodes, in file order (process `i` is `nodes[i]`).
+    pub nodes: Vec<NodeConfig>,
+    /// Processes and channels.
+    pub topology: Arc<Topology>,
+    /// The node that assembles global snapshots.
+    pub coordinator: ProcessId,
+    /// The application every node runs.
+    pub app: AppConfig,
+    /// When snapshots are taken and given up on.
+    pub snapshots: SnapshotConfig,
+    /// Where durable data goes.
+    pub data_dir: PathBuf,
+    /// Where nodes write their traces, if anywhere.
+    pub trace_dir: Option<PathBuf>,
+    /// The largest frame a node accepts.
+    pub max_frame_bytes: usize,
+    /// Whether `POST /debug/cut` may drop a node's connections (for tests).
+    pub allow_cut: bool,
+}
+
+/// One node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Its id (the process name).
+    pub id: String,
+    /// Where peers connect: `host:port`.
+    pub address: String,
+    /// Where it listens for peers.
+    pub listen: String,
+    /// Its admin HTTP API.
+    pub admin: SocketAddr,
+}
+
+/// The application and its parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppConfig {
+    /// `bank` or `token`.
+    pub name: String,
+    /// The rest of the `[app]` table, for the application to read.
+    pub params: serde_json::Value,
+}
+
+/// Snapshot timing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    /// The coordinator starts a snapshot this often, if set.
+    pub interval: Option<Duration>,
+    /// A snapshot not complete after this long is reported as failed.
+    pub timeout: Duration,
+    /// How many recent snapshots the coordinator keeps in memory.
+    pub keep: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster: String,
+    coordinator: String,
+    channels: RawChannels,
+    nodes: Vec<RawNode>,
+    app: toml::Table,
+    #[serde(default)]
+    snapshots: RawSnapshots,
+    data_dir: Option<PathBuf>,
+    trace_dir: Option<PathBuf>,
+    max_frame_bytes: Option<u64>,
+    #[serde(default)]
+    debug: RawDebug,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawChannels {
+    Shorthand(String),
+    List(Vec<(String, String)>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: String,
+    address: String,
+    admin: toml::Value,
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshots {
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    keep: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDebug {
+    #[serde(default)]
+    allow_cut: bool,
+}
+
+impl ClusterConfig {
+    /// Reads and validates `path`, then applies environment overrides.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file, the key and the problem.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            file: path.display().to_string(),
+            key: String::new(),
+            problem: format!("cannot read it: {e}"),
+        })?;
+        Self::parse(path, &text, |k| std::env::var(k).ok())
+    }
+
+    /// Parses `text` as if read from `path`, taking overrides from `env`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file, the key and the problem.
+    pub fn parse(path: &Path, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let file = path.display().to_string();
+        let err = |key: &str, problem: String| Error::Config {
+            file: file.clone(),
+            key: key.to_string(),
+            problem,
+        };
+        let mut raw: RawConfig =
+            toml::from_str(text).map_err(|e| err("", e.to_string().trim().to_string()))?;
+
+        // Environment overrides, each validated below like the file's own value.
+        let var = |name: &str| env(name).map(|v| (name.to_string(), v));
+        if let Some((_, v)) = var("CAIRN_CLUSTER") {
+            raw.cluster = v;
+        }
+        if let Some((_, v)) = var("CAIRN_COORDINATOR") {
+            raw.coordinator = v;
+        }
+        if let Some((_, v)) = var("CAIRN_DATA_DIR") {
+            raw.data_dir = Some(v.into());
+        }
+        if let Some((_, v)) = var("CAIRN_TRACE_DIR") {
+            raw.trace_dir = Some(v.into());
+        }
+        let number = |(name, v): (String, String)| {
+            v.parse::<u64>()
+                .map_err(|_| err(&name, format!("{v:?} is not a whole number")))
+        };
+        if let Some(v) = var("CAIRN_MAX_FRAME_BYTES") {
+            raw.max_frame_bytes = Some(number(v)?);
+        }
+        if let Some(v) = var("CAIRN_SNAPSHOT_INTERVAL_MS") {
+            raw.snapshots.interval_ms = Some(number(v)?);
+        }
+        if let Some(v) = var("CAIRN_SNAPSHOT_TIMEOUT_MS") {
+            raw.snapshots.timeout_ms = Some(number(v)?);
+        }
+        for node in &mut raw.nodes {
+            let key = node.id.to_uppercase().replace(['-', '.'], "_");
+            if let Some((_, v)) = var(&format!("CAIRN_NODE_{key}_ADDRESS")) {
+                node.address = v;
+            }
+            if let Some((_, v)) = var(&format!("CAIRN_NODE_{key}_ADMIN")) {
+                node.admin = toml::Value::String(v);
+            }
+            if let Some((_, v)) = var(&format!("CAIRN_NODE_{key}_LISTEN")) {
+                node.listen = Some(v);
+            }
+        }
+
+        if raw.cluster.is_empty() {
+            return Err(err("cluster", "must not be empty".into()));
+        }
+        if raw.nodes.is_empty() {
+            return Err(err("nodes", "list at least one node".into()));
+        }
+        let mut nodes = Vec::new();
+        for (i, n) in raw.nodes.iter().enumerate() {
+            let key = |k: &str| format!("nodes[{i}].{k}");
+            check_host_port(&n.address).map_err(|p| err(&key("address"), p))?;
+            let listen = n.listen.clone().unwrap_or_else(|| n.address.clone());
+            check_host_port(&listen).map_err(|p| err(&key("listen"), p))?;
+            let admin = match &n.admin {
+                toml::Value::Integer(port) => u16::try_from(*port)
+                    .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p))
+                    .map_err(|_| err(&key("admin"), format!("{port} is not a port number"))),
+                toml::Value::String(s) => s.parse::<SocketAddr>().or_else(|_| {
+                    s.parse::<u16>()
+                        .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p))
+                        .map_err(|_| {
+                            err(&key("admin"), format!("{s:?} is not an ip:port or a port"))
+                        })
+                }),
+                other => Err(err(
+                    &key("admin"),
+                    format!("{other:?} is not an ip:port or a port"),
+                )),
+            }?;
+            nodes.push(NodeConfig {
+                id: n.id.clone(),
+                address: n.address.clone(),
+                listen,
+                admin,
+            });
+        }
+        let names: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        let pairs: Vec<(String, String)> = match &raw.channels {
+            RawChannels::Shorthand(s) if s == "complete" => names
+                .iter()
+                .flat_map(|a| {
+                    names
+                        .iter()
+                        .filter(move |b| *b != a)
+                        .map(move |b| (a.clone(), b.clone()))
+                })
+                .collect(),
+            RawChannels::Shorthand(s) if s == "ring" => (0..names.len())
+                .filter(|_| names.len() > 1)
+                .map(|i| (names[i].clone(), names[(i + 1) % names.len()].clone()))
+                .collect(),
+            RawChannels::Shorthand(s) => {
+                return Err(err(
+                    "channels",
+                    format!(
+                        "{s:?} is not a shorthand: use \"complete\", \"ring\" or a list of [from, to] pairs"
+                    ),
+                ));
+            }
+            RawChannels::List(list) => list.clone(),
+        };
+        let topology = Topology::new(names, &pairs).map_err(|e| {
+            let key = if matches!(
+                e,
+                cairn_core::Error::DuplicateProcess(_) | cairn_core::Error::BadProcessName(_)
+            ) {
+                "nodes"
+            } else {
+                "channels"
+            };
+            err(key, e.to_string())
+        })?;
+        if !topology.is_strongly_connected() {
+            let cut: Vec<String> = topology
+                .processes()
+                .filter(|&p| !topology.unreachable_from(&[p]).is_empty())
+                .map(|p| topology.name(p).to_string())
+                .collect();
+            return Err(err(
+                "channels",
+                format!(
+                    "the graph must be strongly connected so any node can start a snapshot; from {cut:?} some nodes cannot be reached"
+                ),
+            ));
+        }
+        let coordinator = topology.process(&raw.coordinator).ok_or_else(|| {
+            err(
+                "coordinator",
+                format!("{:?} is not a node", raw.coordinator),
+            )
+        })?;
+        let name = match raw.app.remove("name") {
+            Some(toml::Value::String(s)) => s,
+            _ => {
+                return Err(err(
+                    "app.name",
+                    "must name the application, e.g. \"bank\"".into(),
+                ));
+            }
+        };
+        let params = serde_json::to_value(&raw.app)
+            .map_err(|e| err("app", format!("parameters cannot be read: {e}")))?;
+        let timeout_ms = raw.snapshots.timeout_ms.unwrap_or(5000);
+        if timeout_ms == 0 {
+            return Err(err("snapshots.timeout_ms", "must be at least 1".into()));
+        }
+        let max_frame_bytes = raw
+            .max_frame_bytes
+            .unwrap_or(DEFAULT_MAX_FRAME_BYTES as u64);
+        if !(1024..=(1 << 30)).contains(&max_frame_bytes) {
+            return Err(err(
+                "max_frame_bytes",
+                format!("{max_frame_bytes} is outside 1 KiB to 1 GiB"),
+            ));
+        }
+        Ok(ClusterConfig {
+            file: path.to_path_buf(),
+            cluster: raw.cluster,
+            nodes,
+            topology: Arc::new(topology),
+            coordinator,
+            app: AppConfig { name, params },
+            snapshots: SnapshotConfig {
+                interval: raw
+                    .snapshots
+                    .interval_ms
+                    .filter(|&ms| ms > 0)
+                    .map(Duration::from_millis),
+                timeout: Duration::from_millis(timeout_ms),
+                keep: raw.snapshots.keep.unwrap_or(100).max(1),
+            },
+            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("cairn-data")),
+            trace_dir: raw.trace_dir,
+            max_frame_bytes: max_frame_bytes as usize,
+            allow_cut: raw.debug.allow_cut,
+        })
+    }
+
+    /// The node called `id`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if there is none.
+    pub fn node(&self, id: &str) -> Result<ProcessId> {
+        self.topology.process(id).ok_or_else(|| Error::Config {
+            file: self.file.display().to_string(),
+            key: "nodes".into(),
+            problem: format!("there is no node {id:?}"),
+        })
+    }
+
+    /// The coordinator's admin API base URL.
+    pub fn coordinator_admin(&self) -> SocketAddr {
+        self.nodes[self.coordinator.index()].admin
+    }
+}
+
+fn check_host_port(s: &str) -> std::result::Result<(), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not host:port"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("{s:?} is not host:port"));
+    }
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The coordinator: hands out snapshot ids, assembles local reports into
+//! global snapshots with the core's assembler, and reports as failed any
+//! snapshot not complete within the timeout, naming what it lacked.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cairn_core::{
+    Assembler, GlobalSnapshot, LocalSnapshot, RecordedChannel, SnapshotDoc, SnapshotId, Topology,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// One node's part of a snapshot, as it travels to the coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalReport {
+    /// The snapshot.
+    pub snapshot: SnapshotId,
+    /// The reporting node.
+    pub process: String,
+    /// Its recorded state.
+    pub state: Value,
+    /// Each incoming channel by name, with its recorded messages.
+    pub channels: Vec<(String, Vec<Value>)>,
+}
+
+/// Where a snapshot stands.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SnapshotStatus {
+    /// Still collecting reports.
+    InProgress {
+        /// Processes that have not reported.
+        missing_processes: Vec<String>,
+        /// Channels not yet recorded.
+        missing_channels: Vec<String>,
+    },
+    /// Complete.
+    Complete,
+    /// Timed out.
+    Failed {
+        /// Processes that never reported.
+        missing_processes: Vec<String>,
+        /// Channels never recorded.
+        missing_channels: Vec<String>,
+    },
+}
+
+/// A snapshot's summary, as `GET /snapshots` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SnapshotSummary {
+    /// The id.
+    pub id: SnapshotId,
+    /// The node that started it.
+    pub initiator: String,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// From start to complete (or to failure), in milliseconds; absent while in progress.
+    pub duration_ms: Option<f64>,
+    /// Where it stands.
+    #[serde(flatten)]
+    pub status: SnapshotStatus,
+}
+
+#[derive(Debug)]
+struct Running {
+    assembler: Assembler<Value, Value>,
+    initiator: String,
+    started: Instant,
+    started_unix_ms: u64,
+}
+
+#[derive(Debug)]
+struct Finished {
+    summary: SnapshotSummary,
+    snapshot: Option<GlobalSnapshot<Value, Value>>,
+}
+
+/// The coordinator's state. Callers hold it behind a mutex.
+#[derive(Debug)]
+pub struct Coordinator {
+    topology: Arc<Topology>,
+    timeout: Duration,
+    keep: usize,
+    metrics: Arc<Metrics>,
+    next_id: u64,
+    running: BTreeMap<SnapshotId, Running>,
+    finished: VecDeque<Finished>,
+}
+
+impl Coordinator {
+    /// A coordinator keeping the `keep` most recent snapshots in memory.
+    pub fn new(
+        topology: Arc<Topology>,
+        timeout: Duration,
+        keep: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Coordinator {
+            topology,
+            timeout,
+            keep,
+            metrics,
+            next_id: 0,
+            running: BTreeMap::new(),
+            finished: VecDeque::new(),
+        }
+    }
+
+    /// A new snapshot id, started by `initiator` now.
+    pub fn allocate(&mut self, initiator: &str) -> SnapshotId {
+        let id = SnapshotId(self.next_id);
+        self.next_id += 1;
+        let started_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.running.insert(
+            id,
+            Running {
+                assembler: Assembler::new(self.topology.clone(), id),
+                initiator: initiator.to_string(),
+                started: Instant::now(),
+                started_unix_ms,
+            },
+        );
+        Metrics::inc(&self.metrics.snapshots_started, 1);
+        id
+    }
+
+    /// Adds a node's report.
+    ///
+    /// # Errors
+    /// A sentence naming what was wrong with the report.
+    pub fn report(&mut self, report: LocalReport) -> Result<(), String> {
+        let id = report.snapshot;
+        let Some(run) = self.running.get_mut(&id) else {
+            return Err(format!(
+                "snapshot {id} is not in progress (unknown, complete or failed)"
+            ));
+        };
+        let topo = &self.topology;
+        let process = topo
+            .process(&report.process)
+            .ok_or_else(|| format!("unknown process {:?}", report.process))?;
+        let mut channels = Vec::new();
+        for (name, messages) in report.channels {
+            let channel = topo
+                .channel_by_name(&name)
+                .ok_or_else(|| format!("unknown channel {name:?}"))?;
+            channels.push(RecordedChannel { channel, messages });
+        }
+        run.assembler
+            .add(LocalSnapshot {
+                snapshot: id,
+                process,
+                state: report.state,
+                channels,
+            })
+            .map_err(|e| e.to_string())?;
+        if run.assembler.is_complete() {
+            let mut run = self.running.remove(&id).ok_or("vanished")?;
+            let snapshot = run.assembler.finish().map_err(|e| e.to_string())?;
+            let duration = run.started.elapsed();
+            self.metrics.observe_duration(duration);
+            Metrics::inc(&self.metrics.snapshots_completed, 1);
+            info!(snapshot = %id, ms = duration.as_secs_f64() * 1e3, "global snapshot complete");
+            self.push(Finished {
+                summary: SnapshotSummary {
+                    id,
+                    initiator: run.initiator,
+                    started_unix_ms: run.started_unix_ms,
+                    duration_ms: Some(duration.as_secs_f64() * 1e3),
+                    status: SnapshotStatus::Complete,
+                },
+                snapshot: Some(snapshot),
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails every snapshot older than the timeout.
+    pub fn expire(&mut self) {
+        let late: Vec<SnapshotId> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.started.elapsed() > self.timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            let Some(run) = self.running.remove(&id) else {
+                continue;
+            };
+            let (missing_processes, missing_channels) = run.assembler.missing();
+            warn!(snapshot = %id, ?missing_processes, ?missing_channels, "snapshot failed: timed out");
+            Metrics::inc(&self.metrics.snapshots_failed, 1);
+            self.push(Finished {
+                summary: SnapshotSummary {
+                    id,
+                    initiator: run.initiator,
+                    started_unix_ms: run.started_unix_ms,
+                    duration_ms: Some(run.started.elapsed().as_secs_f64() * 1e3),
+                    status: SnapshotStatus::Failed {
+                        missing_processes,
+                        missing_channels,
+                    },
+                },
+                snapshot: None,
+            });
+        }
+    }
+
+    /// Every snapshot in progress and every recent one, in id order.
+    pub fn list(&self) -> Vec<SnapshotSummary> {
+        let mut all: Vec<SnapshotSummary> =
+            self.finished.iter().map(|f| f.summary.clone()).collect();
+        all.extend(
+            self.running
+                .iter()
+                .map(|(id, r)| self.running_summary(*id, r)),
+        );
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    /// One snapshot's summary, and the snapshot itself in the shared JSON shape when complete.
+    pub fn get(
+        &self,
+        id: SnapshotId,
+    ) -> Option<(SnapshotSummary, Option<SnapshotDoc<Value, Value>>)> {
+        if let Some(r) = self.running.get(&id) {
+            return Some((self.running_summary(id, r), None));
+        }
+        let f = self.finished.iter().find(|f| f.summary.id == id)?;
+        let doc = f
+            .snapshot
+            .as_ref()
+            .map(|s| s.to_doc(&self.topology).cloned());
+        Some((f.summary.clone(), doc))
+    }
+
+    fn running_summary(&self, id: SnapshotId, r: &Running) -> SnapshotSummary {
+        let (missing_processes, missing_channels) = r.assembler.missing();
+        SnapshotSummary {
+            id,
+            initiator: r.initiator.clone(),
+            started_unix_ms: r.started_unix_ms,
+            duration_ms: None,
+            status: SnapshotStatus::InProgress {
+                missing_processes,
+                missing_channels,
+            },
+        }
+    }
+
+    fn push(&mut self, f: Finished) {
+        self.finished.push_back(f);
+        while self.finished.len() > self.keep {
+            self.finished.pop_front();
+        }
+    }
+}

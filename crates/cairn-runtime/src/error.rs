@@ -1,0 +1,51 @@
+//! Errors of the runtime.
+
+/// A `Result` whose error is the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in the runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cluster configuration is unusable.
+    #[error("{file}: {}{problem}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
+    Config {
+        /// The file.
+        file: String,
+        /// The key, e.g. `nodes[1].address` (empty for the whole file).
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The core refused an input.
+    #[error(transparent)]
+    Core(#[from] cairn_core::Error),
+    /// An I/O error, with what was being done.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// An admin API request failed.
+    #[error("admin API {url}: {problem}")]
+    Admin {
+        /// The request.
+        url: String,
+        /// What went wrong.
+        problem: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

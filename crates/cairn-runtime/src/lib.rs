@@ -1,0 +1,36 @@
+//! Cairn over TCP: every node runs one user [`Process`](cairn_core::Process)
+//! under one driver task that feeds cairn-core's engine and carries out its
+//! outputs. Channels are FIFO and exactly-once across dropped connections;
+//! a coordinator assembles global snapshots; every node serves an admin API.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use cairn_runtime::{ClusterConfig, run_node};
+//! use cairn_apps::bank::Bank;
+//!
+//! # async fn go() -> Result<(), cairn_runtime::Error> {
+//! let config = Arc::new(ClusterConfig::load("cluster.toml".as_ref())?);
+//! let me = config.node("n1")?;
+//! let (_stop, shutdown) = tokio::sync::watch::channel(false);
+//! run_node::<Bank>(config, me, shutdown).await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod admin;
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod coordinator;
+mod driver;
+mod error;
+pub mod metrics;
+mod node;
+pub mod tracefile;
+mod transport;
+pub mod wire;
+
+pub use admin::{IdAnswer, IdRequest};
+pub use config::ClusterConfig;
+pub use error::{Error, Result};
+pub use node::run_node;

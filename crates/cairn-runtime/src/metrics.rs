@@ -1,0 +1,124 @@
+//! Counters for `GET /metrics`, in Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the snapshot-duration histogram, in seconds.
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// One node's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Application messages sent.
+    pub messages_sent: AtomicU64,
+    /// Application messages received.
+    pub messages_received: AtomicU64,
+    /// Snapshots this node recorded its state for.
+    pub snapshots_recorded: AtomicU64,
+    /// Bytes of application messages recorded in channel states here.
+    pub recorded_channel_bytes: AtomicU64,
+    /// Snapshots the coordinator started.
+    pub snapshots_started: AtomicU64,
+    /// Snapshots the coordinator completed.
+    pub snapshots_completed: AtomicU64,
+    /// Snapshots the coordinator gave up on.
+    pub snapshots_failed: AtomicU64,
+    durations: Mutex<Histogram>,
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Metrics {
+    /// Counts one more.
+    pub fn inc(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// Records one completed snapshot's duration.
+    pub fn observe_duration(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let mut h = self.durations.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    /// The Prometheus text exposition of every counter, labelled with the node.
+    pub fn render(&self, node: &str) -> String {
+        let mut out = String::new();
+        let counters = [
+            (
+                "cairn_messages_sent_total",
+                "Application messages sent.",
+                &self.messages_sent,
+            ),
+            (
+                "cairn_messages_received_total",
+                "Application messages received.",
+                &self.messages_received,
+            ),
+            (
+                "cairn_snapshots_recorded_total",
+                "Snapshots this node recorded its state for.",
+                &self.snapshots_recorded,
+            ),
+            (
+                "cairn_recorded_channel_bytes_total",
+                "Bytes of messages recorded in channel states.",
+                &self.recorded_channel_bytes,
+            ),
+            (
+                "cairn_snapshots_started_total",
+                "Snapshots started by the coordinator.",
+                &self.snapshots_started,
+            ),
+            (
+                "cairn_snapshots_completed_total",
+                "Global snapshots completed.",
+                &self.snapshots_completed,
+            ),
+            (
+                "cairn_snapshots_failed_total",
+                "Global snapshots that timed out.",
+                &self.snapshots_failed,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{node=\"{node}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let h = self.durations.lock().unwrap_or_else(|p| p.into_inner());
+        let name = "cairn_snapshot_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} From start to complete global snapshot.\n# TYPE {name} histogram"
+        );
+        for (b, c) in BUCKETS.iter().zip(h.counts) {
+            let _ = writeln!(out, "{name}_bucket{{node=\"{node}\",le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{node=\"{node}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{{node=\"{node}\"}} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{{node=\"{node}\"}} {}", h.count);
+        out
+    }
+}

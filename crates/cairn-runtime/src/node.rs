@@ -1,0 +1,261 @@
+//! One node: its listener, channel senders, driver, reporter, admin API and,
+//! on the coordinator, the snapshot timer.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_core::{Process, ProcessId};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, Shared};
+use crate::client;
+use crate::config::ClusterConfig;
+use crate::coordinator::{Coordinator, LocalReport};
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::tracefile::{States, TraceWriter, states_path};
+use crate::transport::{Identity, Inbound, Outbound, run_outbound};
+
+/// Runs node `me` of `config` with application `P` until `shutdown` turns true.
+///
+/// # Errors
+/// The application's parameters are unusable, an address cannot be bound, or
+/// the trace cannot be written.
+pub async fn run_node<P: Process>(
+    config: Arc<ClusterConfig>,
+    me: ProcessId,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let topo = config.topology.clone();
+    let node = &config.nodes[me.index()];
+    let name = node.id.clone();
+    let params: P::Params =
+        serde_json::from_value(config.app.params.clone()).map_err(|e| Error::Config {
+            file: config.file.display().to_string(),
+            key: "app".into(),
+            problem: format!("bad parameters for {}: {e}", config.app.name),
+        })?;
+    let process = P::new(&params, me, &topo).map_err(|problem| Error::Config {
+        file: config.file.display().to_string(),
+        key: "app".into(),
+        problem,
+    })?;
+    let initial = process.state();
+    let listener = TcpListener::bind(&node.listen)
+        .await
+        .map_err(|e| Error::io(format!("node {name}: cannot listen on {}", node.listen), e))?;
+    let admin_listener = TcpListener::bind(node.admin).await.map_err(|e| {
+        Error::io(
+            format!("node {name}: cannot serve the admin API on {}", node.admin),
+            e,
+        )
+    })?;
+    let trace = match &config.trace_dir {
+        Some(dir) => Some(TraceWriter::create(dir, &name)?),
+        None => None,
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (cut_tx, cut_rx) = watch::channel(0u64);
+    let metrics = Arc::new(Metrics::default());
+    let room = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+
+    // Channel senders.
+    let id = Identity {
+        cluster: config.cluster.clone(),
+        node: name.clone(),
+        max_frame_bytes: config.max_frame_bytes,
+    };
+    let mut outbound = HashMap::new();
+    for &c in topo.outgoing(me) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        outbound.insert(
+            c,
+            Outbound {
+                tx,
+                pending: pending.clone(),
+            },
+        );
+        let address = config.nodes[topo.channel(c).to.index()].address.clone();
+        tasks.spawn(run_outbound::<P::Message>(
+            id.clone(),
+            topo.channel_name(c),
+            address,
+            rx,
+            pending,
+            room.clone(),
+            cut_rx.clone(),
+            stop_rx.clone(),
+        ));
+    }
+
+    // Channel receivers.
+    let (in_tx, in_rx) = mpsc::channel(4096);
+    let inbound = Arc::new(Inbound::<P::Message>::new(
+        config.cluster.clone(),
+        me,
+        topo.clone(),
+        config.max_frame_bytes,
+        in_tx,
+    ));
+    tasks.spawn(inbound.run(listener, stop_rx.clone(), cut_rx.clone()));
+
+    // Coordinator, reporter, admin API.
+    let coordinator = (me == config.coordinator).then(|| {
+        Arc::new(Mutex::new(Coordinator::new(
+            topo.clone(),
+            config.snapshots.timeout,
+            config.snapshots.keep,
+            metrics.clone(),
+        )))
+    });
+    let (control_tx, control_rx) = mpsc::channel(64);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        me,
+        control: control_tx,
+        metrics: metrics.clone(),
+        coordinator: coordinator.clone(),
+        cut: cut_tx,
+        started: Instant::now(),
+    });
+    let (report_tx, report_rx) = mpsc::unbounded_channel();
+    tasks.spawn(run_reporter(
+        config.clone(),
+        coordinator.clone(),
+        report_rx,
+        stop_rx.clone(),
+    ));
+    let app = admin::router(shared.clone());
+    let mut admin_stop = stop_rx.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(admin_listener, app).with_graceful_shutdown(async move {
+            let _ = admin_stop.changed().await;
+        });
+        if let Err(e) = serve.await {
+            error!("admin API stopped: {e}");
+        }
+    });
+    if let Some(c) = &coordinator {
+        tasks.spawn(run_coordinator_timers(
+            shared.clone(),
+            c.clone(),
+            stop_rx.clone(),
+        ));
+    }
+
+    let seed = RandomState::new().hash_one((std::process::id(), me.0));
+    let driver = Driver::new(
+        me,
+        topo.clone(),
+        process,
+        outbound,
+        in_rx,
+        control_rx,
+        report_tx,
+        room,
+        metrics,
+        trace,
+        seed,
+    )?;
+    info!(node = %name, address = %node.address, admin = %node.admin, app = %config.app.name, "node running");
+    let last = driver.run(shutdown).await;
+    let _ = stop_tx.send(true);
+    if let Some(dir) = &config.trace_dir {
+        let path = states_path(dir, &name);
+        let states = States { initial, last };
+        let text =
+            serde_json::to_vec(&states).map_err(|e| Error::io("encoding states", e.into()))?;
+        std::fs::write(&path, text)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    }
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(3), drain)
+        .await
+        .is_err()
+    {
+        warn!("some tasks did not stop within 3 s");
+    }
+    info!(node = %name, "node stopped");
+    Ok(())
+}
+
+/// Carries local snapshots to the coordinator: in-process on the coordinator,
+/// over HTTP (with retries until the snapshot timeout) elsewhere.
+async fn run_reporter(
+    config: Arc<ClusterConfig>,
+    coordinator: Option<Arc<Mutex<Coordinator>>>,
+    mut reports: mpsc::UnboundedReceiver<LocalReport>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let report = tokio::select! {
+            _ = stop.changed() => return,
+            r = reports.recv() => match r { Some(r) => r, None => return },
+        };
+        if let Some(c) = &coordinator {
+            if let Err(e) = c.lock().unwrap_or_else(|p| p.into_inner()).report(report) {
+                warn!("own report refused: {e}");
+            }
+            continue;
+        }
+        let deadline = Instant::now() + config.snapshots.timeout;
+        loop {
+            match client::post_json::<_, serde_json::Value>(
+                config.coordinator_admin(),
+                "/internal/reports",
+                &report,
+            )
+            .await
+            {
+                Ok((status, _)) if status.is_success() => break,
+                Ok((status, body)) => {
+                    warn!(snapshot = %report.snapshot, "coordinator refused the report: {status} {body}");
+                    break;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    warn!("report failed, retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    error!(snapshot = %report.snapshot, "giving up on the report: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The coordinator starts a snapshot every interval and expires late ones.
+async fn run_coordinator_timers(
+    shared: Arc<Shared>,
+    coordinator: Arc<Mutex<Coordinator>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut expire = tokio::time::interval(Duration::from_millis(50));
+    let mut interval = shared.config.snapshots.interval.map(|d| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = expire.tick() => coordinator.lock().unwrap_or_else(|p| p.into_inner()).expire(),
+            _ = async { match &mut interval { Some(i) => { i.tick().await; } None => std::future::pending().await } } => {
+                if let Err(e) = admin::start_here(&shared).await {
+                    warn!("could not start a scheduled snapshot: {e}");
+                }
+            }
+        }
+    }
+}

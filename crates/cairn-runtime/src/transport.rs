@@ -1,0 +1,499 @@
+//! Channels over TCP. Each directed channel has one connection, opened by its
+//! sender. The sender numbers frames, keeps them until acknowledged and
+//! resends them after a reconnect; the receiver drops duplicates and refuses
+//! gaps, so every channel stays FIFO and exactly-once across dropped
+//! connections.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_core::{ChannelId, ProcessId, Topology};
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION};
+
+/// How long a peer has to say hello, or to answer one.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Frames a sender keeps queued or unacknowledged before the application waits.
+pub(crate) const HIGH_WATER: usize = 2048;
+/// The receiver acknowledges at least this often, in frames.
+const ACK_EVERY: u64 = 128;
+
+/// What the driver hands a channel's sender.
+#[derive(Debug)]
+pub(crate) enum Out<M> {
+    Data { message: M, vc: Option<Vec<u64>> },
+    Marker { snapshot: u64, vc: Option<Vec<u64>> },
+}
+
+/// What a channel's receiver hands the driver.
+#[derive(Debug)]
+pub(crate) enum In<M> {
+    Data {
+        channel: ChannelId,
+        message: M,
+        vc: Option<Vec<u64>>,
+    },
+    Marker {
+        channel: ChannelId,
+        snapshot: u64,
+        vc: Option<Vec<u64>>,
+    },
+}
+
+/// The driver's end of one outgoing channel.
+#[derive(Debug)]
+pub(crate) struct Outbound<M> {
+    pub tx: mpsc::UnboundedSender<Out<M>>,
+    /// Frames queued or unacknowledged.
+    pub pending: Arc<AtomicUsize>,
+}
+
+impl<M> Outbound<M> {
+    pub fn has_room(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) < HIGH_WATER
+    }
+
+    pub fn push(&self, out: Out<M>) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        // A closed receiver means the node is shutting down; the frame is moot.
+        let _ = self.tx.send(out);
+    }
+}
+
+/// Who this node is, as its channel senders introduce it.
+#[derive(Clone, Debug)]
+pub(crate) struct Identity {
+    pub cluster: String,
+    pub node: String,
+    pub max_frame_bytes: usize,
+}
+
+/// Runs the sender of one channel until shutdown: connect, say hello, resend
+/// what the peer has not acknowledged, then stream frames and read acks.
+/// A `cut` drops the connection (a test hook); it is re-established.
+pub(crate) async fn run_outbound<M: Serialize>(
+    id: Identity,
+    channel: String,
+    address: String,
+    mut rx: mpsc::UnboundedReceiver<Out<M>>,
+    pending: Arc<AtomicUsize>,
+    room: Arc<Notify>,
+    mut cut: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next_seq = 1u64;
+    let mut unacked: VecDeque<(u64, Bytes)> = VecDeque::new();
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let stream = tokio::select! {
+            _ = shutdown.changed() => return,
+            s = TcpStream::connect(&address) => s,
+        };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%channel, %address, "connect failed: {e}");
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        let mut reader = FramedRead::new(r, wire::codec(id.max_frame_bytes));
+        let mut writer = FramedWrite::new(w, wire::codec(id.max_frame_bytes));
+        let resume = match handshake(&id, &channel, &mut reader, &mut writer).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(%channel, %address, "handshake failed: {e}");
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(20);
+        acknowledge(&mut unacked, resume, &pending, &room);
+        info!(%channel, resend = unacked.len(), "channel connected");
+        let mut failed = false;
+        for (_, bytes) in &unacked {
+            if writer.feed(bytes.clone()).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        if failed || SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
+            continue;
+        }
+        cut.borrow_and_update();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    let _ = SinkExt::<Bytes>::flush(&mut writer).await;
+                    return;
+                }
+                _ = cut.changed() => {
+                    info!(%channel, "connection cut on request");
+                    break;
+                }
+                out = rx.recv() => {
+                    let Some(mut out) = out else { return };
+                    let mut ok = true;
+                    for _ in 0..256 {
+                        let bytes = match encode_out(next_seq, out) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                warn!(%channel, "dropping a frame that cannot be encoded: {e}");
+                                pending.fetch_sub(1, Ordering::Relaxed);
+                                break;
+                            }
+                        };
+                        unacked.push_back((next_seq, bytes.clone()));
+                        next_seq += 1;
+                        if writer.feed(bytes).await.is_err() {
+                            ok = false;
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(o) => out = o,
+                            Err(_) => break,
+                        }
+                    }
+                    if !ok || SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
+                        break;
+                    }
+                }
+                frame = reader.next() => {
+                    match frame.map(|f| f.map_err(|e| Error::Protocol(e.to_string())).and_then(|b| wire::decode::<Frame<()>>(&b))) {
+                        Some(Ok(Frame::Ack { next_seq })) => acknowledge(&mut unacked, next_seq, &pending, &room),
+                        Some(Ok(other)) => {
+                            warn!(%channel, "unexpected frame from the receiver: {other:?}");
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            warn!(%channel, "{e}");
+                            break;
+                        }
+                        None => {
+                            debug!(%channel, "receiver closed the connection");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn encode_out<M: Serialize>(seq: u64, out: Out<M>) -> Result<Bytes> {
+    match out {
+        Out::Data { message, vc } => wire::encode(&Frame::Data { seq, message, vc }),
+        Out::Marker { snapshot, vc } => wire::encode(&Frame::<M>::Marker { seq, snapshot, vc }),
+    }
+}
+
+fn acknowledge(
+    unacked: &mut VecDeque<(u64, Bytes)>,
+    next_seq: u64,
+    pending: &AtomicUsize,
+    room: &Notify,
+) {
+    let mut freed = 0;
+    while unacked.front().is_some_and(|(s, _)| *s < next_seq) {
+        unacked.pop_front();
+        freed += 1;
+    }
+    if freed > 0 {
+        pending.fetch_sub(freed, Ordering::Relaxed);
+        room.notify_waiters();
+    }
+}
+
+async fn handshake(
+    id: &Identity,
+    channel: &str,
+    reader: &mut FramedRead<
+        tokio::net::tcp::OwnedReadHalf,
+        tokio_util::codec::LengthDelimitedCodec,
+    >,
+    writer: &mut FramedWrite<
+        tokio::net::tcp::OwnedWriteHalf,
+        tokio_util::codec::LengthDelimitedCodec,
+    >,
+) -> Result<u64> {
+    let hello = Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        cluster: id.cluster.clone(),
+        node: id.node.clone(),
+        channel: channel.to_string(),
+        auth: Vec::new(),
+    };
+    writer
+        .send(wire::encode(&hello)?)
+        .await
+        .map_err(|e| Error::io("sending hello", e))?;
+    let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
+        .await
+        .map_err(|_| Error::Protocol("no answer to hello".into()))?
+        .ok_or_else(|| Error::Protocol("peer closed the connection after hello".into()))?
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+    match wire::decode::<Frame<()>>(&reply)? {
+        Frame::Welcome { next_seq } => Ok(next_seq),
+        Frame::Reject { reason } => Err(Error::Protocol(format!(
+            "peer refused the channel: {reason}"
+        ))),
+        other => Err(Error::Protocol(format!(
+            "unexpected answer to hello: {other:?}"
+        ))),
+    }
+}
+
+/// The receiving side of every incoming channel of one node.
+#[derive(Debug)]
+pub(crate) struct Inbound<M> {
+    pub cluster: String,
+    pub me: ProcessId,
+    pub topology: Arc<Topology>,
+    pub max_frame_bytes: usize,
+    pub to_driver: mpsc::Sender<In<M>>,
+    /// Per incoming channel: the next sequence number, and which connection owns it.
+    slots: Mutex<HashMap<ChannelId, Arc<Slot>>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    next_seq: tokio::sync::Mutex<u64>,
+    owner: watch::Sender<u64>,
+}
+
+impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
+    pub fn new(
+        cluster: String,
+        me: ProcessId,
+        topology: Arc<Topology>,
+        max_frame_bytes: usize,
+        to_driver: mpsc::Sender<In<M>>,
+    ) -> Self {
+        Inbound {
+            cluster,
+            me,
+            topology,
+            max_frame_bytes,
+            to_driver,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Accepts connections until shutdown; each is served by its own task.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+        cut: watch::Receiver<u64>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.changed() => return,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let this = self.clone();
+                    let (sd, cut) = (shutdown.clone(), cut.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = this.serve(stream, sd, cut).await {
+                            warn!(%peer, "closed an incoming connection: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        mut shutdown: watch::Receiver<bool>,
+        mut cut: watch::Receiver<u64>,
+    ) -> Result<()> {
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        let mut reader = FramedRead::new(r, wire::codec(self.max_frame_bytes));
+        let mut writer = FramedWrite::new(w, wire::codec(self.max_frame_bytes));
+        let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
+            .await
+            .map_err(|_| Error::Protocol("no hello within 5 s".into()))?
+            .ok_or_else(|| Error::Protocol("closed before hello".into()))?
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        let channel = match wire::decode_hello(&first).and_then(|h| self.admit(&h)) {
+            Ok(c) => c,
+            Err(e) => {
+                let reject = Frame::<()>::Reject {
+                    reason: e.to_string(),
+                };
+                if let Ok(bytes) = wire::encode(&reject) {
+                    let _ = writer.send(bytes).await;
+                }
+                return Err(e);
+            }
+        };
+        let name = self.topology.channel_name(channel);
+        let slot = self.slot(channel);
+        // Take the channel over from any older connection, then wait for it to let go.
+        slot.owner.send_modify(|g| *g += 1);
+        let generation = *slot.owner.borrow();
+        let mut owner = slot.owner.subscribe();
+        let mut next_seq = slot.next_seq.lock().await;
+        writer
+            .send(wire::encode(&Frame::<()>::Welcome {
+                next_seq: *next_seq,
+            })?)
+            .await
+            .map_err(|e| Error::io("sending welcome", e))?;
+        info!(channel = %name, next_seq = *next_seq, "incoming channel connected");
+        cut.borrow_and_update();
+        let mut acked = *next_seq;
+        let mut ack_timer = tokio::time::interval(Duration::from_millis(5));
+        loop {
+            let frame = tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                _ = cut.changed() => return Ok(()),
+                _ = owner.changed() => {
+                    if *owner.borrow() != generation {
+                        debug!(channel = %name, "a newer connection took the channel over");
+                        return Ok(());
+                    }
+                    continue;
+                }
+                _ = ack_timer.tick() => {
+                    if acked != *next_seq {
+                        acked = *next_seq;
+                        let ack = wire::encode(&Frame::<()>::Ack { next_seq: acked })?;
+                        writer.send(ack).await.map_err(|e| Error::io("sending ack", e))?;
+                    }
+                    continue;
+                }
+                f = reader.next() => f,
+            };
+            let bytes = match frame {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(Error::Protocol(format!("channel {name}: {e}"))),
+                Some(Ok(b)) => b,
+            };
+            let (seq, item) = match wire::decode::<Frame<M>>(&bytes)
+                .map_err(|e| Error::Protocol(format!("channel {name}: {e}")))?
+            {
+                Frame::Data { seq, message, vc } => (
+                    seq,
+                    In::Data {
+                        channel,
+                        message,
+                        vc,
+                    },
+                ),
+                Frame::Marker { seq, snapshot, vc } => (
+                    seq,
+                    In::Marker {
+                        channel,
+                        snapshot,
+                        vc,
+                    },
+                ),
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "channel {name}: unexpected frame {:?}",
+                        std::mem::discriminant(&other)
+                    )));
+                }
+            };
+            if seq < *next_seq {
+                continue; // a resent duplicate
+            }
+            if seq > *next_seq {
+                return Err(Error::Protocol(format!(
+                    "channel {name}: frame {seq} arrived, expected {}",
+                    *next_seq
+                )));
+            }
+            if self.to_driver.send(item).await.is_err() {
+                return Ok(()); // the node is shutting down
+            }
+            *next_seq += 1;
+            if *next_seq - acked >= ACK_EVERY {
+                acked = *next_seq;
+                let ack = wire::encode(&Frame::<()>::Ack { next_seq: acked })?;
+                writer
+                    .send(ack)
+                    .await
+                    .map_err(|e| Error::io("sending ack", e))?;
+            }
+        }
+    }
+
+    /// Checks a hello against the configuration: the cluster, a known node,
+    /// and a channel from that node to this one.
+    fn admit(&self, hello: &Hello) -> Result<ChannelId> {
+        if hello.cluster != self.cluster {
+            return Err(Error::Protocol(format!(
+                "node {:?} belongs to cluster {:?}, this node to {:?}",
+                hello.node, hello.cluster, self.cluster
+            )));
+        }
+        let from = self
+            .topology
+            .process(&hello.node)
+            .ok_or_else(|| Error::Protocol(format!("unknown node id {:?}", hello.node)))?;
+        let channel = self
+            .topology
+            .channel_by_name(&hello.channel)
+            .filter(|&c| {
+                let ch = self.topology.channel(c);
+                ch.from == from && ch.to == self.me
+            })
+            .ok_or_else(|| {
+                Error::Protocol(format!(
+                    "node {:?} has no channel {:?} to {}",
+                    hello.node,
+                    hello.channel,
+                    self.topology.name(self.me)
+                ))
+            })?;
+        Ok(channel)
+    }
+
+    fn slot(&self, channel: ChannelId) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .entry(channel)
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    next_seq: tokio::sync::Mutex::new(1),
+                    owner: watch::channel(0).0,
+                })
+            })
+            .clone()
+    }
+}

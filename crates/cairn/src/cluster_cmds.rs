@@ -1,0 +1,241 @@
+//! `cairn node`, `cairn cluster`, `cairn snapshot` and `cairn status`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cairn_apps::bank::Bank;
+use cairn_apps::token::TokenProcess;
+use cairn_runtime::client;
+use cairn_runtime::cluster::Supervisor;
+use cairn_runtime::{ClusterConfig, IdAnswer, run_node};
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// The applications a node can run.
+pub const APPS: &[&str] = &["bank", "token"];
+
+pub fn load(path: &Path) -> Result<ClusterConfig> {
+    let config = ClusterConfig::load(path)?;
+    if !APPS.contains(&config.app.name.as_str()) {
+        bail!(
+            "{}: app.name: {:?} is not a built-in application (choose from {APPS:?})",
+            path.display(),
+            config.app.name
+        );
+    }
+    Ok(config)
+}
+
+/// Runs one node until Ctrl-C, SIGTERM or (when asked) the end of stdin.
+pub async fn node(
+    mut config: ClusterConfig,
+    id: &str,
+    trace_dir: Option<&Path>,
+    stop_on_eof: bool,
+) -> Result<()> {
+    if let Some(dir) = trace_dir {
+        config.trace_dir = Some(dir.to_path_buf());
+    }
+    let me = config.node(id)?;
+    let config = Arc::new(config);
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_stop(stop_on_eof).await;
+        let _ = stop.send(true);
+    });
+    match config.app.name.as_str() {
+        "bank" => run_node::<Bank>(config, me, shutdown).await?,
+        "token" => run_node::<TokenProcess>(config, me, shutdown).await?,
+        other => bail!("unknown application {other:?}"),
+    }
+    Ok(())
+}
+
+async fn wait_for_stop(stop_on_eof: bool) {
+    let eof = async {
+        if stop_on_eof {
+            let mut buf = [0u8; 64];
+            let mut stdin = tokio::io::stdin();
+            use tokio::io::AsyncReadExt;
+            while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+        _ = eof => {}
+    }
+}
+
+/// Starts every node as a child process and supervises them until Ctrl-C.
+pub async fn cluster(config_path: &Path, config: &ClusterConfig) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find the cairn executable")?;
+    let mut sup = Supervisor::spawn(&exe, config_path, config, &[])?;
+    if let Err(e) = sup.wait_ready(config, Duration::from_secs(20)).await {
+        sup.stop(Duration::from_secs(3)).await;
+        return Err(e.into());
+    }
+    for n in &config.nodes {
+        eprintln!(
+            "node {} up: peers at {}, admin at http://{}",
+            n.id, n.address, n.admin
+        );
+    }
+    eprintln!("cluster {:?} running; Ctrl-C stops it", config.cluster);
+    let failed = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        (id, status) = sup.next_exit() => Some((id, status)),
+    };
+    let stopped = sup.stop(Duration::from_secs(5)).await;
+    for (id, status) in stopped {
+        if status.is_none() {
+            eprintln!("node {id} did not stop in time and was killed");
+        }
+    }
+    if let Some((id, status)) = failed {
+        bail!(
+            "node {id} exited unexpectedly ({})",
+            status.map_or_else(|e| e.to_string(), |s| s.to_string())
+        );
+    }
+    eprintln!("cluster stopped");
+    Ok(())
+}
+
+/// Asks the cluster for a snapshot, shows progress, prints the snapshot JSON.
+pub async fn snapshot(config: &ClusterConfig, at: Option<&str>) -> Result<()> {
+    let node = match at {
+        Some(id) => config.node(id)?,
+        None => config.coordinator,
+    };
+    let admin = config.nodes[node.index()].admin;
+    let (status, answer): (_, Value) =
+        client::post_json(admin, "/snapshots", &serde_json::json!({})).await?;
+    if !status.is_success() {
+        bail!(
+            "node {} refused to start a snapshot: {status} {answer}",
+            config.nodes[node.index()].id
+        );
+    }
+    let id = serde_json::from_value::<IdAnswer>(answer)?.id;
+    let coordinator = config.coordinator_admin();
+    let started = Instant::now();
+    let deadline = started + config.snapshots.timeout + Duration::from_secs(2);
+    let tty = std::io::stderr().is_terminal();
+    loop {
+        let (status, body): (_, Value) =
+            client::get_json(coordinator, &format!("/snapshots/{}", id.0)).await?;
+        match status.as_u16() {
+            200 => {
+                if tty {
+                    eprint!("\r\x1b[K");
+                }
+                eprintln!(
+                    "snapshot {id} complete in {:.1} ms",
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                println!("{}", serde_json::to_string_pretty(&body)?);
+                return Ok(());
+            }
+            202 => {
+                let procs = body["missing_processes"].as_array().map_or(0, Vec::len);
+                let chans = body["missing_channels"].as_array().map_or(0, Vec::len);
+                let line = format!(
+                    "snapshot {id}: waiting for {procs} processes and {chans} channels ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+                if tty {
+                    eprint!("\r\x1b[K{line}");
+                    let _ = std::io::stderr().flush();
+                }
+            }
+            500 => bail!(
+                "snapshot {id} failed: it never got processes {} and channels {}",
+                body["missing_processes"],
+                body["missing_channels"]
+            ),
+            _ => bail!("snapshot {id}: unexpected answer {status}: {body}"),
+        }
+        if Instant::now() > deadline {
+            bail!("snapshot {id} did not complete within the configured timeout");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Prints every node's status and the recent snapshots.
+pub async fn status(config: &ClusterConfig, json: bool) -> Result<bool> {
+    let mut all = Vec::new();
+    let mut healthy = true;
+    for n in &config.nodes {
+        match client::get_json::<Value>(n.admin, "/status").await {
+            Ok((_, v)) => all.push(v),
+            Err(e) => {
+                healthy = false;
+                all.push(serde_json::json!({ "node": n.id, "error": e.to_string() }));
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(healthy);
+    }
+    println!(
+        "{:<10} {:>10} {:>12} {:>12}  channels",
+        "node", "uptime", "sent", "received"
+    );
+    for v in &all {
+        if let Some(e) = v.get("error") {
+            println!(
+                "{:<10} unreachable: {}",
+                v["node"].as_str().unwrap_or("?"),
+                e.as_str().unwrap_or("")
+            );
+            continue;
+        }
+        println!(
+            "{:<10} {:>9.1}s {:>12} {:>12}  in {} / out {}",
+            v["node"].as_str().unwrap_or("?"),
+            v["uptime_ms"].as_f64().unwrap_or(0.0) / 1e3,
+            v["messages_sent"],
+            v["messages_received"],
+            v["incoming"].as_array().map_or(0, Vec::len),
+            v["outgoing"].as_array().map_or(0, Vec::len),
+        );
+    }
+    if let Some(recent) = all.iter().find_map(|v| v["recent_snapshots"].as_array()) {
+        println!(
+            "\nrecent snapshots (coordinator {}):",
+            config.topology.name(config.coordinator)
+        );
+        for s in recent {
+            let dur = s["duration_ms"]
+                .as_f64()
+                .map_or("-".to_string(), |d| format!("{d:.1} ms"));
+            println!(
+                "  {:>6}  {:<12} {:>10}  started by {}",
+                s["id"],
+                s["status"].as_str().unwrap_or("?"),
+                dur,
+                s["initiator"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(healthy)
+}
