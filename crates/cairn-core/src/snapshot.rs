@@ -181,7 +181,7 @@ impl<M, S> Assembler<M, S> {
 /// second or later channel between the same pair carries `"lane": 2`, `3`, ...
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SnapshotDoc<S, M> {
+pub struct SnapshotDoc<M, S> {
     /// The snapshot id.
     pub id: SnapshotId,
     /// Each process's recorded state, by process name.
@@ -205,9 +205,9 @@ pub struct ChannelDoc<M> {
     pub messages: Vec<M>,
 }
 
-impl<S: Clone, M: Clone> SnapshotDoc<&S, &M> {
+impl<M: Clone, S: Clone> SnapshotDoc<&M, &S> {
     /// The same document owning copies of its states and messages.
-    pub fn cloned(self) -> SnapshotDoc<S, M> {
+    pub fn cloned(self) -> SnapshotDoc<M, S> {
         SnapshotDoc {
             id: self.id,
             processes: NamedMap(
@@ -233,7 +233,7 @@ impl<S: Clone, M: Clone> SnapshotDoc<&S, &M> {
 
 impl<M, S> GlobalSnapshot<M, S> {
     /// This snapshot in the shared JSON shape, borrowing its states and messages.
-    pub fn to_doc<'a>(&'a self, topology: &Topology) -> SnapshotDoc<&'a S, &'a M> {
+    pub fn to_doc<'a>(&'a self, topology: &Topology) -> SnapshotDoc<&'a M, &'a S> {
         SnapshotDoc {
             id: self.id,
             processes: NamedMap(
@@ -263,7 +263,7 @@ impl<M, S> GlobalSnapshot<M, S> {
     ///
     /// # Errors
     /// [`Error::BadDocument`] when a process or channel is unknown, missing or listed twice.
-    pub fn from_doc(topology: &Topology, doc: SnapshotDoc<S, M>) -> Result<Self> {
+    pub fn from_doc(topology: &Topology, doc: SnapshotDoc<M, S>) -> Result<Self> {
         let bad = |s: String| Error::BadDocument(format!("snapshot {}: {s}", doc.id));
         let mut states: Vec<Option<S>> = (0..topology.process_count()).map(|_| None).collect();
         for (name, state) in doc.processes.0 {

@@ -144,17 +144,16 @@ pub(crate) async fn start_here(s: &Shared) -> Result<SnapshotId, String> {
     Ok(id)
 }
 
-fn coordinator_or_redirect(s: &Shared, path: &str) -> Result<Arc<Mutex<Coordinator>>, Response> {
-    s.coordinator.clone().ok_or_else(|| {
-        let url = format!("http://{}{path}", s.config.coordinator_admin());
-        Redirect::temporary(&url).into_response()
-    })
+/// Non-coordinators send snapshot reads to the coordinator.
+fn redirect(s: &Shared, path: &str) -> Response {
+    let url = format!("http://{}{path}", s.config.coordinator_admin());
+    Redirect::temporary(&url).into_response()
 }
 
 async fn list(State(s): Shr) -> Response {
-    match coordinator_or_redirect(&s, "/snapshots") {
-        Ok(c) => Json(c.lock().unwrap_or_else(|p| p.into_inner()).list()).into_response(),
-        Err(r) => r,
+    match &s.coordinator {
+        Some(c) => Json(c.lock().unwrap_or_else(|p| p.into_inner()).list()).into_response(),
+        None => redirect(&s, "/snapshots"),
     }
 }
 
@@ -165,9 +164,8 @@ async fn one(State(s): Shr, Path(id): Path<String>) -> Response {
             format!("{id:?} is not a snapshot id"),
         );
     };
-    let c = match coordinator_or_redirect(&s, &format!("/snapshots/{id}")) {
-        Ok(c) => c,
-        Err(r) => return r,
+    let Some(c) = &s.coordinator else {
+        return redirect(&s, &format!("/snapshots/{id}"));
     };
     let found = c
         .lock()

@@ -110,3 +110,12 @@ fn decode<T: DeserializeOwned>(
             ),
         })
 }
+
+/// GETs `path` and returns the status and the body as text.
+///
+/// # Errors
+/// The request failed.
+pub async fn get_text(addr: SocketAddr, path: &str) -> Result<(StatusCode, String)> {
+    let (status, body) = request(addr, Method::GET, path, None).await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}

@@ -383,3 +383,121 @@ fn check_host_port(s: &str) -> std::result::Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+cluster = "c"
+coordinator = "a"
+channels = "complete"
+[app]
+name = "bank"
+initial_balance = 5
+[[nodes]]
+id = "a"
+address = "127.0.0.1:7001"
+admin = 8001
+[[nodes]]
+id = "b"
+address = "b.local:7002"
+admin = "127.0.0.1:8002"
+"#;
+
+    fn parse(text: &str) -> Result<ClusterConfig> {
+        ClusterConfig::parse(Path::new("c.toml"), text, |_| None)
+    }
+
+    fn problem(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn complete_shorthand_and_defaults() {
+        let c = parse(BASE).unwrap();
+        assert_eq!(c.topology.channel_count(), 2);
+        assert_eq!(c.nodes[0].admin, "127.0.0.1:8001".parse().unwrap());
+        assert_eq!(c.nodes[1].listen, "b.local:7002");
+        assert_eq!(c.app.name, "bank");
+        assert_eq!(c.app.params, serde_json::json!({"initial_balance": 5}));
+        assert_eq!(c.snapshots.interval, None);
+        assert_eq!(c.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
+    }
+
+    #[test]
+    fn explicit_channels_may_repeat_a_pair() {
+        let text = BASE.replace(
+            r#"channels = "complete""#,
+            r#"channels = [["a", "b"], ["a", "b"], ["b", "a"]]"#,
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.topology.channel_name(cairn_core::ChannelId(1)), "a->b#2");
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_problem() {
+        assert_eq!(
+            problem(&BASE.replace("address = \"127.0.0.1:7001\"", "address = \"nowhere\"")),
+            "c.toml: nodes[0].address: \"nowhere\" is not host:port"
+        );
+        assert_eq!(
+            problem(&BASE.replace("admin = 8001", "admin = 70000")),
+            "c.toml: nodes[0].admin: 70000 is not a port number"
+        );
+        assert!(
+            problem(&BASE.replace(r#"coordinator = "a""#, r#"coordinator = "z""#))
+                .starts_with("c.toml: coordinator: \"z\" is not a node")
+        );
+        assert!(
+            problem(&BASE.replace(r#"channels = "complete""#, r#"channels = "mesh""#))
+                .contains("channels: \"mesh\" is not a shorthand")
+        );
+        assert!(
+            problem(&BASE.replace(r#"channels = "complete""#, r#"channels = [["a", "b"]]"#))
+                .contains("strongly connected")
+        );
+        assert!(
+            problem(&BASE.replace(r#"channels = "complete""#, r#"channels = [["a", "a"]]"#))
+                .contains("channels: channel a->a")
+        );
+        let unknown = problem(&BASE.replace("cluster = \"c\"", "cluster = \"c\"\nclustr = 1"));
+        assert!(
+            unknown.starts_with("c.toml: ") && unknown.contains("clustr"),
+            "{unknown}"
+        );
+        assert!(problem(&BASE.replace("[app]\nname = \"bank\"", "[app]")).contains("app.name"));
+        assert!(
+            problem(&(BASE.to_string() + "[snapshots]\ntimeout_ms = 0\n"))
+                .contains("snapshots.timeout_ms")
+        );
+        assert!(
+            problem(&BASE.replace("cluster = \"c\"", "cluster = \"c\"\nmax_frame_bytes = 10"))
+                .contains("max_frame_bytes")
+        );
+    }
+
+    #[test]
+    fn environment_overrides_apply_and_are_validated() {
+        let env = |k: &str| match k {
+            "CAIRN_NODE_B_ADDRESS" => Some("10.1.2.3:9000".to_string()),
+            "CAIRN_NODE_A_ADMIN" => Some("0.0.0.0:9100".to_string()),
+            "CAIRN_SNAPSHOT_INTERVAL_MS" => Some("250".to_string()),
+            "CAIRN_CLUSTER" => Some("prod".to_string()),
+            _ => None,
+        };
+        let c = ClusterConfig::parse(Path::new("c.toml"), BASE, env).unwrap();
+        assert_eq!(c.nodes[1].address, "10.1.2.3:9000");
+        assert_eq!(c.nodes[0].admin, "0.0.0.0:9100".parse().unwrap());
+        assert_eq!(c.snapshots.interval, Some(Duration::from_millis(250)));
+        assert_eq!(c.cluster, "prod");
+        let bad = |k: &str| (k == "CAIRN_SNAPSHOT_TIMEOUT_MS").then(|| "soon".to_string());
+        let err = ClusterConfig::parse(Path::new("c.toml"), BASE, bad)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "c.toml: CAIRN_SNAPSHOT_TIMEOUT_MS: \"soon\" is not a whole number"
+        );
+    }
+}

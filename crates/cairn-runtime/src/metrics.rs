@@ -21,6 +21,10 @@ pub struct Metrics {
     pub snapshots_recorded: AtomicU64,
     /// Bytes of application messages recorded in channel states here.
     pub recorded_channel_bytes: AtomicU64,
+    /// Connections to peers (re-)established by this node's channel senders.
+    pub connections: AtomicU64,
+    /// Frames sent again after a reconnect because the peer had not acknowledged them.
+    pub frames_resent: AtomicU64,
     /// Snapshots the coordinator started.
     pub snapshots_started: AtomicU64,
     /// Snapshots the coordinator completed.
@@ -79,6 +83,16 @@ impl Metrics {
                 "cairn_recorded_channel_bytes_total",
                 "Bytes of messages recorded in channel states.",
                 &self.recorded_channel_bytes,
+            ),
+            (
+                "cairn_connections_total",
+                "Channel connections established (reconnects included).",
+                &self.connections,
+            ),
+            (
+                "cairn_frames_resent_total",
+                "Frames resent after a reconnect.",
+                &self.frames_resent,
             ),
             (
                 "cairn_snapshots_started_total",

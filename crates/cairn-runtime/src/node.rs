@@ -93,6 +93,7 @@ pub async fn run_node<P: Process>(
             rx,
             pending,
             room.clone(),
+            metrics.clone(),
             cut_rx.clone(),
             stop_rx.clone(),
         ));

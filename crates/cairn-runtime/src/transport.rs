@@ -20,6 +20,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION};
 
 /// How long a peer has to say hello, or to answer one.
@@ -82,6 +83,7 @@ pub(crate) struct Identity {
 /// Runs the sender of one channel until shutdown: connect, say hello, resend
 /// what the peer has not acknowledged, then stream frames and read acks.
 /// A `cut` drops the connection (a test hook); it is re-established.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_outbound<M: Serialize>(
     id: Identity,
     channel: String,
@@ -89,6 +91,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
     mut rx: mpsc::UnboundedReceiver<Out<M>>,
     pending: Arc<AtomicUsize>,
     room: Arc<Notify>,
+    metrics: Arc<Metrics>,
     mut cut: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -133,6 +136,8 @@ pub(crate) async fn run_outbound<M: Serialize>(
         backoff = Duration::from_millis(20);
         acknowledge(&mut unacked, resume, &pending, &room);
         info!(%channel, resend = unacked.len(), "channel connected");
+        Metrics::inc(&metrics.connections, 1);
+        Metrics::inc(&metrics.frames_resent, unacked.len() as u64);
         let mut failed = false;
         for (_, bytes) in &unacked {
             if writer.feed(bytes.clone()).await.is_err() {
@@ -155,26 +160,30 @@ pub(crate) async fn run_outbound<M: Serialize>(
                     break;
                 }
                 out = rx.recv() => {
-                    let Some(mut out) = out else { return };
+                    let Some(first) = out else { return };
+                    // Write what is queued as one batch, then flush once.
+                    let mut batch = vec![first];
+                    while batch.len() < 256 {
+                        match rx.try_recv() {
+                            Ok(o) => batch.push(o),
+                            Err(_) => break,
+                        }
+                    }
                     let mut ok = true;
-                    for _ in 0..256 {
+                    for out in batch {
                         let bytes = match encode_out(next_seq, out) {
                             Ok(b) => b,
                             Err(e) => {
                                 warn!(%channel, "dropping a frame that cannot be encoded: {e}");
                                 pending.fetch_sub(1, Ordering::Relaxed);
-                                break;
+                                continue;
                             }
                         };
                         unacked.push_back((next_seq, bytes.clone()));
                         next_seq += 1;
-                        if writer.feed(bytes).await.is_err() {
+                        if ok && writer.feed(bytes).await.is_err() {
+                            // Keep numbering the rest: they are resent after the reconnect.
                             ok = false;
-                            break;
-                        }
-                        match rx.try_recv() {
-                            Ok(o) => out = o,
-                            Err(_) => break,
                         }
                     }
                     if !ok || SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
@@ -320,8 +329,12 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                     let this = self.clone();
                     let (sd, cut) = (shutdown.clone(), cut.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = this.serve(stream, sd, cut).await {
-                            warn!(%peer, "closed an incoming connection: {e}");
+                        match this.serve(stream, sd, cut).await {
+                            Ok(()) => {}
+                            Err(e @ Error::Protocol(_)) => {
+                                warn!(%peer, "closed an incoming connection: {e}")
+                            }
+                            Err(e) => debug!(%peer, "incoming connection ended: {e}"),
                         }
                     });
                 }
