@@ -263,3 +263,90 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn coordinator(timeout: Duration) -> Coordinator {
+        let topo = Arc::new(Topology::new(["a", "b"], &[("a", "b"), ("b", "a")]).unwrap());
+        Coordinator::new(topo, timeout, 2, Arc::new(Metrics::default()))
+    }
+
+    fn report(id: SnapshotId, p: &str, ch: &str, msgs: Vec<Value>) -> LocalReport {
+        LocalReport {
+            snapshot: id,
+            process: p.into(),
+            state: json!({"balance": 1}),
+            channels: vec![(ch.into(), msgs)],
+        }
+    }
+
+    #[test]
+    fn reports_assemble_into_the_shared_shape() {
+        let mut c = coordinator(Duration::from_secs(60));
+        let id = c.allocate("a");
+        c.report(report(id, "a", "b->a", vec![json!({"amount": 4})]))
+            .unwrap();
+        assert!(matches!(
+            c.get(id).unwrap().0.status,
+            SnapshotStatus::InProgress { .. }
+        ));
+        assert!(
+            c.report(report(id, "a", "b->a", vec![]))
+                .unwrap_err()
+                .contains("already reported")
+        );
+        assert!(
+            c.report(report(id, "zed", "b->a", vec![]))
+                .unwrap_err()
+                .contains("unknown process")
+        );
+        c.report(report(id, "b", "a->b", vec![])).unwrap();
+        let (summary, doc) = c.get(id).unwrap();
+        assert_eq!(summary.status, SnapshotStatus::Complete);
+        let doc = serde_json::to_value(doc.unwrap()).unwrap();
+        assert_eq!(
+            doc["channels"][1],
+            json!({"from": "b", "to": "a", "messages": [{"amount": 4}]})
+        );
+        assert!(
+            c.report(report(id, "b", "a->b", vec![]))
+                .unwrap_err()
+                .contains("not in progress")
+        );
+    }
+
+    #[test]
+    fn late_snapshots_fail_naming_what_they_lacked() {
+        let mut c = coordinator(Duration::ZERO);
+        let id = c.allocate("b");
+        c.report(report(id, "a", "b->a", vec![])).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        c.expire();
+        let (summary, doc) = c.get(id).unwrap();
+        assert!(doc.is_none());
+        assert_eq!(
+            summary.status,
+            SnapshotStatus::Failed {
+                missing_processes: vec!["b".into()],
+                missing_channels: vec!["a->b".into()],
+            }
+        );
+        assert_eq!(
+            c.metrics
+                .snapshots_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        // Only the most recent `keep` (2) finished snapshots are kept.
+        for _ in 0..3 {
+            c.allocate("a");
+            std::thread::sleep(Duration::from_millis(2));
+            c.expire();
+        }
+        assert!(c.get(id).is_none());
+        assert_eq!(c.list().len(), 2);
+    }
+}

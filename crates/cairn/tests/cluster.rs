@@ -5,14 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cairn_apps::bank::{Balance, BankModel, Transfer};
-use cairn_core::oracle::{self, Run};
+use cairn_apps::bank::{BankModel, Transfer};
+use cairn_apps::token::TokenModel;
+use cairn_core::oracle::{self, Model, Run};
 use cairn_core::{GlobalSnapshot, SnapshotDoc};
 use cairn_runtime::ClusterConfig;
 use cairn_runtime::client;
 use cairn_runtime::cluster::Supervisor;
 use cairn_runtime::tracefile::load_run;
 use cairn_runtime::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -36,13 +38,25 @@ fn free_ports(n: usize) -> Vec<u16> {
     ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
+const BANK: &str = "name = \"bank\"\ninitial_balance = 1000";
+
 fn write_config(name: &str, nodes: usize, channels: &str, interval_ms: u64) -> (PathBuf, PathBuf) {
+    write_app_config(name, nodes, channels, interval_ms, BANK)
+}
+
+fn write_app_config(
+    name: &str,
+    nodes: usize,
+    channels: &str,
+    interval_ms: u64,
+    app: &str,
+) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("cairn-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let ports = free_ports(2 * nodes);
     let mut toml = format!(
-        "cluster = \"{name}\"\ncoordinator = \"n1\"\nchannels = {channels}\ntrace_dir = {:?}\ndata_dir = {:?}\n\n[debug]\nallow_cut = true\n\n[app]\nname = \"bank\"\ninitial_balance = {BALANCE}\n\n[snapshots]\ninterval_ms = {interval_ms}\ntimeout_ms = 10000\nkeep = 10000\n",
+        "cluster = \"{name}\"\ncoordinator = \"n1\"\nchannels = {channels}\ntrace_dir = {:?}\ndata_dir = {:?}\n\n[debug]\nallow_cut = true\n\n[app]\n{app}\n\n[snapshots]\ninterval_ms = {interval_ms}\ntimeout_ms = 10000\nkeep = 10000\n",
         dir.join("traces"),
         dir.join("data"),
     );
@@ -61,7 +75,17 @@ fn write_config(name: &str, nodes: usize, channels: &str, interval_ms: u64) -> (
 
 impl TestCluster {
     async fn start(name: &str, nodes: usize, channels: &str, interval_ms: u64) -> Self {
-        let (dir, path) = write_config(name, nodes, channels, interval_ms);
+        Self::start_app(name, nodes, channels, interval_ms, BANK).await
+    }
+
+    async fn start_app(
+        name: &str,
+        nodes: usize,
+        channels: &str,
+        interval_ms: u64,
+        app: &str,
+    ) -> Self {
+        let (dir, path) = write_app_config(name, nodes, channels, interval_ms, app);
         let config = ClusterConfig::load(&path).unwrap();
         let exe = Path::new(env!("CARGO_BIN_EXE_cairn"));
         let mut sup = Supervisor::spawn(exe, &path, &config, &[("RUST_LOG", "warn")]).unwrap();
@@ -80,8 +104,8 @@ impl TestCluster {
         self.config.coordinator_admin()
     }
 
-    /// Every complete snapshot, fetched from the coordinator.
-    async fn snapshots(&self) -> Vec<GlobalSnapshot<Transfer, Balance>> {
+    /// Every complete snapshot, fetched from the coordinator in the shared JSON shape.
+    async fn snapshots(&self) -> Vec<SnapshotDoc<Value, Value>> {
         let (_, list): (_, Vec<Value>) = client::get_json(self.coordinator(), "/snapshots")
             .await
             .unwrap();
@@ -89,20 +113,25 @@ impl TestCluster {
         for s in list {
             assert_ne!(s["status"], "failed", "a snapshot failed: {s}");
             if s["status"] == "complete" {
-                let (status, doc): (_, SnapshotDoc<Transfer, Balance>) =
+                let (status, doc) =
                     client::get_json(self.coordinator(), &format!("/snapshots/{}", s["id"]))
                         .await
                         .unwrap();
                 assert!(status.is_success());
-                out.push(GlobalSnapshot::from_doc(&self.config.topology, doc).unwrap());
+                out.push(doc);
             }
         }
         out
     }
 
-    /// Stops the cluster, then checks every snapshot: money conserved
-    /// exactly, and the oracle satisfied by the merged traces.
-    async fn stop_and_check(mut self, snaps: Vec<GlobalSnapshot<Transfer, Balance>>) -> usize {
+    /// Stops the cluster, then checks every snapshot: the money (or tokens)
+    /// conserved exactly, and the oracle satisfied by the merged traces.
+    async fn stop_and_check<D>(mut self, model: &D, docs: Vec<SnapshotDoc<Value, Value>>) -> usize
+    where
+        D: Model,
+        D::Message: DeserializeOwned,
+        D::State: DeserializeOwned + serde::Serialize,
+    {
         let stopped = self.sup.take().unwrap().stop(Duration::from_secs(10)).await;
         for (id, status) in stopped {
             assert!(
@@ -110,12 +139,22 @@ impl TestCluster {
                 "node {id} did not stop cleanly: {status:?}"
             );
         }
-        let run =
-            load_run::<Transfer, Balance>(&self.config.topology, &self.dir.join("traces")).unwrap();
+        let topo = &self.config.topology;
+        let run = load_run::<D::Message, D::State>(topo, &self.dir.join("traces")).unwrap();
+        let snaps: Vec<GlobalSnapshot<D::Message, D::State>> = docs
+            .iter()
+            .map(|d| {
+                GlobalSnapshot::from_doc(
+                    topo,
+                    serde_json::from_value(serde_json::to_value(d).unwrap()).unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
         let violations = oracle::check(
-            &BankModel,
+            model,
             &Run {
-                topology: &self.config.topology,
+                topology: topo,
                 trace: &run.trace,
                 initial: &run.initial,
                 final_states: &run.last,
@@ -130,15 +169,32 @@ impl TestCluster {
             "{} violations (the first ones are printed above)",
             violations.len()
         );
-        let total = BALANCE * self.config.nodes.len() as u64;
-        for s in &snaps {
-            let held: u64 = s.states.iter().map(|b| b.balance).sum();
-            let flying: u64 = s.channels.iter().flatten().map(|t| t.amount).sum();
+        let initial: Vec<Value> = run
+            .initial
+            .iter()
+            .map(|s| serde_json::to_value(s).unwrap())
+            .collect();
+        let total: u64 = initial
+            .iter()
+            .map(|v| {
+                v.as_object()
+                    .unwrap()
+                    .values()
+                    .next()
+                    .unwrap()
+                    .as_u64()
+                    .unwrap()
+            })
+            .sum();
+        for d in &docs {
+            let (held, flying) = cairn_apps::conserved_totals(&self.config.app.name, d)
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 held + flying,
                 total,
-                "snapshot {} does not conserve money",
-                s.id
+                "snapshot {} does not conserve {total}",
+                d.id
             );
         }
         let receives = run
@@ -162,7 +218,7 @@ async fn bank_cluster_under_full_load_conserves_money_in_every_snapshot() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let snaps = c.snapshots().await;
     assert!(snaps.len() >= 5, "only {} snapshots completed", snaps.len());
-    let n = c.stop_and_check(snaps).await;
+    let n = c.stop_and_check(&BankModel, snaps).await;
     eprintln!("{n} snapshots conserved money and passed the oracle");
 }
 
@@ -199,7 +255,7 @@ async fn cut_connections_lose_and_duplicate_nothing() {
         "only {} snapshots completed across the cuts",
         snaps.len()
     );
-    c.stop_and_check(snaps).await;
+    c.stop_and_check(&BankModel, snaps).await;
 }
 
 #[tokio::test]
@@ -231,6 +287,11 @@ async fn one_way_ring_with_a_chord_works_over_tcp() {
     assert_eq!(doc["processes"].as_object().unwrap().len(), 5);
     assert_eq!(doc["channels"].as_array().unwrap().len(), 6);
     assert!(doc["processes"]["n3"]["balance"].is_u64());
+    let (held, flying) =
+        cairn_apps::conserved_totals("bank", &serde_json::from_value(doc).unwrap())
+            .unwrap()
+            .unwrap();
+    assert_eq!(held + flying, 5 * BALANCE);
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["status", "--config", c.path.to_str().unwrap(), "--json"])
@@ -260,7 +321,7 @@ async fn one_way_ring_with_a_chord_works_over_tcp() {
     assert!(metrics.contains("cairn_messages_sent_total{node=\"n1\"}"));
 
     let snaps = c.snapshots().await;
-    c.stop_and_check(snaps).await;
+    c.stop_and_check(&BankModel, snaps).await;
 }
 
 async fn send_raw(addr: &str, bytes: &[u8]) -> Vec<u8> {
@@ -337,7 +398,7 @@ async fn bad_frames_leave_the_node_running_with_its_state_intact() {
     let snaps = c.snapshots().await;
     assert!(snaps.len() >= 3);
     // Money is still exactly what it was: the forged transfer was never applied.
-    c.stop_and_check(snaps).await;
+    c.stop_and_check(&BankModel, snaps).await;
 }
 
 #[tokio::test]
@@ -382,5 +443,61 @@ async fn bad_configs_and_arguments_exit_nonzero_with_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
     let out = cairn(&["node", "--config", p]);
     assert_eq!(out.status.code(), Some(2), "missing --id is a usage error");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn token_cluster_conserves_tokens() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let app = "name = \"token\"\ninitial_tokens = 50";
+    let c = TestCluster::start_app("token", 4, "\"ring\"", 50, app).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let snaps = c.snapshots().await;
+    assert!(snaps.len() >= 5);
+    assert!(snaps[0].processes.0[0].1["tokens"].is_u64());
+    c.stop_and_check(&TokenModel, snaps).await;
+}
+
+#[tokio::test]
+async fn cairn_cluster_runs_every_node_and_stops_them_on_ctrl_c() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (dir, path) = write_config("ctrlc", 3, "\"complete\"", 100);
+    let config = ClusterConfig::load(&path).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["cluster", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in &config.nodes {
+        while client::get_json::<Value>(n.admin, "/status").await.is_err() {
+            assert!(Instant::now() < deadline, "node {} never came up", n.id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("cluster did not stop")
+        .unwrap();
+    assert!(status.success(), "cairn cluster exited with {status}");
+    for n in &config.nodes {
+        assert!(
+            client::get_json::<Value>(n.admin, "/status").await.is_err(),
+            "node {} still answers",
+            n.id
+        );
+    }
+    // Every node stopped cleanly: each wrote its final states.
+    for n in &config.nodes {
+        assert!(cairn_runtime::tracefile::states_path(&dir.join("traces"), &n.id).is_file());
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
