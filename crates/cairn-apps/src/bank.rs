@@ -58,21 +58,11 @@ impl Process for Bank {
     type Params = BankParams;
 
     fn new(params: &BankParams, _me: ProcessId, topology: &Topology) -> Result<Self, String> {
-        let pace = match params.rate {
-            None => Pace::Continuous,
-            Some(r) if r.is_finite() && r > 0.0 => Pace::PerSecond(r),
-            Some(r) => {
-                return Err(format!(
-                    "rate must be a positive number of transfers per second, not {r}"
-                ));
-            }
-        };
+        let pace = crate::pace_from_rate(params.rate, "transfers")?;
         if params.max_transfer == 0 {
             return Err("max_transfer must be at least 1".into());
         }
-        (params.initial_balance)
-            .checked_mul(topology.process_count() as u64)
-            .ok_or("initial_balance times the number of processes overflows")?;
+        crate::check_total(params.initial_balance, topology, "initial_balance")?;
         Ok(Bank {
             balance: params.initial_balance,
             pace,
@@ -90,12 +80,12 @@ impl Process for Bank {
     }
 
     fn on_tick(&mut self, cx: &mut Context<'_, Transfer>) {
-        let outgoing = cx.outgoing().len() as u64;
-        if self.balance == 0 || outgoing == 0 {
+        if self.balance == 0 {
             return;
         }
-        let pick = (cx.random() % outgoing) as usize;
-        let channel = cx.outgoing()[pick];
+        let Some(channel) = crate::random_channel(cx) else {
+            return;
+        };
         let amount = 1 + cx.random() % self.balance.min(self.max_transfer);
         self.balance -= amount;
         cx.send(channel, Transfer { amount });

@@ -20,8 +20,37 @@
 pub mod bank;
 pub mod token;
 
-use cairn_core::SnapshotDoc;
+use cairn_core::{ChannelId, Context, Pace, SnapshotDoc, Topology};
 use serde_json::Value;
+
+/// The pace a `rate` parameter asks for: absent means as fast as possible.
+fn pace_from_rate(rate: Option<f64>, unit: &str) -> Result<Pace, String> {
+    match rate {
+        None => Ok(Pace::Continuous),
+        Some(r) if r.is_finite() && r > 0.0 => Ok(Pace::PerSecond(r)),
+        Some(r) => Err(format!(
+            "rate must be a positive number of {unit} per second, not {r}"
+        )),
+    }
+}
+
+/// Checks that every process's opening amount, summed, fits in a u64.
+fn check_total(initial: u64, topology: &Topology, key: &str) -> Result<(), String> {
+    initial
+        .checked_mul(topology.process_count() as u64)
+        .map(|_| ())
+        .ok_or_else(|| format!("{key} times the number of processes overflows"))
+}
+
+/// A random outgoing channel with room, if any.
+fn random_channel<M>(cx: &mut Context<'_, M>) -> Option<ChannelId> {
+    let n = cx.outgoing().len() as u64;
+    if n == 0 {
+        return None;
+    }
+    let pick = (cx.random() % n) as usize;
+    Some(cx.outgoing()[pick])
+}
 
 /// Money or tokens recorded in a snapshot of a built-in application:
 /// `(in processes, in channels)`. `None` for an application that conserves

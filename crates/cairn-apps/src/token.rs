@@ -71,18 +71,8 @@ impl Process for TokenProcess {
     type Params = TokenParams;
 
     fn new(params: &TokenParams, _me: ProcessId, topology: &Topology) -> Result<Self, String> {
-        let pace = match params.rate {
-            None => Pace::Continuous,
-            Some(r) if r.is_finite() && r > 0.0 => Pace::PerSecond(r),
-            Some(r) => {
-                return Err(format!(
-                    "rate must be a positive number of tokens per second, not {r}"
-                ));
-            }
-        };
-        (params.initial_tokens)
-            .checked_mul(topology.process_count() as u64)
-            .ok_or("initial_tokens times the number of processes overflows")?;
+        let pace = crate::pace_from_rate(params.rate, "tokens")?;
+        crate::check_total(params.initial_tokens, topology, "initial_tokens")?;
         Ok(TokenProcess {
             tokens: params.initial_tokens,
             pace,
@@ -98,12 +88,12 @@ impl Process for TokenProcess {
     }
 
     fn on_tick(&mut self, cx: &mut Context<'_, Tokens>) {
-        let outgoing = cx.outgoing().len() as u64;
-        if self.tokens == 0 || outgoing == 0 {
+        if self.tokens == 0 {
             return;
         }
-        let pick = (cx.random() % outgoing) as usize;
-        let channel = cx.outgoing()[pick];
+        let Some(channel) = crate::random_channel(cx) else {
+            return;
+        };
         self.tokens -= 1;
         cx.send(channel, Tokens { tokens: 1 });
     }
