@@ -3,6 +3,10 @@
 //!
 //! - [`bank`]: processes transfer money (`{"balance": n}`, `{"amount": n}`).
 //! - [`token`]: processes pass tokens (`{"tokens": n}` for both).
+//! - [`diffusing`], [`locks`] and [`ring`]: a diffusing computation, a lock
+//!   service and a token ring, with the stable properties the paper names:
+//!   termination, deadlock and a lost token. They are [`protocol::Protocol`]s,
+//!   so the same definition runs in the simulator and on a cluster.
 //!
 //! ```
 //! use cairn_apps::bank::{Bank, BankParams};
@@ -18,6 +22,10 @@
 #![warn(missing_docs)]
 
 pub mod bank;
+pub mod diffusing;
+pub mod locks;
+pub mod protocol;
+pub mod ring;
 pub mod token;
 
 use cairn_core::{ChannelId, Context, Pace, SnapshotDoc, Topology};

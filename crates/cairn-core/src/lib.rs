@@ -69,6 +69,7 @@ mod named_map;
 pub mod oracle;
 mod process;
 mod snapshot;
+mod stable;
 mod topology;
 pub mod trace;
 
@@ -80,4 +81,5 @@ pub use process::{Context, Pace, Process};
 pub use snapshot::{
     Assembler, ChannelDoc, GlobalSnapshot, LocalSnapshot, RecordedChannel, SnapshotDoc,
 };
+pub use stable::{Detection, Detector, StableProperty};
 pub use topology::{Channel, Topology};

@@ -30,6 +30,7 @@
 
 pub mod cos418;
 pub mod demo;
+pub mod detect;
 mod error;
 pub mod explore;
 pub mod output;

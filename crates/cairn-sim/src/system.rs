@@ -155,6 +155,27 @@ impl<D: Model> System<D> {
         &self.channels[channel.index()]
     }
 
+    /// The true global state now: every process's state and the application
+    /// messages in every channel (the ground truth a snapshot approximates).
+    pub fn current_state(&self) -> GlobalSnapshot<D::Message, D::State> {
+        GlobalSnapshot {
+            id: SnapshotId(u64::MAX),
+            states: self.states.clone(),
+            channels: self
+                .channels
+                .iter()
+                .map(|q| {
+                    q.iter()
+                        .filter_map(|p| match &p.item {
+                            Item::Message { message, .. } => Some(message.clone()),
+                            Item::Marker(_) => None,
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
     /// Completed global snapshots, by id.
     pub fn completed(&self) -> &BTreeMap<SnapshotId, GlobalSnapshot<D::Message, D::State>> {
         &self.done
