@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cairn_apps::bank::Bank;
+use cairn_apps::diffusing::Diffusing;
+use cairn_apps::locks::Locks;
+use cairn_apps::protocol::ProtocolProcess;
+use cairn_apps::ring::Ring;
 use cairn_apps::token::TokenProcess;
 use cairn_runtime::client;
 use cairn_runtime::cluster::Supervisor;
@@ -15,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 /// The applications a node can run.
-pub const APPS: &[&str] = &["bank", "token"];
+pub const APPS: &[&str] = &["bank", "token", "diffusing", "locks", "ring"];
 
 pub fn load(path: &Path) -> Result<ClusterConfig> {
     let config = ClusterConfig::load(path)?;
@@ -49,6 +53,9 @@ pub async fn node(
     match config.app.name.as_str() {
         "bank" => run_node::<Bank>(config, me, shutdown).await?,
         "token" => run_node::<TokenProcess>(config, me, shutdown).await?,
+        "diffusing" => run_node::<ProtocolProcess<Diffusing>>(config, me, shutdown).await?,
+        "locks" => run_node::<ProtocolProcess<Locks>>(config, me, shutdown).await?,
+        "ring" => run_node::<ProtocolProcess<Ring>>(config, me, shutdown).await?,
         other => bail!("unknown application {other:?}"),
     }
     Ok(())

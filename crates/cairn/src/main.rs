@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod cluster_cmds;
 mod demo_cluster;
+mod detect_cmds;
 
 /// Consistent global snapshots for message-passing programs (Chandy–Lamport).
 #[derive(Debug, Parser)]
@@ -67,6 +68,32 @@ enum Cmd {
         /// Start it at this node (default: the coordinator).
         #[arg(long)]
         node: Option<String>,
+    },
+    /// Detect a stable property by taking snapshots one after another: in the
+    /// simulator, or on a running cluster with --config. Exit 0 when detected,
+    /// 1 when the limit ran out first.
+    Detect {
+        /// The property.
+        property: detect_cmds::Property,
+        /// A running cluster's configuration (its app must fit the property:
+        /// diffusing, locks or ring); without it, run in the simulator.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// On a cluster: give up after this many seconds.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        time_limit: u64,
+        /// In the simulator: the seed (random and printed when absent).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// In the simulator: the number of processes.
+        #[arg(long, default_value_t = 6)]
+        processes: usize,
+        /// In the simulator: give up after this many snapshots.
+        #[arg(long, default_value_t = 200)]
+        max_snapshots: usize,
+        /// Print one JSON object instead of a sentence.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the nodes, channels and recent snapshots of a running cluster.
     Status {
@@ -167,6 +194,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = cluster_cmds::load(&config)?;
             let healthy = runtime()?.block_on(cluster_cmds::status(&cfg, json))?;
             Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Detect {
+            property,
+            config,
+            time_limit,
+            seed,
+            processes,
+            max_snapshots,
+            json,
+        } => {
+            let found = match config {
+                Some(path) => {
+                    let cfg = cluster_cmds::load(&path)?;
+                    let limit = std::time::Duration::from_secs(time_limit);
+                    runtime()?.block_on(detect_cmds::on_cluster(&cfg, property, limit, json))?
+                }
+                None => detect_cmds::simulated(
+                    property,
+                    seed.unwrap_or_else(random_seed),
+                    processes,
+                    max_snapshots,
+                    json,
+                )?,
+            };
+            Ok(if found {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

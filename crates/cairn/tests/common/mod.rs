@@ -1,0 +1,220 @@
+//! Shared by the cluster tests: a cluster of `cairn node` child processes on
+//! 127.0.0.1 with OS-chosen ports, and the checks every snapshot must pass.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cairn_core::oracle::{self, Model, Run};
+use cairn_core::{GlobalSnapshot, SnapshotDoc};
+use cairn_runtime::ClusterConfig;
+use cairn_runtime::client;
+use cairn_runtime::cluster::Supervisor;
+use cairn_runtime::tracefile::load_run;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub const BALANCE: u64 = 1000;
+
+/// Cluster tests run one at a time: each loads both cores.
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub struct TestCluster {
+    pub dir: PathBuf,
+    pub path: PathBuf,
+    pub config: ClusterConfig,
+    sup: Option<Supervisor>,
+}
+
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+pub const BANK: &str = "name = \"bank\"\ninitial_balance = 1000";
+
+pub fn write_config(
+    name: &str,
+    nodes: usize,
+    channels: &str,
+    interval_ms: u64,
+) -> (PathBuf, PathBuf) {
+    write_app_config(name, nodes, channels, interval_ms, BANK)
+}
+
+pub fn write_app_config(
+    name: &str,
+    nodes: usize,
+    channels: &str,
+    interval_ms: u64,
+    app: &str,
+) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("cairn-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ports = free_ports(2 * nodes);
+    let mut toml = format!(
+        "cluster = \"{name}\"\ncoordinator = \"n1\"\nchannels = {channels}\ntrace_dir = {:?}\ndata_dir = {:?}\n\n[debug]\nallow_cut = true\n\n[app]\n{app}\n\n[snapshots]\ninterval_ms = {interval_ms}\ntimeout_ms = 10000\nkeep = 10000\n",
+        dir.join("traces"),
+        dir.join("data"),
+    );
+    for i in 0..nodes {
+        toml += &format!(
+            "\n[[nodes]]\nid = \"n{}\"\naddress = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
+            i + 1,
+            ports[2 * i],
+            ports[2 * i + 1]
+        );
+    }
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, toml).unwrap();
+    (dir, path)
+}
+
+impl TestCluster {
+    pub async fn start(name: &str, nodes: usize, channels: &str, interval_ms: u64) -> Self {
+        Self::start_app(name, nodes, channels, interval_ms, BANK).await
+    }
+
+    pub async fn start_app(
+        name: &str,
+        nodes: usize,
+        channels: &str,
+        interval_ms: u64,
+        app: &str,
+    ) -> Self {
+        let (dir, path) = write_app_config(name, nodes, channels, interval_ms, app);
+        let config = ClusterConfig::load(&path).unwrap();
+        let exe = Path::new(env!("CARGO_BIN_EXE_cairn"));
+        let mut sup = Supervisor::spawn(exe, &path, &config, &[("RUST_LOG", "warn")]).unwrap();
+        sup.wait_ready(&config, Duration::from_secs(30))
+            .await
+            .unwrap();
+        TestCluster {
+            dir,
+            path,
+            config,
+            sup: Some(sup),
+        }
+    }
+
+    pub fn coordinator(&self) -> std::net::SocketAddr {
+        self.config.coordinator_admin()
+    }
+
+    /// Every complete snapshot, fetched from the coordinator in the shared JSON shape.
+    pub async fn snapshots(&self) -> Vec<SnapshotDoc<Value, Value>> {
+        let (_, list): (_, Vec<Value>) = client::get_json(self.coordinator(), "/snapshots")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for s in list {
+            assert_ne!(s["status"], "failed", "a snapshot failed: {s}");
+            if s["status"] == "complete" {
+                let (status, doc) =
+                    client::get_json(self.coordinator(), &format!("/snapshots/{}", s["id"]))
+                        .await
+                        .unwrap();
+                assert!(status.is_success());
+                out.push(doc);
+            }
+        }
+        out
+    }
+
+    /// Stops the cluster, then checks every snapshot: the money (or tokens)
+    /// conserved exactly, and the oracle satisfied by the merged traces.
+    pub async fn stop_and_check<D>(self, model: &D, docs: Vec<SnapshotDoc<Value, Value>>) -> usize
+    where
+        D: Model,
+        D::Message: DeserializeOwned,
+        D::State: DeserializeOwned + serde::Serialize,
+    {
+        self.stop_and_check_with(model, docs, 1000).await
+    }
+
+    /// As [`stop_and_check`], requiring at least `min_receives` messages received.
+    pub async fn stop_and_check_with<D>(
+        mut self,
+        model: &D,
+        docs: Vec<SnapshotDoc<Value, Value>>,
+        min_receives: usize,
+    ) -> usize
+    where
+        D: Model,
+        D::Message: DeserializeOwned,
+        D::State: DeserializeOwned + serde::Serialize,
+    {
+        let stopped = self.sup.take().unwrap().stop(Duration::from_secs(10)).await;
+        for (id, status) in stopped {
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "node {id} did not stop cleanly: {status:?}"
+            );
+        }
+        let topo = &self.config.topology;
+        let run = load_run::<D::Message, D::State>(topo, &self.dir.join("traces")).unwrap();
+        let snaps: Vec<GlobalSnapshot<D::Message, D::State>> = docs
+            .iter()
+            .map(|d| {
+                GlobalSnapshot::from_doc(
+                    topo,
+                    serde_json::from_value(serde_json::to_value(d).unwrap()).unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let violations = oracle::check(
+            model,
+            &Run {
+                topology: topo,
+                trace: &run.trace,
+                initial: &run.initial,
+                final_states: &run.last,
+            },
+            &snaps,
+        );
+        for v in violations.iter().take(10) {
+            eprintln!("violation: {v}");
+        }
+        assert!(
+            violations.is_empty(),
+            "{} violations (the first ones are printed above)",
+            violations.len()
+        );
+        // Built-in apps that conserve an amount must conserve it exactly.
+        let initial: Vec<Value> = run
+            .initial
+            .iter()
+            .map(|s| serde_json::to_value(s).unwrap())
+            .collect();
+        let total: u64 = initial
+            .iter()
+            .filter_map(|v| v.as_object()?.values().next()?.as_u64())
+            .sum();
+        for d in &docs {
+            if let Some(totals) = cairn_apps::conserved_totals(&self.config.app.name, d) {
+                let (held, flying) = totals.unwrap();
+                assert_eq!(
+                    held + flying,
+                    total,
+                    "snapshot {} does not conserve {total}",
+                    d.id
+                );
+            }
+        }
+        let receives = run
+            .trace
+            .iter()
+            .filter(|e| matches!(e.event, cairn_core::trace::Event::Receive { .. }))
+            .count();
+        assert!(
+            receives >= min_receives,
+            "only {receives} messages were received: the load did not run"
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+        snaps.len()
+    }
+}
