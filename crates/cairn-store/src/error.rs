@@ -1,0 +1,51 @@
+//! Errors of the store. Backend errors stay private: callers see what
+//! happened (not found, already there, corrupt), not which library said so.
+
+/// A `Result` whose error is the store's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in the store. Every variant names the object.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No object under this key.
+    #[error("{key}: not found")]
+    NotFound {
+        /// The key.
+        key: String,
+    },
+    /// A create-if-absent write found the object already there.
+    #[error("{key}: already exists")]
+    AlreadyExists {
+        /// The key.
+        key: String,
+    },
+    /// The object is there but unreadable: a bad checksum, a truncated or
+    /// foreign file, or a snapshot that does not add up.
+    #[error("{key}: corrupt: {problem}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The store URL cannot be used.
+    #[error("store URL {url:?}: {problem}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why not.
+        problem: String,
+    },
+    /// The backend failed (I/O, network, permissions).
+    #[error("{key}: {problem}")]
+    Backend {
+        /// The key, or what was being done.
+        key: String,
+        /// The backend's message.
+        problem: String,
+    },
+    /// A deletion the store refuses, such as the newest complete snapshot.
+    #[error("{0}")]
+    Refused(String),
+}

@@ -1,0 +1,99 @@
+//! How objects are laid out and encoded.
+//!
+//! Every object is an envelope: a 4-byte magic (`CRNP` for a part, `CRNM`
+//! for a manifest), a version byte, the crc32c of the payload (4 bytes, big
+//! endian), then the payload in CBOR with field names, so any tool can read a
+//! part as JSON without knowing the application's types.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// The envelope's version.
+pub const ENVELOPE_VERSION: u8 = 1;
+/// The magic of a part.
+pub const PART_MAGIC: [u8; 4] = *b"CRNP";
+/// The magic of a manifest.
+pub const MANIFEST_MAGIC: [u8; 4] = *b"CRNM";
+const HEADER: usize = 9;
+
+/// The folder of snapshot `id`.
+pub fn snapshot_dir(id: u64) -> String {
+    format!("snapshots/{id:020}")
+}
+
+/// The key of `process`'s part of snapshot `id`.
+pub fn part_key(id: u64, process: &str) -> String {
+    format!("{}/part-{process}.cbor", snapshot_dir(id))
+}
+
+/// The key of snapshot `id`'s manifest.
+pub fn manifest_key(id: u64) -> String {
+    format!("{}/MANIFEST", snapshot_dir(id))
+}
+
+/// The snapshot id a key belongs to, if it is under `snapshots/`.
+pub fn id_of(key: &str) -> Option<u64> {
+    key.strip_prefix("snapshots/")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Encodes `value` in an envelope; returns the bytes and the payload's crc32c.
+pub fn seal<T: Serialize>(magic: [u8; 4], key: &str, value: &T) -> Result<(Bytes, u32)> {
+    let mut payload = Vec::new();
+    ciborium::into_writer(value, &mut payload).map_err(|e| Error::Backend {
+        key: key.to_string(),
+        problem: format!("cannot encode: {e}"),
+    })?;
+    let crc = crc32c::crc32c(&payload);
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&magic);
+    out.push(ENVELOPE_VERSION);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out.extend_from_slice(&payload);
+    Ok((Bytes::from(out), crc))
+}
+
+/// Opens an envelope, checking its magic, version and checksum.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the key and what does not match.
+pub fn unseal<T: DeserializeOwned>(magic: [u8; 4], key: &str, bytes: &[u8]) -> Result<(T, u32)> {
+    let corrupt = |problem: String| Error::Corrupt {
+        key: key.to_string(),
+        problem,
+    };
+    if bytes.len() < HEADER {
+        return Err(corrupt(format!(
+            "{} bytes is too short for a header",
+            bytes.len()
+        )));
+    }
+    if bytes[..4] != magic {
+        return Err(corrupt(format!(
+            "wrong magic {:?}",
+            String::from_utf8_lossy(&bytes[..4])
+        )));
+    }
+    if bytes[4] != ENVELOPE_VERSION {
+        return Err(corrupt(format!(
+            "envelope version {}, this build reads {ENVELOPE_VERSION}",
+            bytes[4]
+        )));
+    }
+    let stored = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
+    let actual = crc32c::crc32c(&bytes[HEADER..]);
+    if stored != actual {
+        return Err(corrupt(format!(
+            "checksum mismatch: stored {stored:08x}, computed {actual:08x}"
+        )));
+    }
+    let value = ciborium::from_reader(&bytes[HEADER..])
+        .map_err(|e| corrupt(format!("undecodable: {e}")))?;
+    Ok((value, stored))
+}

@@ -1,0 +1,158 @@
+//! The local-directory backend. Writes are atomic and durable: a staging file
+//! is written and fsynced, then renamed (or, for create-if-absent, hard
+//! linked, which fails if the name exists) into place, and the directory is
+//! fsynced. A reader never sees a half-written object.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+static STAGING: AtomicU64 = AtomicU64::new(0);
+
+/// A directory holding objects as files, keys as relative paths.
+#[derive(Clone, Debug)]
+pub struct LocalDir {
+    root: PathBuf,
+}
+
+fn backend(key: &str, e: std::io::Error) -> Error {
+    match e.kind() {
+        ErrorKind::NotFound => Error::NotFound {
+            key: key.to_string(),
+        },
+        ErrorKind::AlreadyExists => Error::AlreadyExists {
+            key: key.to_string(),
+        },
+        _ => Error::Backend {
+            key: key.to_string(),
+            problem: e.to_string(),
+        },
+    }
+}
+
+impl LocalDir {
+    /// Objects under `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalDir { root: root.into() }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// Writes `bytes` under `key`; with `create_only`, fails with
+    /// [`Error::AlreadyExists`] if it is there.
+    pub async fn put(&self, key: &str, bytes: Bytes, create_only: bool) -> Result<()> {
+        let path = self.path(key);
+        let key = key.to_string();
+        run(move || put_blocking(&path, &bytes, create_only).map_err(|e| backend(&key, e))).await
+    }
+
+    /// Reads `key`.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let path = self.path(key);
+        let key = key.to_string();
+        run(move || {
+            fs::read(&path)
+                .map(Bytes::from)
+                .map_err(|e| backend(&key, e))
+        })
+        .await
+    }
+
+    /// Every key under `prefix` (a folder), staging files left out.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        let start = self.path(prefix);
+        let key = prefix.to_string();
+        run(move || {
+            let mut out = Vec::new();
+            walk(&root, &start, &mut out).map_err(|e| backend(&key, e))?;
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes `key` (and its folder once empty).
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        let key = key.to_string();
+        run(move || {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(backend(&key, e)),
+            }
+            if let Some(dir) = path.parent() {
+                let _ = fs::remove_dir(dir); // only succeeds when empty
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Backend {
+            key: "local store".into(),
+            problem: e.to_string(),
+        })?
+}
+
+fn put_blocking(path: &Path, bytes: &[u8], create_only: bool) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("key has no folder"))?;
+    fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("object");
+    let n = STAGING.fetch_add(1, Ordering::Relaxed);
+    let staging = dir.join(format!(".{name}.{}.{n}.staging", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&staging)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        if create_only {
+            fs::hard_link(&staging, path)?;
+        } else {
+            fs::rename(&staging, path)?;
+        }
+        File::open(dir)?.sync_all()
+    })();
+    let _ = fs::remove_file(&staging);
+    result
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            walk(root, &path, out)?;
+        } else if !entry.file_name().to_string_lossy().ends_with(".staging") {
+            if let Ok(rel) = path.strip_prefix(root) {
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,410 @@
+//! Snapshots in a store: parts, manifests, commit, reading back, retention.
+
+use std::collections::BTreeSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::format::{self, MANIFEST_MAGIC, PART_MAGIC};
+
+/// The manifest format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One recorded incoming channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredChannel {
+    /// The channel's name, e.g. `n1->n2`.
+    pub name: String,
+    /// Its recorded messages, in order.
+    pub messages: Vec<Value>,
+}
+
+/// One process's part of a snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Part {
+    /// The snapshot.
+    pub snapshot: u64,
+    /// The process.
+    pub process: String,
+    /// Its recorded state.
+    pub state: Value,
+    /// Its recorded incoming channels.
+    pub channels: Vec<StoredChannel>,
+}
+
+/// Where a durable part is, and its checksum.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRef {
+    /// The process.
+    pub process: String,
+    /// The object's key.
+    pub key: String,
+    /// crc32c of the part's payload.
+    pub crc32c: u32,
+    /// The object's size.
+    pub bytes: u64,
+}
+
+/// A committed snapshot's table of contents, written last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT_VERSION`] when written.
+    pub format_version: u32,
+    /// The snapshot.
+    pub snapshot: u64,
+    /// The cluster it belongs to.
+    pub cluster: String,
+    /// The application (`bank`, ...), so tools can check conservation.
+    pub app: String,
+    /// When it was committed, in milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// One part per process, in topology order.
+    pub parts: Vec<PartRef>,
+    /// Every channel of the topology, in order; each must be recorded by exactly one part.
+    pub channels: Vec<String>,
+}
+
+impl Manifest {
+    /// A manifest of snapshot `id`, stamped now.
+    pub fn new(
+        id: u64,
+        cluster: &str,
+        app: &str,
+        parts: Vec<PartRef>,
+        channels: Vec<String>,
+    ) -> Self {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            snapshot: id,
+            cluster: cluster.to_string(),
+            app: app.to_string(),
+            created_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            parts,
+            channels,
+        }
+    }
+}
+
+/// A snapshot read back whole.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredSnapshot {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its parts, in the manifest's order.
+    pub parts: Vec<Part>,
+}
+
+impl StoredSnapshot {
+    /// Checks that the snapshot is complete: every process present once and
+    /// every channel recorded exactly once, by the process it leads to.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the process or channel.
+    pub fn check_complete(&self) -> Result<()> {
+        let key = format::manifest_key(self.manifest.snapshot);
+        let corrupt = |problem: String| Error::Corrupt {
+            key: key.clone(),
+            problem,
+        };
+        let mut processes = BTreeSet::new();
+        for p in &self.parts {
+            if !processes.insert(p.process.as_str()) {
+                return Err(corrupt(format!("process {} has two parts", p.process)));
+            }
+        }
+        let mut recorded = BTreeSet::new();
+        for p in &self.parts {
+            for c in &p.channels {
+                let to = c
+                    .name
+                    .split_once("->")
+                    .map(|(_, t)| t.split('#').next().unwrap_or(t));
+                if to != Some(p.process.as_str()) {
+                    return Err(corrupt(format!(
+                        "process {} recorded channel {}, which does not lead to it",
+                        p.process, c.name
+                    )));
+                }
+                if !recorded.insert(c.name.as_str()) {
+                    return Err(corrupt(format!("channel {} is recorded twice", c.name)));
+                }
+            }
+        }
+        let wanted: BTreeSet<&str> = self.manifest.channels.iter().map(String::as_str).collect();
+        if let Some(c) = wanted.difference(&recorded).next() {
+            return Err(corrupt(format!("channel {c} is not recorded by any part")));
+        }
+        if let Some(c) = recorded.difference(&wanted).next() {
+            return Err(corrupt(format!("channel {c} is not in the manifest")));
+        }
+        Ok(())
+    }
+
+    /// The snapshot in Cairn's shared JSON shape.
+    pub fn to_json(&self) -> Value {
+        let processes: serde_json::Map<String, Value> = self
+            .parts
+            .iter()
+            .map(|p| (p.process.clone(), p.state.clone()))
+            .collect();
+        let mut messages = std::collections::HashMap::new();
+        for p in &self.parts {
+            for c in &p.channels {
+                messages.insert(c.name.as_str(), c.messages.clone());
+            }
+        }
+        let channels: Vec<Value> = self
+            .manifest
+            .channels
+            .iter()
+            .map(|name| {
+                let (from, rest) = name.split_once("->").unwrap_or((name, ""));
+                let (to, lane) = rest
+                    .split_once('#')
+                    .map_or((rest, None), |(t, l)| (t, l.parse::<u32>().ok()));
+                let mut c = serde_json::json!({"from": from, "to": to});
+                if let Some(l) = lane {
+                    c["lane"] = l.into();
+                }
+                c["messages"] =
+                    Value::Array(messages.get(name.as_str()).cloned().unwrap_or_default());
+                c
+            })
+            .collect();
+        serde_json::json!({"id": self.manifest.snapshot, "processes": processes, "channels": channels})
+    }
+}
+
+/// A snapshot store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+    url: String,
+}
+
+impl Store {
+    /// Opens the store at `url`: a path or `file://` URL (a local directory),
+    /// `s3://bucket/prefix`, or `memory://`.
+    ///
+    /// # Errors
+    /// [`Error::BadUrl`] saying what is wrong with the URL.
+    pub fn open(url: &str) -> Result<Self> {
+        Ok(Store {
+            backend: Backend::open(url)?,
+            url: url.to_string(),
+        })
+    }
+
+    /// The URL it was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Writes a process's part durably and returns where it is.
+    ///
+    /// # Errors
+    /// The backend failed.
+    pub async fn write_part(&self, part: &Part) -> Result<PartRef> {
+        let key = format::part_key(part.snapshot, &part.process);
+        let (bytes, crc32c) = format::seal(PART_MAGIC, &key, part)?;
+        let size = bytes.len() as u64;
+        self.backend.put(&key, bytes, false).await?;
+        Ok(PartRef {
+            process: part.process.clone(),
+            key,
+            crc32c,
+            bytes: size,
+        })
+    }
+
+    /// Commits a snapshot by writing its manifest, create-if-absent. Call it
+    /// only once every part it names is durable.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] if the snapshot was already committed.
+    pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
+        let key = format::manifest_key(manifest.snapshot);
+        let (bytes, _) = format::seal(MANIFEST_MAGIC, &key, manifest)?;
+        self.backend.put(&key, bytes, true).await
+    }
+
+    /// Committed snapshots (those with a manifest), oldest first.
+    ///
+    /// # Errors
+    /// The backend failed.
+    pub async fn list(&self) -> Result<Vec<u64>> {
+        let keys = self.backend.list("snapshots").await?;
+        let mut ids: Vec<u64> = keys
+            .iter()
+            .filter(|k| k.ends_with("/MANIFEST"))
+            .filter_map(|k| format::id_of(k))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Snapshot `id`'s manifest.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if not committed; [`Error::Corrupt`] if unreadable.
+    pub async fn manifest(&self, id: u64) -> Result<Manifest> {
+        let key = format::manifest_key(id);
+        let bytes = self.backend.get(&key).await?;
+        let (m, _): (Manifest, u32) = format::unseal(MANIFEST_MAGIC, &key, &bytes)?;
+        if m.format_version != FORMAT_VERSION {
+            return Err(Error::Corrupt {
+                key,
+                problem: format!(
+                    "format version {}, this build reads {FORMAT_VERSION}",
+                    m.format_version
+                ),
+            });
+        }
+        if m.snapshot != id {
+            return Err(Error::Corrupt {
+                key,
+                problem: format!("it describes snapshot {}", m.snapshot),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Reads one part, checking it against the manifest's checksum.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or [`Error::Corrupt`] naming the part.
+    pub async fn read_part(&self, r: &PartRef) -> Result<Part> {
+        let bytes = self.backend.get(&r.key).await?;
+        let (part, crc): (Part, u32) = format::unseal(PART_MAGIC, &r.key, &bytes)?;
+        if crc != r.crc32c {
+            return Err(Error::Corrupt {
+                key: r.key.clone(),
+                problem: format!(
+                    "checksum {crc:08x} differs from the manifest's {:08x}",
+                    r.crc32c
+                ),
+            });
+        }
+        if part.process != r.process {
+            return Err(Error::Corrupt {
+                key: r.key.clone(),
+                problem: format!("it is the part of {}, not {}", part.process, r.process),
+            });
+        }
+        Ok(part)
+    }
+
+    /// Reads a whole committed snapshot, reporting `(parts read, parts)` as it goes.
+    ///
+    /// # Errors
+    /// The first missing or corrupt object, by name.
+    pub async fn load(
+        &self,
+        id: u64,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<StoredSnapshot> {
+        let manifest = self.manifest(id).await?;
+        let n = manifest.parts.len();
+        let mut parts = Vec::with_capacity(n);
+        progress(0, n);
+        for r in &manifest.parts {
+            parts.push(self.read_part(r).await?);
+            progress(parts.len(), n);
+        }
+        Ok(StoredSnapshot { manifest, parts })
+    }
+
+    /// The newest committed snapshot that reads back whole and complete,
+    /// skipping corrupt ones. Returns it with the ids it skipped and why.
+    ///
+    /// # Errors
+    /// The backend failed while listing.
+    pub async fn latest_good(&self) -> Result<(Option<StoredSnapshot>, Vec<(u64, String)>)> {
+        let mut skipped = Vec::new();
+        for id in self.list().await?.into_iter().rev() {
+            match self
+                .load(id, &mut |_, _| {})
+                .await
+                .and_then(|s| s.check_complete().map(|()| s))
+            {
+                Ok(s) => return Ok((Some(s), skipped)),
+                Err(e) => skipped.push((id, e.to_string())),
+            }
+        }
+        Ok((None, skipped))
+    }
+
+    /// Deletes snapshot `id`, manifest first so readers stop seeing it at once.
+    /// The newest committed snapshot is refused unless `allow_newest`.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] for the newest snapshot; a backend failure.
+    pub async fn delete(&self, id: u64, allow_newest: bool) -> Result<usize> {
+        if !allow_newest && self.list().await?.last() == Some(&id) {
+            return Err(Error::Refused(format!(
+                "snapshot {id} is the newest complete snapshot; it is kept"
+            )));
+        }
+        self.backend.delete(&format::manifest_key(id)).await?;
+        let keys = self.backend.list(&format::snapshot_dir(id)).await?;
+        for k in &keys {
+            self.backend.delete(k).await?;
+        }
+        Ok(keys.len() + 1)
+    }
+
+    /// The raw bytes under `key`, for tools and tests that inspect objects.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] or a backend failure.
+    pub async fn raw(&self, key: &str) -> Result<bytes::Bytes> {
+        self.backend.get(key).await
+    }
+
+    /// Replaces the object under `key` with `bytes`, for tests that damage a
+    /// store on purpose.
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn overwrite_raw(&self, key: &str, bytes: bytes::Bytes) -> Result<()> {
+        self.backend.put(key, bytes, false).await
+    }
+
+    /// Keeps the `keep` newest committed snapshots (at least one) and those in
+    /// `pinned`; deletes older ones, and the parts of uncommitted snapshots
+    /// older than the newest committed one (failed snapshots' orphans).
+    /// Returns the ids deleted.
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn retain(&self, keep: usize, pinned: &[u64]) -> Result<Vec<u64>> {
+        let committed = self.list().await?;
+        let Some(&newest) = committed.last() else {
+            return Ok(Vec::new());
+        };
+        let keep_from = committed.len().saturating_sub(keep.max(1));
+        let mut doomed: BTreeSet<u64> = committed[..keep_from].iter().copied().collect();
+        let all: BTreeSet<u64> = self
+            .backend
+            .list("snapshots")
+            .await?
+            .iter()
+            .filter_map(|k| format::id_of(k))
+            .collect();
+        doomed.extend(
+            all.iter()
+                .filter(|&&id| id < newest && !committed.contains(&id)),
+        );
+        doomed.retain(|id| !pinned.contains(id) && *id != newest);
+        for &id in &doomed {
+            self.delete(id, false).await?;
+        }
+        Ok(doomed.into_iter().collect())
+    }
+}
