@@ -30,6 +30,8 @@ use crate::config::ClusterConfig;
 use crate::coordinator::{Coordinator, LocalReport};
 use crate::driver::Control;
 use crate::metrics::Metrics;
+use cairn_store::Store;
+use tracing::{debug, warn};
 
 /// What the admin handlers share with the node.
 #[derive(Debug)]
@@ -41,6 +43,7 @@ pub(crate) struct Shared {
     pub coordinator: Option<Arc<Mutex<Coordinator>>>,
     pub cut: watch::Sender<u64>,
     pub started: Instant,
+    pub store: Store,
 }
 
 /// Asks for a new id: `{"initiator": "n2"}`.
@@ -229,10 +232,44 @@ async fn report(State(s): Shr, Json(r): Json<LocalReport>) -> Response {
             "this node is not the coordinator",
         );
     };
-    match c.lock().unwrap_or_else(|p| p.into_inner()).report(r) {
+    match accept_report(&s, c, r) {
         Ok(()) => Json(json!({ "ok": true })).into_response(),
         Err(e) => error(StatusCode::CONFLICT, e),
     }
+}
+
+/// Adds a report at the coordinator; when it completes a snapshot whose parts
+/// are durable, commits the manifest and applies retention, off the caller's path.
+pub(crate) fn accept_report(
+    s: &Arc<Shared>,
+    c: &Arc<Mutex<Coordinator>>,
+    r: LocalReport,
+) -> Result<(), String> {
+    let manifest = c.lock().unwrap_or_else(|p| p.into_inner()).report(r)?;
+    let Some(manifest) = manifest else {
+        return Ok(());
+    };
+    let (store, coordinator, retain) = (s.store.clone(), c.clone(), s.config.snapshots.retain);
+    tokio::spawn(async move {
+        let id = SnapshotId(manifest.snapshot);
+        match store.commit(&manifest).await {
+            Ok(()) => {
+                coordinator
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .mark_durable(id);
+                match store.retain(retain, &[]).await {
+                    Ok(gone) if !gone.is_empty() => {
+                        debug!(?gone, "retention deleted old snapshots")
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!("retention failed: {e}"),
+                }
+            }
+            Err(e) => warn!(snapshot = %id, "could not commit the snapshot: {e}"),
+        }
+    });
+    Ok(())
 }
 
 async fn cut(State(s): Shr) -> Response {

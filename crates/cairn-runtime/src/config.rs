@@ -6,6 +6,7 @@
 //! coordinator = "n1"          # assembles global snapshots
 //! channels = "complete"       # or [["n1", "n2"], ["n2", "n1"], ...]
 //! data_dir = "cairn-data"     # optional
+//! store = "s3://bucket/pre"   # optional: where snapshots go (default <data_dir>/snapshots)
 //! trace_dir = "traces"        # optional: every node writes its trace here
 //! max_frame_bytes = 16777216  # optional
 //!
@@ -22,9 +23,10 @@
 //! [snapshots]
 //! interval_ms = 200           # optional: the coordinator starts one this often
 //! timeout_ms = 5000
+//! retain = 10                 # complete snapshots the store keeps
 //! ```
 //!
-//! Overrides: `CAIRN_CLUSTER`, `CAIRN_COORDINATOR`, `CAIRN_DATA_DIR`,
+//! Overrides: `CAIRN_CLUSTER`, `CAIRN_COORDINATOR`, `CAIRN_DATA_DIR`, `CAIRN_STORE`,
 //! `CAIRN_TRACE_DIR`, `CAIRN_MAX_FRAME_BYTES`, `CAIRN_SNAPSHOT_INTERVAL_MS`,
 //! `CAIRN_SNAPSHOT_TIMEOUT_MS`, and per node `CAIRN_NODE_<ID>_ADDRESS`,
 //! `CAIRN_NODE_<ID>_ADMIN`, `CAIRN_NODE_<ID>_LISTEN` (the id upper-cased, with
@@ -62,6 +64,9 @@ pub struct ClusterConfig {
     pub snapshots: SnapshotConfig,
     /// Where durable data goes.
     pub data_dir: PathBuf,
+    /// The snapshot store's URL: a path, `s3://bucket/prefix` or `memory://`
+    /// (default: `<data_dir>/snapshots`).
+    pub store: String,
     /// Where nodes write their traces, if anywhere.
     pub trace_dir: Option<PathBuf>,
     /// The largest frame a node accepts.
@@ -101,6 +106,8 @@ pub struct SnapshotConfig {
     pub timeout: Duration,
     /// How many recent snapshots the coordinator keeps in memory.
     pub keep: usize,
+    /// How many complete snapshots the store keeps.
+    pub retain: usize,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +121,7 @@ struct RawConfig {
     #[serde(default)]
     snapshots: RawSnapshots,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     trace_dir: Option<PathBuf>,
     max_frame_bytes: Option<u64>,
     #[serde(default)]
@@ -142,6 +150,7 @@ struct RawSnapshots {
     interval_ms: Option<u64>,
     timeout_ms: Option<u64>,
     keep: Option<usize>,
+    retain: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -189,6 +198,9 @@ impl ClusterConfig {
         }
         if let Some((_, v)) = var("CAIRN_DATA_DIR") {
             raw.data_dir = Some(v.into());
+        }
+        if let Some((_, v)) = var("CAIRN_STORE") {
+            raw.store = Some(v);
         }
         if let Some((_, v)) = var("CAIRN_TRACE_DIR") {
             raw.trace_dir = Some(v.into());
@@ -324,6 +336,13 @@ impl ClusterConfig {
         if timeout_ms == 0 {
             return Err(err("snapshots.timeout_ms", "must be at least 1".into()));
         }
+        let data_dir = raw
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("cairn-data"));
+        if let Some(url) = &raw.store {
+            cairn_store::Store::open(url).map_err(|e| err("store", e.to_string()))?;
+        }
         let max_frame_bytes = raw
             .max_frame_bytes
             .unwrap_or(DEFAULT_MAX_FRAME_BYTES as u64);
@@ -348,8 +367,12 @@ impl ClusterConfig {
                     .map(Duration::from_millis),
                 timeout: Duration::from_millis(timeout_ms),
                 keep: raw.snapshots.keep.unwrap_or(100).max(1),
+                retain: raw.snapshots.retain.unwrap_or(10).max(1),
             },
-            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("cairn-data")),
+            store: raw
+                .store
+                .unwrap_or_else(|| data_dir.join("snapshots").display().to_string()),
+            data_dir,
             trace_dir: raw.trace_dir,
             max_frame_bytes: max_frame_bytes as usize,
             allow_cut: raw.debug.allow_cut,

@@ -14,6 +14,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
+use cairn_store::{Manifest, PartRef};
 
 /// One node's part of a snapshot, as it travels to the coordinator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,9 @@ pub struct LocalReport {
     pub state: Value,
     /// Each incoming channel by name, with its recorded messages.
     pub channels: Vec<(String, Vec<Value>)>,
+    /// Where the node stored its part, once durable.
+    #[serde(default)]
+    pub part: Option<PartRef>,
 }
 
 /// Where a snapshot stands.
@@ -61,6 +65,9 @@ pub struct SnapshotSummary {
     pub started_unix_ms: u64,
     /// From start to complete (or to failure), in milliseconds; absent while in progress.
     pub duration_ms: Option<f64>,
+    /// From start to its manifest being durable in the store, in milliseconds;
+    /// absent until then.
+    pub durable_ms: Option<f64>,
     /// Where it stands.
     #[serde(flatten)]
     pub status: SnapshotStatus,
@@ -69,6 +76,7 @@ pub struct SnapshotSummary {
 #[derive(Debug)]
 struct Running {
     assembler: Assembler<Value, Value>,
+    parts: Vec<Option<PartRef>>,
     initiator: String,
     started: Instant,
     started_unix_ms: u64,
@@ -77,6 +85,7 @@ struct Running {
 #[derive(Debug)]
 struct Finished {
     summary: SnapshotSummary,
+    started: Instant,
     snapshot: Option<GlobalSnapshot<Value, Value>>,
 }
 
@@ -84,6 +93,8 @@ struct Finished {
 #[derive(Debug)]
 pub struct Coordinator {
     topology: Arc<Topology>,
+    cluster: String,
+    app: String,
     timeout: Duration,
     keep: usize,
     metrics: Arc<Metrics>,
@@ -93,14 +104,19 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// A coordinator keeping the `keep` most recent snapshots in memory.
+    /// A coordinator of `cluster` running `app`, keeping the `keep` most
+    /// recent snapshots in memory.
     pub fn new(
         topology: Arc<Topology>,
+        cluster: &str,
+        app: &str,
         timeout: Duration,
         keep: usize,
         metrics: Arc<Metrics>,
     ) -> Self {
         Coordinator {
+            cluster: cluster.to_string(),
+            app: app.to_string(),
             topology,
             timeout,
             keep,
@@ -122,6 +138,7 @@ impl Coordinator {
             id,
             Running {
                 assembler: Assembler::new(self.topology.clone(), id),
+                parts: vec![None; self.topology.process_count()],
                 initiator: initiator.to_string(),
                 started: Instant::now(),
                 started_unix_ms,
@@ -131,11 +148,12 @@ impl Coordinator {
         id
     }
 
-    /// Adds a node's report.
+    /// Adds a node's report. When it completes a snapshot whose parts are all
+    /// durable, returns the manifest the caller must commit to the store.
     ///
     /// # Errors
     /// A sentence naming what was wrong with the report.
-    pub fn report(&mut self, report: LocalReport) -> Result<(), String> {
+    pub fn report(&mut self, report: LocalReport) -> Result<Option<Manifest>, String> {
         let id = report.snapshot;
         let Some(run) = self.running.get_mut(&id) else {
             return Err(format!(
@@ -161,6 +179,7 @@ impl Coordinator {
                 channels,
             })
             .map_err(|e| e.to_string())?;
+        run.parts[process.index()] = report.part;
         if run.assembler.is_complete() {
             let mut run = self.running.remove(&id).ok_or("vanished")?;
             let snapshot = run.assembler.finish().map_err(|e| e.to_string())?;
@@ -168,18 +187,43 @@ impl Coordinator {
             self.metrics.observe_duration(duration);
             Metrics::inc(&self.metrics.snapshots_completed, 1);
             info!(snapshot = %id, ms = duration.as_secs_f64() * 1e3, "global snapshot complete");
+            let manifest = run
+                .parts
+                .iter()
+                .cloned()
+                .collect::<Option<Vec<PartRef>>>()
+                .map(|parts| {
+                    let channels = self
+                        .topology
+                        .channel_ids()
+                        .map(|c| self.topology.channel_name(c))
+                        .collect();
+                    Manifest::new(id.0, &self.cluster, &self.app, parts, channels)
+                });
             self.push(Finished {
+                started: run.started,
                 summary: SnapshotSummary {
                     id,
                     initiator: run.initiator,
                     started_unix_ms: run.started_unix_ms,
                     duration_ms: Some(duration.as_secs_f64() * 1e3),
+                    durable_ms: None,
                     status: SnapshotStatus::Complete,
                 },
                 snapshot: Some(snapshot),
             });
+            return Ok(manifest);
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Records that snapshot `id`'s manifest is durable.
+    pub fn mark_durable(&mut self, id: SnapshotId) {
+        if let Some(f) = self.finished.iter_mut().find(|f| f.summary.id == id) {
+            let ms = f.started.elapsed().as_secs_f64() * 1e3;
+            f.summary.durable_ms = Some(ms);
+            Metrics::inc(&self.metrics.snapshots_durable, 1);
+        }
     }
 
     /// Fails every snapshot older than the timeout.
@@ -198,11 +242,13 @@ impl Coordinator {
             warn!(snapshot = %id, ?missing_processes, ?missing_channels, "snapshot failed: timed out");
             Metrics::inc(&self.metrics.snapshots_failed, 1);
             self.push(Finished {
+                started: run.started,
                 summary: SnapshotSummary {
                     id,
                     initiator: run.initiator,
                     started_unix_ms: run.started_unix_ms,
                     duration_ms: Some(run.started.elapsed().as_secs_f64() * 1e3),
+                    durable_ms: None,
                     status: SnapshotStatus::Failed {
                         missing_processes,
                         missing_channels,
@@ -249,6 +295,7 @@ impl Coordinator {
             initiator: r.initiator.clone(),
             started_unix_ms: r.started_unix_ms,
             duration_ms: None,
+            durable_ms: None,
             status: SnapshotStatus::InProgress {
                 missing_processes,
                 missing_channels,
@@ -271,7 +318,7 @@ mod tests {
 
     fn coordinator(timeout: Duration) -> Coordinator {
         let topo = Arc::new(Topology::new(["a", "b"], &[("a", "b"), ("b", "a")]).unwrap());
-        Coordinator::new(topo, timeout, 2, Arc::new(Metrics::default()))
+        Coordinator::new(topo, "c", "bank", timeout, 2, Arc::new(Metrics::default()))
     }
 
     fn report(id: SnapshotId, p: &str, ch: &str, msgs: Vec<Value>) -> LocalReport {
@@ -280,6 +327,7 @@ mod tests {
             process: p.into(),
             state: json!({"balance": 1}),
             channels: vec![(ch.into(), msgs)],
+            part: None,
         }
     }
 

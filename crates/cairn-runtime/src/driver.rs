@@ -315,6 +315,7 @@ impl<P: Process> Driver<P> {
             process: self.topology.name(local.process).to_string(),
             state: serde_json::to_value(&local.state)?,
             channels,
+            part: None,
         })
     }
 }

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub snapshots_started: AtomicU64,
     /// Snapshots the coordinator completed.
     pub snapshots_completed: AtomicU64,
+    /// Snapshots whose manifest the coordinator committed to the store.
+    pub snapshots_durable: AtomicU64,
     /// Snapshots the coordinator gave up on.
     pub snapshots_failed: AtomicU64,
     durations: Mutex<Histogram>,
@@ -103,6 +105,11 @@ impl Metrics {
                 "cairn_snapshots_completed_total",
                 "Global snapshots completed.",
                 &self.snapshots_completed,
+            ),
+            (
+                "cairn_snapshots_durable_total",
+                "Global snapshots committed to the store.",
+                &self.snapshots_durable,
             ),
             (
                 "cairn_snapshots_failed_total",

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::tracefile::{States, TraceWriter, states_path};
 use crate::transport::{Identity, Inbound, Outbound, run_outbound};
+use cairn_store::{Part, StoredChannel};
 
 /// Runs node `me` of `config` with application `P` until `shutdown` turns true.
 ///
@@ -48,6 +49,13 @@ pub async fn run_node<P: Process>(
         problem,
     })?;
     let initial = process.state();
+    let initial_json = serde_json::to_value(&initial)
+        .map_err(|e| Error::io("encoding the initial state", e.into()))?;
+    let store = cairn_store::Store::open(&config.store).map_err(|e| Error::Config {
+        file: config.file.display().to_string(),
+        key: "store".into(),
+        problem: e.to_string(),
+    })?;
     let listener = TcpListener::bind(&node.listen)
         .await
         .map_err(|e| Error::io(format!("node {name}: cannot listen on {}", node.listen), e))?;
@@ -114,6 +122,8 @@ pub async fn run_node<P: Process>(
     let coordinator = (me == config.coordinator).then(|| {
         Arc::new(Mutex::new(Coordinator::new(
             topo.clone(),
+            &config.cluster,
+            &config.app.name,
             config.snapshots.timeout,
             config.snapshots.keep,
             metrics.clone(),
@@ -128,11 +138,12 @@ pub async fn run_node<P: Process>(
         coordinator: coordinator.clone(),
         cut: cut_tx,
         started: Instant::now(),
+        store,
     });
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     tasks.spawn(run_reporter(
-        config.clone(),
-        coordinator.clone(),
+        shared.clone(),
+        initial_json,
         report_rx,
         stop_rx.clone(),
     ));
@@ -190,26 +201,59 @@ pub async fn run_node<P: Process>(
     Ok(())
 }
 
-/// Carries local snapshots to the coordinator: in-process on the coordinator,
-/// over HTTP (with retries until the snapshot timeout) elsewhere.
+/// Persists each local snapshot as this node's part in the store (off the
+/// driver, which keeps processing messages meanwhile), then hands the report
+/// to the coordinator: in-process on the coordinator, over HTTP elsewhere,
+/// retrying until the snapshot timeout.
 async fn run_reporter(
-    config: Arc<ClusterConfig>,
-    coordinator: Option<Arc<Mutex<Coordinator>>>,
+    shared: Arc<Shared>,
+    initial: serde_json::Value,
     mut reports: mpsc::UnboundedReceiver<LocalReport>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let config = shared.config.clone();
     loop {
-        let report = tokio::select! {
+        let mut report = tokio::select! {
             _ = stop.changed() => return,
             r = reports.recv() => match r { Some(r) => r, None => return },
         };
-        if let Some(c) = &coordinator {
-            if let Err(e) = c.lock().unwrap_or_else(|p| p.into_inner()).report(report) {
+        let deadline = Instant::now() + config.snapshots.timeout;
+        let part = Part {
+            snapshot: report.snapshot.0,
+            process: report.process.clone(),
+            state: report.state.clone(),
+            channels: report
+                .channels
+                .iter()
+                .map(|(name, messages)| StoredChannel {
+                    name: name.clone(),
+                    messages: messages.clone(),
+                })
+                .collect(),
+            initial: Some(initial.clone()),
+        };
+        loop {
+            match shared.store.write_part(&part).await {
+                Ok(r) => {
+                    report.part = Some(r);
+                    break;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    warn!(snapshot = %report.snapshot, "writing the part failed, retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    error!(snapshot = %report.snapshot, "giving up on writing the part: {e}");
+                    break;
+                }
+            }
+        }
+        if let Some(c) = &shared.coordinator {
+            if let Err(e) = admin::accept_report(&shared, c, report) {
                 warn!("own report refused: {e}");
             }
             continue;
         }
-        let deadline = Instant::now() + config.snapshots.timeout;
         loop {
             match client::post_json::<_, serde_json::Value>(
                 config.coordinator_admin(),

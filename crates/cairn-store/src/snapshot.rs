@@ -33,6 +33,10 @@ pub struct Part {
     pub state: Value,
     /// Its recorded incoming channels.
     pub channels: Vec<StoredChannel>,
+    /// Its state when it started, so conservation can be checked from the
+    /// store alone.
+    #[serde(default)]
+    pub initial: Option<Value>,
 }
 
 /// Where a durable part is, and its checksum.

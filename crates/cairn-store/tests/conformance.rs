@@ -19,6 +19,7 @@ fn part(id: u64, process: &str, state: u64, channels: Vec<(&str, Vec<u64>)>) -> 
                 messages: m.into_iter().map(|a| json!({"amount": a})).collect(),
             })
             .collect(),
+        initial: Some(json!({"balance": 10})),
     }
 }
 

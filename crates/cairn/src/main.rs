@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod cluster_cmds;
 mod demo_cluster;
 mod detect_cmds;
+mod snapshots_cmds;
 
 /// Consistent global snapshots for message-passing programs (Chandy–Lamport).
 #[derive(Debug, Parser)]
@@ -94,6 +95,13 @@ enum Cmd {
         /// Print one JSON object instead of a sentence.
         #[arg(long)]
         json: bool,
+    },
+    /// List, show, verify or delete the snapshots in a store.
+    Snapshots {
+        #[command(flatten)]
+        store: snapshots_cmds::StoreArgs,
+        #[command(subcommand)]
+        action: snapshots_cmds::Action,
     },
     /// Show the nodes, channels and recent snapshots of a running cluster.
     Status {
@@ -198,6 +206,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Cmd::Snapshots { store, action } => {
+            runtime()?.block_on(snapshots_cmds::run(&store, &action))?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Detect {
             property,

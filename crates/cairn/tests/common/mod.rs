@@ -24,6 +24,8 @@ pub struct TestCluster {
     pub path: PathBuf,
     pub config: ClusterConfig,
     sup: Option<Supervisor>,
+    /// Leave the folder (store, traces) in place after the checks.
+    pub keep_files: bool,
 }
 
 pub fn free_ports(n: usize) -> Vec<u16> {
@@ -97,6 +99,7 @@ impl TestCluster {
             path,
             config,
             sup: Some(sup),
+            keep_files: false,
         }
     }
 
@@ -214,7 +217,9 @@ impl TestCluster {
             receives >= min_receives,
             "only {receives} messages were received: the load did not run"
         );
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_files {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
         snaps.len()
     }
 }

@@ -1,0 +1,188 @@
+//! `cairn snapshots list|show|verify|delete`, on a store named by URL or by
+//! a cluster config.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use cairn_core::SnapshotDoc;
+use cairn_store::{Store, StoredSnapshot};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Where the snapshots are.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The store: a folder, file:///path, s3://bucket/prefix or memory://.
+    #[arg(long, global = true, conflicts_with = "config")]
+    store: Option<String>,
+    /// A cluster config; its store is used.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+}
+
+/// What to do with the stored snapshots.
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// List the complete snapshots, oldest first.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one snapshot (in the shared JSON shape with --json).
+    Show {
+        /// The snapshot id.
+        id: u64,
+        /// Print the snapshot as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read every part: checksums, completeness, and conservation for bank and token.
+    Verify {
+        /// The snapshot id.
+        id: u64,
+    },
+    /// Delete a snapshot (never the newest complete one).
+    Delete {
+        /// The snapshot id.
+        id: u64,
+    },
+}
+
+fn open(args: &StoreArgs) -> Result<Store> {
+    let url = match (&args.store, &args.config) {
+        (Some(url), _) => url.clone(),
+        (None, Some(path)) => crate::cluster_cmds::load(path)?.store,
+        (None, None) => bail!("name the store with --store URL or --config cluster.toml"),
+    };
+    Ok(Store::open(&url)?)
+}
+
+async fn load(store: &Store, id: u64) -> Result<StoredSnapshot> {
+    let tty = std::io::stderr().is_terminal();
+    let mut progress = |done: usize, total: usize| {
+        if tty {
+            eprint!("\r\x1b[Kreading snapshot {id}: part {done} of {total}");
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let loaded = store.load(id, &mut progress).await;
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    loaded.with_context(|| format!("snapshot {id} in {}", store.url()))
+}
+
+/// Runs one action.
+pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
+    let store = open(args)?;
+    match action {
+        Action::List { json } => {
+            let mut rows = Vec::new();
+            for id in store.list().await? {
+                let m = store.manifest(id).await;
+                rows.push(match m {
+                    Ok(m) => json!({"id": id, "app": m.app, "cluster": m.cluster, "created_unix_ms": m.created_unix_ms,
+                                    "parts": m.parts.len(), "bytes": m.parts.iter().map(|p| p.bytes).sum::<u64>()}),
+                    Err(e) => json!({"id": id, "error": e.to_string()}),
+                });
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no complete snapshots in {}", store.url());
+            } else {
+                println!(
+                    "{:>8}  {:<8} {:>6} {:>10}  committed (unix ms)",
+                    "snapshot", "app", "parts", "bytes"
+                );
+                for r in &rows {
+                    match r.get("error") {
+                        Some(e) => {
+                            println!("{:>8}  unreadable: {}", r["id"], e.as_str().unwrap_or(""))
+                        }
+                        None => println!(
+                            "{:>8}  {:<8} {:>6} {:>10}  {}",
+                            r["id"],
+                            r["app"].as_str().unwrap_or(""),
+                            r["parts"],
+                            r["bytes"],
+                            r["created_unix_ms"]
+                        ),
+                    }
+                }
+            }
+        }
+        Action::Show { id, json } => {
+            let s = load(&store, *id).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&s.to_json())?);
+            } else {
+                println!(
+                    "snapshot {id} of cluster {:?} ({}), {} processes:",
+                    s.manifest.cluster,
+                    s.manifest.app,
+                    s.parts.len()
+                );
+                for p in &s.parts {
+                    println!("  {:<10} {}", p.process, p.state);
+                    for c in p.channels.iter().filter(|c| !c.messages.is_empty()) {
+                        println!(
+                            "  {:<10}   {} in flight on {}",
+                            "",
+                            c.messages.len(),
+                            c.name
+                        );
+                    }
+                }
+            }
+        }
+        Action::Verify { id } => {
+            let s = load(&store, *id).await?;
+            s.check_complete()
+                .with_context(|| format!("snapshot {id}"))?;
+            let doc: SnapshotDoc<Value, Value> = serde_json::from_value(s.to_json())?;
+            let mut line = format!(
+                "snapshot {id}: {} parts read, checksums good, complete ({} processes, {} channels)",
+                s.parts.len(),
+                s.parts.len(),
+                s.manifest.channels.len()
+            );
+            if let Some(totals) = cairn_apps::conserved_totals(&s.manifest.app, &doc) {
+                let (held, flying) = totals.map_err(anyhow::Error::msg)?;
+                let mut start = 0u64;
+                for p in &s.parts {
+                    let init = p
+                        .initial
+                        .as_ref()
+                        .with_context(|| format!("part of {} has no initial state", p.process))?;
+                    let key = if s.manifest.app == "bank" {
+                        "balance"
+                    } else {
+                        "tokens"
+                    };
+                    start += init
+                        .get(key)
+                        .and_then(Value::as_u64)
+                        .with_context(|| format!("initial state of {} has no {key}", p.process))?;
+                }
+                if held + flying != start {
+                    bail!(
+                        "snapshot {id} is not conserved: {held} held + {flying} in flight = {}, but the processes started with {start}",
+                        held + flying
+                    );
+                }
+                line += &format!(
+                    ", conserved: {held} held + {flying} in flight = {start}, as at the start"
+                );
+            }
+            println!("{line}");
+        }
+        Action::Delete { id } => {
+            let n = store.delete(*id, false).await?;
+            println!("deleted snapshot {id} ({n} objects)");
+        }
+    }
+    Ok(())
+}
