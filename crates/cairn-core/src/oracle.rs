@@ -118,12 +118,18 @@ pub struct Run<'a, M, S> {
     pub trace: &'a [TraceEvent<M>],
     /// Each process's state before the run.
     pub initial: &'a [S],
+    /// Messages already in each channel before the run, oldest first (empty
+    /// for a run from the start; a run after a rollback begins with the
+    /// restored snapshot's channel states). They take sequence numbers 0,
+    /// 1, ... and the trace's sends on that channel continue from there.
+    pub initial_channels: &'a [Vec<M>],
     /// Each process's state after the run.
     pub final_states: &'a [S],
 }
 
 struct Msg<'a, M> {
-    send_at: usize,
+    /// Where it was sent in the trace; `None` if it was in the channel before the run.
+    send_at: Option<usize>,
     receive_at: Option<usize>,
     message: &'a M,
 }
@@ -174,7 +180,22 @@ fn index_messages<'a, M: PartialEq, S>(
     out: &mut Vec<Violation>,
 ) -> Vec<Vec<Msg<'a, M>>> {
     let topo = run.topology;
-    let mut msgs: Vec<Vec<Msg<'a, M>>> = (0..topo.channel_count()).map(|_| Vec::new()).collect();
+    let mut msgs: Vec<Vec<Msg<'a, M>>> = (0..topo.channel_count())
+        .map(|c| {
+            run.initial_channels
+                .get(c)
+                .map(|ms| {
+                    ms.iter()
+                        .map(|message| Msg {
+                            send_at: None,
+                            receive_at: None,
+                            message,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
     let mut next_receive = vec![0u64; topo.channel_count()];
     for (i, ev) in run.trace.iter().enumerate() {
         let mut bad = |c: ChannelId, seq: u64, detail: String| {
@@ -200,7 +221,7 @@ fn index_messages<'a, M: PartialEq, S>(
                     continue;
                 }
                 list.push(Msg {
-                    send_at: i,
+                    send_at: Some(i),
                     receive_at: None,
                     message,
                 });
@@ -304,7 +325,7 @@ fn check_snapshot<D: Model>(
         let (rp, rq) = (rec[ch.from.index()], rec[ch.to.index()]);
         // (a) consistency of the cut.
         for (seq, m) in msgs[c.index()].iter().enumerate() {
-            if m.receive_at.is_some_and(|r| r < rq) && m.send_at > rp {
+            if m.receive_at.is_some_and(|r| r < rq) && m.send_at.is_some_and(|s| s > rp) {
                 out.push(on(
                     Check::Cut,
                     c,
@@ -321,7 +342,9 @@ fn check_snapshot<D: Model>(
         let expected: Vec<(u64, &D::Message)> = msgs[c.index()]
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.send_at < rp && m.receive_at.is_none_or(|r| r > rq))
+            .filter(|(_, m)| {
+                m.send_at.is_none_or(|s| s < rp) && m.receive_at.is_none_or(|r| r > rq)
+            })
             .map(|(s, m)| (s as u64, m.message))
             .collect();
         if let Some(v) = compare_channel(&expected, &snap.channels[c.index()]) {
@@ -372,8 +395,14 @@ fn replay<D: Model>(
     let topo = run.topology;
     let id = Some(snap.id);
     let mut states: Vec<D::State> = run.initial.to_vec();
-    let mut queues: Vec<VecDeque<(u64, &D::Message)>> =
-        (0..topo.channel_count()).map(|_| VecDeque::new()).collect();
+    let mut queues: Vec<VecDeque<(u64, &D::Message)>> = (0..topo.channel_count())
+        .map(|c| {
+            run.initial_channels
+                .get(c)
+                .map(|ms| ms.iter().enumerate().map(|(i, m)| (i as u64, m)).collect())
+                .unwrap_or_default()
+        })
+        .collect();
     let pre = (0..run.trace.len()).filter(|&i| i < rec[run.trace[i].process.index()]);
     let post = (0..run.trace.len()).filter(|&i| i > rec[run.trace[i].process.index()]);
     let boundary = pre.clone().count();

@@ -30,7 +30,7 @@ use crate::config::ClusterConfig;
 use crate::coordinator::{Coordinator, LocalReport};
 use crate::driver::Control;
 use crate::metrics::Metrics;
-use cairn_store::Store;
+use cairn_store::{Manifest, Store};
 use tracing::{debug, warn};
 
 /// What the admin handlers share with the node.
@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub cut: watch::Sender<u64>,
     pub started: Instant,
     pub store: Store,
+    /// Manifests to commit, one after another (coordinator only).
+    pub commits: mpsc::UnboundedSender<Manifest>,
 }
 
 /// Asks for a new id: `{"initiator": "n2"}`.
@@ -71,6 +73,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/internal/ids", post(allocate))
         .route("/internal/reports", post(report))
         .route("/debug/cut", post(cut))
+        .route("/rollback", post(rollback_all))
+        .route("/internal/rollback", post(rollback_here))
         .with_state(shared)
 }
 
@@ -239,37 +243,208 @@ async fn report(State(s): Shr, Json(r): Json<LocalReport>) -> Response {
 }
 
 /// Adds a report at the coordinator; when it completes a snapshot whose parts
-/// are durable, commits the manifest and applies retention, off the caller's path.
+/// are durable, queues its manifest for the committer.
 pub(crate) fn accept_report(
     s: &Arc<Shared>,
     c: &Arc<Mutex<Coordinator>>,
     r: LocalReport,
 ) -> Result<(), String> {
     let manifest = c.lock().unwrap_or_else(|p| p.into_inner()).report(r)?;
-    let Some(manifest) = manifest else {
-        return Ok(());
-    };
-    let (store, coordinator, retain) = (s.store.clone(), c.clone(), s.config.snapshots.retain);
-    tokio::spawn(async move {
-        let id = SnapshotId(manifest.snapshot);
-        match store.commit(&manifest).await {
-            Ok(()) => {
-                coordinator
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .mark_durable(id);
-                match store.retain(retain, &[]).await {
-                    Ok(gone) if !gone.is_empty() => {
-                        debug!(?gone, "retention deleted old snapshots")
-                    }
-                    Ok(_) => {}
-                    Err(e) => warn!("retention failed: {e}"),
-                }
-            }
-            Err(e) => warn!(snapshot = %id, "could not commit the snapshot: {e}"),
-        }
-    });
+    if let Some(m) = manifest {
+        let _ = s.commits.send(m);
+    }
     Ok(())
+}
+
+/// Commits manifests in order, then applies retention, off the reporting
+/// path. At shutdown it finishes what is queued, so retention always runs
+/// after the last commit.
+pub(crate) async fn run_committer(
+    store: Store,
+    coordinator: Arc<Mutex<Coordinator>>,
+    retain: usize,
+    mut manifests: mpsc::UnboundedReceiver<Manifest>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let m = tokio::select! {
+            m = manifests.recv() => m,
+            _ = stop.changed() => {
+                while let Ok(m) = manifests.try_recv() {
+                    commit_one(&store, &coordinator, retain, m).await;
+                }
+                return;
+            }
+        };
+        let Some(m) = m else { return };
+        commit_one(&store, &coordinator, retain, m).await;
+    }
+}
+
+async fn commit_one(
+    store: &Store,
+    coordinator: &Arc<Mutex<Coordinator>>,
+    retain: usize,
+    manifest: Manifest,
+) {
+    let id = SnapshotId(manifest.snapshot);
+    match store.commit(&manifest).await {
+        Ok(()) => {
+            coordinator
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .mark_durable(id);
+            match store.retain(retain, &[]).await {
+                Ok(gone) if !gone.is_empty() => debug!(?gone, "retention deleted old snapshots"),
+                Ok(_) => {}
+                Err(e) => warn!("retention failed: {e}"),
+            }
+        }
+        Err(e) => warn!(snapshot = %id, "could not commit the snapshot: {e}"),
+    }
+}
+
+/// Asks for a rollback: `{"snapshot": 12}`, or `{}` for the newest good one.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The snapshot to restore; the newest complete, uncorrupted one when absent.
+    pub snapshot: Option<u64>,
+}
+
+/// Tells one node to restore its part of `snapshot` in `epoch`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeRollback {
+    /// The new epoch.
+    pub epoch: u64,
+    /// The snapshot.
+    pub snapshot: u64,
+    /// How many messages the snapshot recorded on each channel, by name.
+    pub in_flight: std::collections::BTreeMap<String, u64>,
+}
+
+/// The coordinator rolls the whole cluster back to one snapshot: a new
+/// epoch, then every node restores its part of the same snapshot.
+async fn rollback_all(State(s): Shr, Json(req): Json<RollbackRequest>) -> Response {
+    let Some(c) = s.coordinator.clone() else {
+        return redirect(&s, "/rollback");
+    };
+    let chosen = match req.snapshot {
+        Some(id) => s
+            .store
+            .load(id, &mut |_, _| {})
+            .await
+            .and_then(|snap| snap.check_complete().map(|()| snap))
+            .map(Some),
+        None => s.store.latest_good().await.map(|(snap, skipped)| {
+            for (id, why) in skipped {
+                warn!(snapshot = id, "skipping an unusable snapshot: {why}");
+            }
+            snap
+        }),
+    };
+    let snapshot = match chosen {
+        Ok(Some(snap)) => snap,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "the store holds no complete snapshot to roll back to",
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("cannot roll back to it: {e}"),
+            );
+        }
+    };
+    let in_flight: std::collections::BTreeMap<String, u64> = snapshot
+        .parts
+        .iter()
+        .flat_map(|p| {
+            p.channels
+                .iter()
+                .map(|c| (c.name.clone(), c.messages.len() as u64))
+        })
+        .collect();
+    let snapshot = snapshot.manifest.snapshot;
+    let epoch = c.lock().unwrap_or_else(|p| p.into_inner()).begin_epoch();
+    let mut nodes = serde_json::Map::new();
+    for (i, n) in s.config.nodes.iter().enumerate() {
+        let order = NodeRollback {
+            epoch,
+            snapshot,
+            in_flight: in_flight.clone(),
+        };
+        let result = if i == s.me.index() {
+            rollback_local(&s, &order).await
+        } else {
+            match client::post_json::<_, serde_json::Value>(n.admin, "/internal/rollback", &order)
+                .await
+            {
+                Ok((st, v)) if st.is_success() => {
+                    Ok(v["redelivered"].as_u64().unwrap_or(0) as usize)
+                }
+                Ok((st, v)) => Err(format!("{st}: {v}")),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        match result {
+            Ok(n_msgs) => {
+                nodes.insert(n.id.clone(), json!({ "redelivered": n_msgs }));
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "node {} did not roll back to snapshot {snapshot}: {e}",
+                        n.id
+                    ),
+                );
+            }
+        }
+    }
+    tracing::info!(snapshot, epoch, "cluster rolled back");
+    Json(json!({ "snapshot": snapshot, "epoch": epoch, "nodes": nodes })).into_response()
+}
+
+async fn rollback_here(State(s): Shr, Json(order): Json<NodeRollback>) -> Response {
+    match rollback_local(&s, &order).await {
+        Ok(n) => Json(json!({ "redelivered": n })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Reads this node's part of the snapshot and hands it to the driver.
+async fn rollback_local(s: &Shared, order: &NodeRollback) -> Result<usize, String> {
+    let me = name(s).to_string();
+    let manifest = s
+        .store
+        .manifest(order.snapshot)
+        .await
+        .map_err(|e| e.to_string())?;
+    let part_ref = manifest
+        .parts
+        .iter()
+        .find(|p| p.process == me)
+        .ok_or_else(|| format!("snapshot {} has no part for {me}", order.snapshot))?;
+    let part = s
+        .store
+        .read_part(part_ref)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (reply, answer) = oneshot::channel();
+    s.control
+        .send(Control::Rollback {
+            epoch: order.epoch,
+            part: Box::new(part),
+            in_flight: order.in_flight.clone(),
+            reply,
+        })
+        .await
+        .map_err(|_| "the node is shutting down".to_string())?;
+    answer
+        .await
+        .map_err(|_| "the node is shutting down".to_string())?
 }
 
 async fn cut(State(s): Shr) -> Response {

@@ -61,6 +61,8 @@ pub struct SnapshotSummary {
     pub id: SnapshotId,
     /// The node that started it.
     pub initiator: String,
+    /// The epoch it was taken in (each rollback starts a new one).
+    pub epoch: u64,
     /// When it started, in milliseconds since the Unix epoch.
     pub started_unix_ms: u64,
     /// From start to complete (or to failure), in milliseconds; absent while in progress.
@@ -75,6 +77,7 @@ pub struct SnapshotSummary {
 
 #[derive(Debug)]
 struct Running {
+    epoch: u64,
     assembler: Assembler<Value, Value>,
     parts: Vec<Option<PartRef>>,
     initiator: String,
@@ -99,6 +102,7 @@ pub struct Coordinator {
     keep: usize,
     metrics: Arc<Metrics>,
     next_id: u64,
+    epoch: u64,
     running: BTreeMap<SnapshotId, Running>,
     finished: VecDeque<Finished>,
 }
@@ -122,6 +126,7 @@ impl Coordinator {
             keep,
             metrics,
             next_id: 0,
+            epoch: 0,
             running: BTreeMap::new(),
             finished: VecDeque::new(),
         }
@@ -137,6 +142,7 @@ impl Coordinator {
         self.running.insert(
             id,
             Running {
+                epoch: self.epoch,
                 assembler: Assembler::new(self.topology.clone(), id),
                 parts: vec![None; self.topology.process_count()],
                 initiator: initiator.to_string(),
@@ -204,6 +210,7 @@ impl Coordinator {
                 started: run.started,
                 summary: SnapshotSummary {
                     id,
+                    epoch: run.epoch,
                     initiator: run.initiator,
                     started_unix_ms: run.started_unix_ms,
                     duration_ms: Some(duration.as_secs_f64() * 1e3),
@@ -235,28 +242,49 @@ impl Coordinator {
             .map(|(id, _)| *id)
             .collect();
         for id in late {
-            let Some(run) = self.running.remove(&id) else {
-                continue;
-            };
-            let (missing_processes, missing_channels) = run.assembler.missing();
-            warn!(snapshot = %id, ?missing_processes, ?missing_channels, "snapshot failed: timed out");
-            Metrics::inc(&self.metrics.snapshots_failed, 1);
-            self.push(Finished {
-                started: run.started,
-                summary: SnapshotSummary {
-                    id,
-                    initiator: run.initiator,
-                    started_unix_ms: run.started_unix_ms,
-                    duration_ms: Some(run.started.elapsed().as_secs_f64() * 1e3),
-                    durable_ms: None,
-                    status: SnapshotStatus::Failed {
-                        missing_processes,
-                        missing_channels,
-                    },
-                },
-                snapshot: None,
-            });
+            self.fail(id);
         }
+    }
+
+    /// Starts a new epoch for a rollback: snapshots in progress are abandoned
+    /// (reported as failed), and their late reports are refused.
+    pub fn begin_epoch(&mut self) -> u64 {
+        self.epoch += 1;
+        let ids: Vec<SnapshotId> = self.running.keys().copied().collect();
+        for id in ids {
+            self.fail(id);
+        }
+        self.epoch
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn fail(&mut self, id: SnapshotId) {
+        let Some(run) = self.running.remove(&id) else {
+            return;
+        };
+        let (missing_processes, missing_channels) = run.assembler.missing();
+        warn!(snapshot = %id, ?missing_processes, ?missing_channels, "snapshot failed");
+        Metrics::inc(&self.metrics.snapshots_failed, 1);
+        self.push(Finished {
+            started: run.started,
+            summary: SnapshotSummary {
+                id,
+                epoch: run.epoch,
+                initiator: run.initiator,
+                started_unix_ms: run.started_unix_ms,
+                duration_ms: Some(run.started.elapsed().as_secs_f64() * 1e3),
+                durable_ms: None,
+                status: SnapshotStatus::Failed {
+                    missing_processes,
+                    missing_channels,
+                },
+            },
+            snapshot: None,
+        });
     }
 
     /// Every snapshot in progress and every recent one, in id order.
@@ -292,6 +320,7 @@ impl Coordinator {
         let (missing_processes, missing_channels) = r.assembler.missing();
         SnapshotSummary {
             id,
+            epoch: r.epoch,
             initiator: r.initiator.clone(),
             started_unix_ms: r.started_unix_ms,
             duration_ms: None,

@@ -19,8 +19,9 @@ use tracing::{error, warn};
 use crate::coordinator::LocalReport;
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::tracefile::TraceWriter;
+use crate::tracefile::{States, TraceWriter, write_states};
 use crate::transport::{In, Out, Outbound};
+use cairn_store::Part;
 
 /// A request to the driver from the admin API or the coordinator.
 #[derive(Debug)]
@@ -29,6 +30,14 @@ pub(crate) enum Control {
     Start {
         id: SnapshotId,
         reply: oneshot::Sender<std::result::Result<StartOutcome, String>>,
+    },
+    /// Roll back to this node's part of a snapshot, in a new epoch.
+    Rollback {
+        epoch: u64,
+        part: Box<Part>,
+        /// Messages the snapshot recorded on each channel, by name.
+        in_flight: std::collections::BTreeMap<String, u64>,
+        reply: oneshot::Sender<std::result::Result<usize, String>>,
     },
 }
 
@@ -49,6 +58,15 @@ pub(crate) struct Driver<P: Process> {
     pub seq_out: HashMap<ChannelId, u64>,
     pub seq_in: HashMap<ChannelId, u64>,
     pub rng: ChaCha8Rng,
+    /// The epoch this node is in; frames of other epochs are discarded.
+    pub epoch: u64,
+    pub epoch_tx: watch::Sender<u64>,
+    /// Where traces and per-epoch states go, when tracing.
+    pub trace_dir: Option<std::path::PathBuf>,
+    pub name: String,
+    /// The state this epoch began in, and the channel states it began with.
+    pub epoch_initial: Option<P::State>,
+    pub epoch_channels: Vec<(String, Vec<serde_json::Value>)>,
 }
 
 impl<P: Process> Driver<P> {
@@ -66,7 +84,9 @@ impl<P: Process> Driver<P> {
         metrics: Arc<Metrics>,
         trace: Option<TraceWriter>,
         seed: u64,
+        epoch_tx: watch::Sender<u64>,
     ) -> Result<Self> {
+        let epoch = *epoch_tx.borrow();
         Ok(Driver {
             engine: Engine::new(&topology, me)?,
             clock: VectorClock::new(me, topology.process_count()),
@@ -83,11 +103,17 @@ impl<P: Process> Driver<P> {
             seq_out: HashMap::new(),
             seq_in: HashMap::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
+            epoch,
+            epoch_tx,
+            trace_dir: None,
+            name: String::new(),
+            epoch_initial: None,
+            epoch_channels: Vec::new(),
         })
     }
 
-    /// Runs until `shutdown` turns true; returns the process's last state.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> P::State {
+    /// Runs until `shutdown` turns true, then writes the epoch's states when tracing.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let pace = self.process.pace();
         let mut timer = match pace {
             Pace::PerSecond(r) => Some(tokio::time::interval(Duration::from_secs_f64(1.0 / r))),
@@ -120,12 +146,23 @@ impl<P: Process> Driver<P> {
                 _ = tokio::time::sleep(Duration::from_millis(5)), if continuous && !room => {}
             }
         }
+        self.end_epoch()
+    }
+
+    /// Flushes the trace and writes this epoch's states file, when tracing.
+    fn end_epoch(&mut self) -> Result<()> {
         if let Some(t) = &mut self.trace {
-            if let Err(e) = t.flush() {
-                error!("{e}");
-            }
+            t.flush()?;
         }
-        self.process.state()
+        if let (Some(dir), Some(initial)) = (&self.trace_dir, self.epoch_initial.clone()) {
+            let states = States {
+                initial,
+                last: self.process.state(),
+                initial_channels: std::mem::take(&mut self.epoch_channels),
+            };
+            write_states(dir, &self.name, self.epoch, &states)?;
+        }
+        Ok(())
     }
 
     fn on_control(&mut self, c: Control) {
@@ -135,15 +172,27 @@ impl<P: Process> Driver<P> {
                 self.pump();
                 let _ = reply.send(r);
             }
+            Control::Rollback {
+                epoch,
+                part,
+                in_flight,
+                reply,
+            } => {
+                let _ = reply.send(self.rollback(epoch, *part, &in_flight));
+            }
         }
     }
 
     fn on_inbound(&mut self, i: In<P::Message>) {
         match i {
+            In::Data { epoch, .. } | In::Marker { epoch, .. } if epoch != self.epoch => {
+                // Sent before a rollback: never applied to the restored state.
+            }
             In::Data {
                 channel,
                 message,
                 vc,
+                ..
             } => {
                 if let Err(e) = self.engine.handle_message(channel, &message) {
                     error!("engine refused a message: {e}");
@@ -176,6 +225,7 @@ impl<P: Process> Driver<P> {
                 channel,
                 snapshot,
                 vc,
+                ..
             } => {
                 if self.trace.is_some() {
                     let vc = self.clock.receive(vc.as_deref().unwrap_or(&[])).to_vec();
@@ -193,6 +243,104 @@ impl<P: Process> Driver<P> {
                 self.pump();
             }
         }
+    }
+
+    /// Restores this node's part of a snapshot in a new epoch: a fresh engine,
+    /// the recorded state, and every recorded channel message re-delivered in
+    /// order, before anything newer is taken from any channel. Returns how
+    /// many messages were re-delivered.
+    fn rollback(
+        &mut self,
+        epoch: u64,
+        part: Part,
+        in_flight: &std::collections::BTreeMap<String, u64>,
+    ) -> std::result::Result<usize, String> {
+        if epoch <= self.epoch {
+            return Err(format!(
+                "epoch {epoch} is not newer than this node's epoch {}",
+                self.epoch
+            ));
+        }
+        let state: P::State = serde_json::from_value(part.state)
+            .map_err(|e| format!("the recorded state does not fit the application: {e}"))?;
+        let mut redeliver = Vec::new();
+        let recorded: Vec<(String, Vec<serde_json::Value>)> = part
+            .channels
+            .iter()
+            .map(|c| (c.name.clone(), c.messages.clone()))
+            .collect();
+        for c in part.channels {
+            let channel = self
+                .topology
+                .channel_by_name(&c.name)
+                .filter(|&ch| self.topology.channel(ch).to == self.me)
+                .ok_or_else(|| {
+                    format!(
+                        "the part records channel {}, which does not lead here",
+                        c.name
+                    )
+                })?;
+            for m in c.messages {
+                let m: P::Message = serde_json::from_value(m).map_err(|e| {
+                    format!(
+                        "a message recorded on {} does not fit the application: {e}",
+                        c.name
+                    )
+                })?;
+                redeliver.push((channel, m));
+            }
+        }
+        // Close the old epoch's trace, then switch epochs and restore.
+        if let Err(e) = self.end_epoch() {
+            warn!("{e}; tracing stops");
+            self.trace = None;
+        }
+        self.epoch = epoch;
+        self.epoch_tx.send_replace(epoch);
+        self.engine = Engine::new(&self.topology, self.me).map_err(|e| e.to_string())?;
+        self.seq_in.clear();
+        // On each outgoing channel the receiver re-delivers what the snapshot
+        // recorded; new messages are numbered after those, as in one run.
+        self.seq_out = self
+            .topology
+            .outgoing(self.me)
+            .iter()
+            .map(|&c| {
+                (
+                    c,
+                    in_flight
+                        .get(&self.topology.channel_name(c))
+                        .copied()
+                        .unwrap_or(0),
+                )
+            })
+            .collect();
+        self.process.restore(state);
+        self.epoch_initial = Some(self.process.state());
+        self.epoch_channels = recorded;
+        if self.trace.is_some() {
+            if let Some(dir) = &self.trace_dir {
+                match TraceWriter::create(dir, &self.name, epoch) {
+                    Ok(t) => self.trace = Some(t),
+                    Err(e) => {
+                        warn!("{e}; tracing stops");
+                        self.trace = None;
+                    }
+                }
+            }
+        }
+        let count = redeliver.len();
+        for (channel, message) in redeliver {
+            let epoch = self.epoch;
+            self.on_inbound(In::Data {
+                channel,
+                epoch,
+                message,
+                vc: None,
+            });
+        }
+        Metrics::inc(&self.metrics.rollbacks, 1);
+        Ok(count)
     }
 
     fn on_tick(&mut self) {
@@ -236,13 +384,18 @@ impl<P: Process> Driver<P> {
                     });
                     Metrics::inc(&self.metrics.messages_sent, 1);
                     if let Some(o) = self.outbound.get(&channel) {
-                        o.push(Out::Data { message, vc });
+                        o.push(Out::Data {
+                            epoch: self.epoch,
+                            message,
+                            vc,
+                        });
                     }
                 }
                 Output::SendMarker { channel, snapshot } => {
                     let vc = self.tick_trace(|_| Event::MarkerSend { channel, snapshot });
                     if let Some(o) = self.outbound.get(&channel) {
                         o.push(Out::Marker {
+                            epoch: self.epoch,
                             snapshot: snapshot.0,
                             vc,
                         });

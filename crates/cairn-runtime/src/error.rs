@@ -31,6 +31,9 @@ pub enum Error {
     /// A peer broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A peer is in another epoch (a rollback is under way): refused for now.
+    #[error("epoch mismatch: {0}")]
+    Epoch(String),
     /// An admin API request failed.
     #[error("admin API {url}: {problem}")]
     Admin {

@@ -30,7 +30,7 @@ pub mod tracefile;
 mod transport;
 pub mod wire;
 
-pub use admin::{IdAnswer, IdRequest};
+pub use admin::{IdAnswer, IdRequest, NodeRollback, RollbackRequest};
 pub use config::ClusterConfig;
 pub use error::{Error, Result};
 pub use node::run_node;

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub connections: AtomicU64,
     /// Frames sent again after a reconnect because the peer had not acknowledged them.
     pub frames_resent: AtomicU64,
+    /// Rollbacks this node carried out.
+    pub rollbacks: AtomicU64,
     /// Snapshots the coordinator started.
     pub snapshots_started: AtomicU64,
     /// Snapshots the coordinator completed.
@@ -95,6 +97,11 @@ impl Metrics {
                 "cairn_frames_resent_total",
                 "Frames resent after a reconnect.",
                 &self.frames_resent,
+            ),
+            (
+                "cairn_rollbacks_total",
+                "Rollbacks to a snapshot this node carried out.",
+                &self.rollbacks,
             ),
             (
                 "cairn_snapshots_started_total",

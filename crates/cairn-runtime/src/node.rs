@@ -20,8 +20,8 @@ use crate::coordinator::{Coordinator, LocalReport};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::tracefile::{States, TraceWriter, states_path};
-use crate::transport::{Identity, Inbound, Outbound, run_outbound};
+use crate::tracefile::TraceWriter;
+use crate::transport::{Identity, Inbound, Outbound, SenderLinks, run_outbound};
 use cairn_store::{Part, StoredChannel};
 
 /// Runs node `me` of `config` with application `P` until `shutdown` turns true.
@@ -66,12 +66,13 @@ pub async fn run_node<P: Process>(
         )
     })?;
     let trace = match &config.trace_dir {
-        Some(dir) => Some(TraceWriter::create(dir, &name)?),
+        Some(dir) => Some(TraceWriter::create(dir, &name, 0)?),
         None => None,
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (cut_tx, cut_rx) = watch::channel(0u64);
+    let (epoch_tx, epoch_rx) = watch::channel(0u64);
     let metrics = Arc::new(Metrics::default());
     let room = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
@@ -99,11 +100,14 @@ pub async fn run_node<P: Process>(
             topo.channel_name(c),
             address,
             rx,
-            pending,
-            room.clone(),
-            metrics.clone(),
-            cut_rx.clone(),
-            stop_rx.clone(),
+            SenderLinks {
+                pending,
+                room: room.clone(),
+                metrics: metrics.clone(),
+                epoch: epoch_rx.clone(),
+                cut: cut_rx.clone(),
+                shutdown: stop_rx.clone(),
+            },
         ));
     }
 
@@ -115,6 +119,7 @@ pub async fn run_node<P: Process>(
         topo.clone(),
         config.max_frame_bytes,
         in_tx,
+        epoch_rx.clone(),
     ));
     tasks.spawn(inbound.run(listener, stop_rx.clone(), cut_rx.clone()));
 
@@ -130,6 +135,16 @@ pub async fn run_node<P: Process>(
         )))
     });
     let (control_tx, control_rx) = mpsc::channel(64);
+    let (commit_tx, commit_rx) = mpsc::unbounded_channel();
+    if let Some(c) = &coordinator {
+        tasks.spawn(admin::run_committer(
+            store.clone(),
+            c.clone(),
+            config.snapshots.retain,
+            commit_rx,
+            stop_rx.clone(),
+        ));
+    }
     let shared = Arc::new(Shared {
         config: config.clone(),
         me,
@@ -139,6 +154,7 @@ pub async fn run_node<P: Process>(
         cut: cut_tx,
         started: Instant::now(),
         store,
+        commits: commit_tx,
     });
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     tasks.spawn(run_reporter(
@@ -178,18 +194,16 @@ pub async fn run_node<P: Process>(
         metrics,
         trace,
         seed,
+        epoch_tx,
     )?;
     info!(node = %name, address = %node.address, admin = %node.admin, app = %config.app.name, "node running");
-    let last = driver.run(shutdown).await;
+    let mut driver = driver;
+    driver.trace_dir = config.trace_dir.clone();
+    driver.name = name.clone();
+    driver.epoch_initial = Some(initial);
+    let written = driver.run(shutdown).await;
     let _ = stop_tx.send(true);
-    if let Some(dir) = &config.trace_dir {
-        let path = states_path(dir, &name);
-        let states = States { initial, last };
-        let text =
-            serde_json::to_vec(&states).map_err(|e| Error::io("encoding states", e.into()))?;
-        std::fs::write(&path, text)
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
-    }
+    written?;
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(3), drain)
         .await

@@ -13,23 +13,51 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Where node `id` writes its trace in `dir`.
-pub fn trace_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.trace.jsonl"))
+fn stem(id: &str, epoch: u64) -> String {
+    if epoch == 0 {
+        id.to_string()
+    } else {
+        format!("{id}.e{epoch}")
+    }
 }
 
-/// Where node `id` writes its initial and final states in `dir`.
-pub fn states_path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.states.json"))
+/// Where node `id` writes its trace of `epoch` in `dir` (each epoch, that is
+/// each stretch between rollbacks, is a run of its own).
+pub fn trace_path(dir: &Path, id: &str, epoch: u64) -> PathBuf {
+    dir.join(format!("{}.trace.jsonl", stem(id, epoch)))
 }
 
-/// A node's first and last state, written when it stops.
+/// Where node `id` writes its states of `epoch` in `dir`.
+pub fn states_path(dir: &Path, id: &str, epoch: u64) -> PathBuf {
+    dir.join(format!("{}.states.json", stem(id, epoch)))
+}
+
+/// A node's first and last state in an epoch, written when the epoch ends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct States<S> {
-    /// Before its first event.
+    /// Before its first event of the epoch.
     pub initial: S,
-    /// After its last event.
+    /// After its last event of the epoch.
     pub last: S,
+    /// Messages already in each incoming channel when the epoch began (the
+    /// restored snapshot's channel states), by channel name.
+    #[serde(default)]
+    pub initial_channels: Vec<(String, Vec<serde_json::Value>)>,
+}
+
+/// Writes one epoch's states file.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_states<S: Serialize>(
+    dir: &Path,
+    id: &str,
+    epoch: u64,
+    states: &States<S>,
+) -> Result<()> {
+    let path = states_path(dir, id, epoch);
+    let text = serde_json::to_vec(states).map_err(|e| Error::io("encoding states", e.into()))?;
+    std::fs::write(&path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// Writes one node's events as they happen.
@@ -40,14 +68,14 @@ pub struct TraceWriter {
 }
 
 impl TraceWriter {
-    /// Creates (or truncates) the trace file of `id` in `dir`.
+    /// Creates (or truncates) the trace file of `id` for `epoch` in `dir`.
     ///
     /// # Errors
     /// The file cannot be created.
-    pub fn create(dir: &Path, id: &str) -> Result<Self> {
+    pub fn create(dir: &Path, id: &str, epoch: u64) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let path = trace_path(dir, id);
+        let path = trace_path(dir, id, epoch);
         let file = File::create(&path)
             .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
         Ok(TraceWriter {
@@ -92,6 +120,8 @@ pub struct LoadedRun<M, S> {
     pub initial: Vec<S>,
     /// Each process's last state.
     pub last: Vec<S>,
+    /// Each channel's messages when the run began.
+    pub initial_channels: Vec<Vec<M>>,
 }
 
 /// Reads every node's trace and states from `dir` and merges the traces.
@@ -107,12 +137,27 @@ pub fn load_run<M: DeserializeOwned, S: DeserializeOwned>(
     topology: &Topology,
     dir: &Path,
 ) -> Result<LoadedRun<M, S>> {
+    load_epoch(topology, dir, 0)
+}
+
+/// Reads one epoch's run from `dir` (see [`load_run`]); after a rollback the
+/// run begins with the restored snapshot's channel states.
+///
+/// # Errors
+/// A missing or malformed file, named with its line.
+pub fn load_epoch<M: DeserializeOwned, S: DeserializeOwned>(
+    topology: &Topology,
+    dir: &Path,
+    epoch: u64,
+) -> Result<LoadedRun<M, S>> {
+    let mut initial_channels: Vec<Vec<M>> =
+        (0..topology.channel_count()).map(|_| Vec::new()).collect();
     let mut keyed: Vec<(u64, ProcessId, usize, TraceEvent<M>)> = Vec::new();
     let mut initial = Vec::new();
     let mut last = Vec::new();
     for p in topology.processes() {
         let name = topology.name(p);
-        let path = trace_path(dir, name);
+        let path = trace_path(dir, name, epoch);
         let file =
             File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         for (i, line) in BufReader::new(file).lines().enumerate() {
@@ -123,18 +168,30 @@ pub fn load_run<M: DeserializeOwned, S: DeserializeOwned>(
             let ev = TraceEvent::from_record(topology, rec).map_err(|e| bad(e.to_string()))?;
             keyed.push((ev.vc.iter().sum(), p, i, ev));
         }
-        let path = states_path(dir, name);
+        let path = states_path(dir, name, epoch);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let states: States<S> = serde_json::from_str(&text)
             .map_err(|e| Error::Protocol(format!("{}: {e}", path.display())))?;
         initial.push(states.initial);
         last.push(states.last);
+        for (channel, messages) in states.initial_channels {
+            let bad =
+                |e: String| Error::Protocol(format!("{}: channel {channel}: {e}", path.display()));
+            let c = topology
+                .channel_by_name(&channel)
+                .ok_or_else(|| bad("unknown".into()))?;
+            for m in messages {
+                initial_channels[c.index()]
+                    .push(serde_json::from_value(m).map_err(|e| bad(e.to_string()))?);
+            }
+        }
     }
     keyed.sort_by_key(|(sum, p, i, _)| (*sum, *p, *i));
     Ok(LoadedRun {
         trace: keyed.into_iter().map(|(_, _, _, e)| e).collect(),
         initial,
         last,
+        initial_channels,
     })
 }

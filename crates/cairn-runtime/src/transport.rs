@@ -33,8 +33,24 @@ const ACK_EVERY: u64 = 128;
 /// What the driver hands a channel's sender.
 #[derive(Debug)]
 pub(crate) enum Out<M> {
-    Data { message: M, vc: Option<Vec<u64>> },
-    Marker { snapshot: u64, vc: Option<Vec<u64>> },
+    Data {
+        epoch: u64,
+        message: M,
+        vc: Option<Vec<u64>>,
+    },
+    Marker {
+        epoch: u64,
+        snapshot: u64,
+        vc: Option<Vec<u64>>,
+    },
+}
+
+impl<M> Out<M> {
+    fn epoch(&self) -> u64 {
+        match self {
+            Out::Data { epoch, .. } | Out::Marker { epoch, .. } => *epoch,
+        }
+    }
 }
 
 /// What a channel's receiver hands the driver.
@@ -42,11 +58,13 @@ pub(crate) enum Out<M> {
 pub(crate) enum In<M> {
     Data {
         channel: ChannelId,
+        epoch: u64,
         message: M,
         vc: Option<Vec<u64>>,
     },
     Marker {
         channel: ChannelId,
+        epoch: u64,
         snapshot: u64,
         vc: Option<Vec<u64>>,
     },
@@ -83,24 +101,59 @@ pub(crate) struct Identity {
 /// Runs the sender of one channel until shutdown: connect, say hello, resend
 /// what the peer has not acknowledged, then stream frames and read acks.
 /// A `cut` drops the connection (a test hook); it is re-established.
-#[allow(clippy::too_many_arguments)]
+/// A channel sender's view of the node: its identity, its epoch, and the
+/// signals that stop or cut it.
+#[derive(Debug)]
+pub(crate) struct SenderLinks {
+    pub pending: Arc<AtomicUsize>,
+    pub room: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+    pub epoch: watch::Receiver<u64>,
+    pub cut: watch::Receiver<u64>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Runs the sender of one channel until shutdown: connect, say hello, resend
+/// what the peer has not acknowledged, then stream frames and read acks.
+/// A `cut` drops the connection (a test hook); it is re-established. A new
+/// epoch (a rollback) discards everything of the old one and starts the
+/// channel afresh.
 pub(crate) async fn run_outbound<M: Serialize>(
     id: Identity,
     channel: String,
     address: String,
     mut rx: mpsc::UnboundedReceiver<Out<M>>,
-    pending: Arc<AtomicUsize>,
-    room: Arc<Notify>,
-    metrics: Arc<Metrics>,
-    mut cut: watch::Receiver<u64>,
-    mut shutdown: watch::Receiver<bool>,
+    links: SenderLinks,
 ) {
+    let SenderLinks {
+        pending,
+        room,
+        metrics,
+        mut epoch,
+        mut cut,
+        mut shutdown,
+    } = links;
+    let mut current = *epoch.borrow_and_update();
     let mut next_seq = 1u64;
     let mut unacked: VecDeque<(u64, Bytes)> = VecDeque::new();
+    let mut carry: Vec<Out<M>> = Vec::new();
     let mut backoff = Duration::from_millis(20);
+    // Forgets the old epoch: its unacknowledged frames will never be wanted.
+    let reset =
+        |current: &mut u64, next_seq: &mut u64, unacked: &mut VecDeque<(u64, Bytes)>, now: u64| {
+            *current = now;
+            *next_seq = 1;
+            pending.fetch_sub(unacked.len(), Ordering::Relaxed);
+            unacked.clear();
+            room.notify_waiters();
+        };
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        let now = *epoch.borrow_and_update();
+        if now != current {
+            reset(&mut current, &mut next_seq, &mut unacked, now);
         }
         let stream = tokio::select! {
             _ = shutdown.changed() => return,
@@ -122,20 +175,21 @@ pub(crate) async fn run_outbound<M: Serialize>(
         let (r, w) = stream.into_split();
         let mut reader = FramedRead::new(r, wire::codec(id.max_frame_bytes));
         let mut writer = FramedWrite::new(w, wire::codec(id.max_frame_bytes));
-        let resume = match handshake(&id, &channel, &mut reader, &mut writer).await {
+        let resume = match handshake(&id, &channel, current, &mut reader, &mut writer).await {
             Ok(n) => n,
             Err(e) => {
-                warn!(%channel, %address, "handshake failed: {e}");
+                debug!(%channel, %address, "handshake failed: {e}");
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(backoff.max(Duration::from_millis(50))) => {}
                 }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
         backoff = Duration::from_millis(20);
         acknowledge(&mut unacked, resume, &pending, &room);
-        info!(%channel, resend = unacked.len(), "channel connected");
+        info!(%channel, epoch = current, resend = unacked.len(), "channel connected");
         Metrics::inc(&metrics.connections, 1);
         Metrics::inc(&metrics.frames_resent, unacked.len() as u64);
         let mut failed = false;
@@ -150,63 +204,79 @@ pub(crate) async fn run_outbound<M: Serialize>(
         }
         cut.borrow_and_update();
         loop {
-            tokio::select! {
-                _ = shutdown.changed() => {
-                    let _ = SinkExt::<Bytes>::flush(&mut writer).await;
-                    return;
-                }
-                _ = cut.changed() => {
-                    info!(%channel, "connection cut on request");
-                    break;
-                }
-                out = rx.recv() => {
-                    let Some(first) = out else { return };
-                    // Write what is queued as one batch, then flush once.
-                    let mut batch = vec![first];
-                    while batch.len() < 256 {
-                        match rx.try_recv() {
-                            Ok(o) => batch.push(o),
-                            Err(_) => break,
-                        }
+            // Frames held over from an epoch change go first.
+            let batch: Vec<Out<M>> = if carry.is_empty() {
+                tokio::select! {
+                    _ = shutdown.changed() => {
+                        let _ = SinkExt::<Bytes>::flush(&mut writer).await;
+                        return;
                     }
-                    let mut ok = true;
-                    for out in batch {
-                        let bytes = match encode_out(next_seq, out) {
-                            Ok(b) => b,
-                            Err(e) => {
-                                warn!(%channel, "dropping a frame that cannot be encoded: {e}");
-                                pending.fetch_sub(1, Ordering::Relaxed);
-                                continue;
-                            }
-                        };
-                        unacked.push_back((next_seq, bytes.clone()));
-                        next_seq += 1;
-                        if ok && writer.feed(bytes).await.is_err() {
-                            // Keep numbering the rest: they are resent after the reconnect.
-                            ok = false;
-                        }
-                    }
-                    if !ok || SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
+                    _ = cut.changed() => {
+                        info!(%channel, "connection cut on request");
                         break;
                     }
-                }
-                frame = reader.next() => {
-                    match frame.map(|f| f.map_err(|e| Error::Protocol(e.to_string())).and_then(|b| wire::decode::<Frame<()>>(&b))) {
-                        Some(Ok(Frame::Ack { next_seq })) => acknowledge(&mut unacked, next_seq, &pending, &room),
-                        Some(Ok(other)) => {
-                            warn!(%channel, "unexpected frame from the receiver: {other:?}");
-                            break;
+                    _ = epoch.changed() => break,
+                    out = rx.recv() => {
+                        let Some(first) = out else { return };
+                        let mut batch = vec![first];
+                        while batch.len() < 256 {
+                            match rx.try_recv() {
+                                Ok(o) => batch.push(o),
+                                Err(_) => break,
+                            }
                         }
-                        Some(Err(e)) => {
-                            warn!(%channel, "{e}");
-                            break;
+                        batch
+                    }
+                    frame = reader.next() => {
+                        match frame.map(|f| f.map_err(|e| Error::Protocol(e.to_string())).and_then(|b| wire::decode::<Frame<()>>(&b))) {
+                            Some(Ok(Frame::Ack { next_seq })) => acknowledge(&mut unacked, next_seq, &pending, &room),
+                            Some(Ok(other)) => {
+                                warn!(%channel, "unexpected frame from the receiver: {other:?}");
+                                break;
+                            }
+                            Some(Err(e)) => {
+                                warn!(%channel, "{e}");
+                                break;
+                            }
+                            None => {
+                                debug!(%channel, "receiver closed the connection");
+                                break;
+                            }
                         }
-                        None => {
-                            debug!(%channel, "receiver closed the connection");
-                            break;
-                        }
+                        continue;
                     }
                 }
+            } else {
+                std::mem::take(&mut carry)
+            };
+            if *epoch.borrow() != current {
+                // The node rolled back: keep the new epoch's frames for the new connection.
+                carry = batch;
+                break;
+            }
+            let mut ok = true;
+            for out in batch {
+                if out.epoch() != current {
+                    pending.fetch_sub(1, Ordering::Relaxed);
+                    continue; // from before a rollback: never sent
+                }
+                let bytes = match encode_out(next_seq, out) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(%channel, "dropping a frame that cannot be encoded: {e}");
+                        pending.fetch_sub(1, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                unacked.push_back((next_seq, bytes.clone()));
+                next_seq += 1;
+                if ok && writer.feed(bytes).await.is_err() {
+                    // Keep numbering the rest: they are resent after the reconnect.
+                    ok = false;
+                }
+            }
+            if !ok || SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
+                break;
             }
         }
     }
@@ -214,8 +284,22 @@ pub(crate) async fn run_outbound<M: Serialize>(
 
 fn encode_out<M: Serialize>(seq: u64, out: Out<M>) -> Result<Bytes> {
     match out {
-        Out::Data { message, vc } => wire::encode(&Frame::Data { seq, message, vc }),
-        Out::Marker { snapshot, vc } => wire::encode(&Frame::<M>::Marker { seq, snapshot, vc }),
+        Out::Data { epoch, message, vc } => wire::encode(&Frame::Data {
+            seq,
+            epoch,
+            message,
+            vc,
+        }),
+        Out::Marker {
+            epoch,
+            snapshot,
+            vc,
+        } => wire::encode(&Frame::<M>::Marker {
+            seq,
+            epoch,
+            snapshot,
+            vc,
+        }),
     }
 }
 
@@ -239,6 +323,7 @@ fn acknowledge(
 async fn handshake(
     id: &Identity,
     channel: &str,
+    epoch: u64,
     reader: &mut FramedRead<
         tokio::net::tcp::OwnedReadHalf,
         tokio_util::codec::LengthDelimitedCodec,
@@ -255,6 +340,7 @@ async fn handshake(
         node: id.node.clone(),
         channel: channel.to_string(),
         auth: Vec::new(),
+        epoch,
     };
     writer
         .send(wire::encode(&hello)?)
@@ -284,13 +370,16 @@ pub(crate) struct Inbound<M> {
     pub topology: Arc<Topology>,
     pub max_frame_bytes: usize,
     pub to_driver: mpsc::Sender<In<M>>,
+    /// This node's epoch: only senders in the same epoch are admitted.
+    pub epoch: watch::Receiver<u64>,
     /// Per incoming channel: the next sequence number, and which connection owns it.
     slots: Mutex<HashMap<ChannelId, Arc<Slot>>>,
 }
 
 #[derive(Debug)]
 struct Slot {
-    next_seq: tokio::sync::Mutex<u64>,
+    /// The epoch the channel is in, and the next sequence number in it.
+    next_seq: tokio::sync::Mutex<(u64, u64)>,
     owner: watch::Sender<u64>,
 }
 
@@ -301,6 +390,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         topology: Arc<Topology>,
         max_frame_bytes: usize,
         to_driver: mpsc::Sender<In<M>>,
+        epoch: watch::Receiver<u64>,
     ) -> Self {
         Inbound {
             cluster,
@@ -308,6 +398,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             topology,
             max_frame_bytes,
             to_driver,
+            epoch,
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -361,7 +452,9 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             .map_err(|_| Error::Protocol("no hello within 5 s".into()))?
             .ok_or_else(|| Error::Protocol("closed before hello".into()))?
             .map_err(|e| Error::Protocol(e.to_string()))?;
-        let channel = match wire::decode_hello(&first).and_then(|h| self.admit(&h)) {
+        let admitted =
+            wire::decode_hello(&first).and_then(|h| self.admit(&h).map(|c| (c, h.epoch)));
+        let (channel, their_epoch) = match admitted {
             Ok(c) => c,
             Err(e) => {
                 let reject = Frame::<()>::Reject {
@@ -379,7 +472,13 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         slot.owner.send_modify(|g| *g += 1);
         let generation = *slot.owner.borrow();
         let mut owner = slot.owner.subscribe();
-        let mut next_seq = slot.next_seq.lock().await;
+        let mut guard = slot.next_seq.lock().await;
+        if guard.0 != their_epoch {
+            *guard = (their_epoch, 1); // a new epoch starts the channel afresh
+        }
+        let next_seq = &mut guard.1;
+        let mut epoch = self.epoch.clone();
+        epoch.borrow_and_update();
         writer
             .send(wire::encode(&Frame::<()>::Welcome {
                 next_seq: *next_seq,
@@ -394,6 +493,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             let frame = tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
                 _ = cut.changed() => return Ok(()),
+                _ = epoch.changed() => return Ok(()),
                 _ = owner.changed() => {
                     if *owner.borrow() != generation {
                         debug!(channel = %name, "a newer connection took the channel over");
@@ -419,18 +519,30 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             let (seq, item) = match wire::decode::<Frame<M>>(&bytes)
                 .map_err(|e| Error::Protocol(format!("channel {name}: {e}")))?
             {
-                Frame::Data { seq, message, vc } => (
+                Frame::Data {
+                    seq,
+                    epoch: e,
+                    message,
+                    vc,
+                } if e == their_epoch => (
                     seq,
                     In::Data {
                         channel,
+                        epoch: e,
                         message,
                         vc,
                     },
                 ),
-                Frame::Marker { seq, snapshot, vc } => (
+                Frame::Marker {
+                    seq,
+                    epoch: e,
+                    snapshot,
+                    vc,
+                } if e == their_epoch => (
                     seq,
                     In::Marker {
                         channel,
+                        epoch: e,
                         snapshot,
                         vc,
                     },
@@ -494,6 +606,13 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                     self.topology.name(self.me)
                 ))
             })?;
+        let mine = *self.epoch.borrow();
+        if hello.epoch != mine {
+            return Err(Error::Epoch(format!(
+                "node {:?} is in epoch {}, this node in epoch {mine}",
+                hello.node, hello.epoch
+            )));
+        }
         Ok(channel)
     }
 
@@ -503,7 +622,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             .entry(channel)
             .or_insert_with(|| {
                 Arc::new(Slot {
-                    next_seq: tokio::sync::Mutex::new(1),
+                    next_seq: tokio::sync::Mutex::new((0, 1)),
                     owner: watch::channel(0).0,
                 })
             })

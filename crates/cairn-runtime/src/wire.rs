@@ -15,7 +15,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 use crate::error::{Error, Result};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first bytes of every hello.
 pub const MAGIC: [u8; 4] = *b"CRN1";
@@ -35,6 +35,9 @@ pub struct Hello {
     pub channel: String,
     /// Reserved for authentication (a cluster key or TLS binding); empty today.
     pub auth: Vec<u8>,
+    /// The sender's epoch (incarnation): it grows with every rollback, and
+    /// a channel connects only between nodes in the same epoch.
+    pub epoch: u64,
 }
 
 /// One frame after the hello.
@@ -54,6 +57,8 @@ pub enum Frame<M> {
     Data {
         /// Per-channel frame sequence number, from 1.
         seq: u64,
+        /// The epoch it was sent in; a frame of another epoch is discarded.
+        epoch: u64,
         /// The message.
         message: M,
         /// The sender's vector clock, when the cluster is tracing.
@@ -63,6 +68,8 @@ pub enum Frame<M> {
     Marker {
         /// Per-channel frame sequence number, from 1.
         seq: u64,
+        /// The epoch it was sent in; a frame of another epoch is discarded.
+        epoch: u64,
         /// The snapshot.
         snapshot: u64,
         /// The sender's vector clock, when the cluster is tracing.
@@ -136,6 +143,7 @@ mod tests {
             node: "n1".into(),
             channel: "n1->n2".into(),
             auth: vec![],
+            epoch: 0,
         };
         assert_eq!(decode_hello(&encode(&hello).unwrap()).unwrap(), hello);
         hello.version = 9;

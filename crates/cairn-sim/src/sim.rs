@@ -259,6 +259,7 @@ impl<M, S> Outcome<M, S> {
             topology: &self.topology,
             trace: &self.trace,
             initial: &self.initial,
+            initial_channels: &[],
             final_states: &self.final_states,
         };
         oracle::check(model, &run, &self.snapshots)

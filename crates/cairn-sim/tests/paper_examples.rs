@@ -26,6 +26,7 @@ fn verify<D: Model>(sys: &System<D>) -> Vec<oracle::Violation> {
         topology: sys.topology(),
         trace: sys.trace(),
         initial: sys.initial_states(),
+        initial_channels: &[],
         final_states: sys.states(),
     };
     oracle::check(sys.model(), &run, &snaps)

@@ -311,7 +311,7 @@ impl Store {
     pub async fn load(
         &self,
         id: u64,
-        progress: &mut dyn FnMut(usize, usize),
+        progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<StoredSnapshot> {
         let manifest = self.manifest(id).await?;
         let n = manifest.parts.len();

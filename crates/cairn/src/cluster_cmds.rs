@@ -246,3 +246,24 @@ pub async fn status(config: &ClusterConfig, json: bool) -> Result<bool> {
     }
     Ok(healthy)
 }
+
+/// Rolls the running cluster back to a snapshot through the coordinator.
+pub async fn restore(config: &ClusterConfig, snapshot: Option<u64>) -> Result<()> {
+    let req = cairn_runtime::RollbackRequest { snapshot };
+    let (status, body): (_, Value) =
+        client::post_json(config.coordinator_admin(), "/rollback", &req)
+            .await
+            .context("the cluster must be running to restore it (start it with cairn cluster)")?;
+    if !status.is_success() {
+        bail!(
+            "rollback refused: {}",
+            body["error"].as_str().unwrap_or(&body.to_string())
+        );
+    }
+    eprintln!(
+        "cluster rolled back to snapshot {} (epoch {})",
+        body["snapshot"], body["epoch"]
+    );
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}

@@ -96,6 +96,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Roll a running cluster back to a snapshot: every node restores its part
+    /// in a new epoch, and recorded in-flight messages are delivered again.
+    Restore {
+        /// The cluster configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The snapshot (default: the newest complete, uncorrupted one).
+        #[arg(long)]
+        snapshot: Option<u64>,
+    },
     /// List, show, verify or delete the snapshots in a store.
     Snapshots {
         #[command(flatten)]
@@ -206,6 +216,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Cmd::Restore { config, snapshot } => {
+            let cfg = cluster_cmds::load(&config)?;
+            runtime()?.block_on(cluster_cmds::restore(&cfg, snapshot))?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Snapshots { store, action } => {
             runtime()?.block_on(snapshots_cmds::run(&store, &action))?;

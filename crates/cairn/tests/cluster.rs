@@ -144,6 +144,10 @@ fn framed(payload: &[u8]) -> Vec<u8> {
 }
 
 fn hello(cluster: &str, node: &str, channel: &str) -> Vec<u8> {
+    hello_in_epoch(cluster, node, channel, 0)
+}
+
+fn hello_in_epoch(cluster: &str, node: &str, channel: &str, epoch: u64) -> Vec<u8> {
     let h = Hello {
         magic: MAGIC,
         version: PROTOCOL_VERSION,
@@ -151,6 +155,7 @@ fn hello(cluster: &str, node: &str, channel: &str) -> Vec<u8> {
         node: node.into(),
         channel: channel.into(),
         auth: vec![],
+        epoch,
     };
     framed(&wire::encode(&h).unwrap())
 }
@@ -183,11 +188,14 @@ async fn bad_frames_leave_the_node_running_with_its_state_intact() {
     assert!(r.contains("cluster \"other\""), "{r}");
     let r = rejection(&send_raw(&target, &hello("bad", "n3", "n3->n4")).await);
     assert!(r.contains("has no channel"), "{r}");
+    let r = rejection(&send_raw(&target, &hello_in_epoch("bad", "n1", "n1->n2", 7)).await);
+    assert!(r.contains("epoch 7"), "{r}");
     // A real node's channel, then a frame far ahead of its sequence: refused, nothing applied.
     let mut bytes = hello("bad", "n1", "n1->n2");
     bytes.extend(framed(
         &wire::encode(&Frame::Data {
             seq: 999_999,
+            epoch: 0,
             message: Transfer { amount: 1_000_000 },
             vc: None,
         })
@@ -302,7 +310,7 @@ async fn cairn_cluster_runs_every_node_and_stops_them_on_ctrl_c() {
     }
     // Every node stopped cleanly: each wrote its final states.
     for n in &config.nodes {
-        assert!(cairn_runtime::tracefile::states_path(&dir.join("traces"), &n.id).is_file());
+        assert!(cairn_runtime::tracefile::states_path(&dir.join("traces"), &n.id, 0).is_file());
     }
     let _ = std::fs::remove_dir_all(dir);
 }

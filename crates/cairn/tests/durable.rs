@@ -6,8 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use cairn_apps::bank::BankModel;
+use cairn_apps::bank::{Balance, BankModel, Transfer};
+use cairn_core::oracle::{self, Run};
+use cairn_core::{GlobalSnapshot, SnapshotDoc};
 use cairn_runtime::client;
+use cairn_runtime::tracefile::load_epoch;
+use cairn_store::Store;
 use common::{ONE_AT_A_TIME, TestCluster};
 use serde_json::Value;
 
@@ -159,4 +163,126 @@ async fn snapshots_are_committed_and_verified_from_the_store() {
     let listed: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(listed.iter().all(|r| r["id"].as_u64() != Some(oldest)));
     let _ = std::fs::remove_dir_all(std::path::Path::new(&path).parent().unwrap());
+}
+
+#[tokio::test]
+async fn restore_rolls_back_and_delivers_recorded_messages_exactly_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = TestCluster::start_app(
+        "restore",
+        4,
+        "\"complete\"",
+        50,
+        "name = \"bank\"\ninitial_balance = 1000",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+
+    // A durable snapshot with transfers in flight.
+    let store = Store::open(&c.config.store).unwrap();
+    let mut chosen = None;
+    for id in store.list().await.unwrap().into_iter().rev() {
+        let s = store.load(id, &mut |_, _| {}).await.unwrap();
+        let flying: usize = s
+            .parts
+            .iter()
+            .flat_map(|p| &p.channels)
+            .map(|c| c.messages.len())
+            .sum();
+        if flying > 0 {
+            chosen = Some((id, flying));
+            break;
+        }
+    }
+    let (id, flying) = chosen.expect("no durable snapshot had messages in flight");
+    let out = cairn(&[
+        "restore",
+        "--config",
+        c.path.to_str().unwrap(),
+        "--snapshot",
+        &id.to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["epoch"], 1);
+    let redelivered: u64 = answer["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n["redelivered"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        redelivered as usize, flying,
+        "every recorded message is delivered again, once"
+    );
+
+    // Transfers go on after the rollback, and new snapshots complete.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let (_, list): (_, Vec<Value>) = client::get_json(c.config.coordinator_admin(), "/snapshots")
+        .await
+        .unwrap();
+    let mut by_epoch: [Vec<GlobalSnapshot<Transfer, Balance>>; 2] = [Vec::new(), Vec::new()];
+    for s in &list {
+        if s["status"] != "complete" {
+            continue;
+        }
+        let (_, doc): (_, SnapshotDoc<Transfer, Balance>) = client::get_json(
+            c.config.coordinator_admin(),
+            &format!("/snapshots/{}", s["id"]),
+        )
+        .await
+        .unwrap();
+        let snap = GlobalSnapshot::from_doc(&c.config.topology, doc).unwrap();
+        let held: u64 = snap.states.iter().map(|b| b.balance).sum();
+        let flying: u64 = snap.channels.iter().flatten().map(|t| t.amount).sum();
+        assert_eq!(
+            held + flying,
+            4000,
+            "snapshot {} (epoch {}) does not conserve money",
+            snap.id,
+            s["epoch"]
+        );
+        by_epoch[s["epoch"].as_u64().unwrap() as usize].push(snap);
+    }
+    assert!(
+        by_epoch[1].len() >= 3,
+        "only {} snapshots after the rollback",
+        by_epoch[1].len()
+    );
+    c.stop().await;
+
+    // Each epoch is a run of its own; the one after the rollback begins with
+    // the restored snapshot's channel states. The oracle holds on both.
+    let traces = c.dir.join("traces");
+    for (epoch, snaps) in by_epoch.iter().enumerate() {
+        let run =
+            load_epoch::<Transfer, Balance>(&c.config.topology, &traces, epoch as u64).unwrap();
+        if epoch == 1 {
+            let initial: usize = run.initial_channels.iter().map(Vec::len).sum();
+            assert_eq!(
+                initial, flying,
+                "the new epoch begins with the recorded messages in flight"
+            );
+        }
+        let violations = oracle::check(
+            &BankModel,
+            &Run {
+                topology: &c.config.topology,
+                trace: &run.trace,
+                initial: &run.initial,
+                initial_channels: &run.initial_channels,
+                final_states: &run.last,
+            },
+            snaps,
+        );
+        for v in violations.iter().take(5) {
+            eprintln!("epoch {epoch} violation: {v}");
+        }
+        assert!(
+            violations.is_empty(),
+            "epoch {epoch}: {} violations",
+            violations.len()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&c.dir);
 }

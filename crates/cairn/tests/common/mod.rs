@@ -127,6 +127,18 @@ impl TestCluster {
         out
     }
 
+    /// Stops every node and requires each to stop cleanly.
+    pub async fn stop(&mut self) {
+        if let Some(sup) = self.sup.take() {
+            for (id, status) in sup.stop(Duration::from_secs(10)).await {
+                assert!(
+                    status.is_some_and(|s| s.success()),
+                    "node {id} did not stop cleanly: {status:?}"
+                );
+            }
+        }
+    }
+
     /// Stops the cluster, then checks every snapshot: the money (or tokens)
     /// conserved exactly, and the oracle satisfied by the merged traces.
     pub async fn stop_and_check<D>(self, model: &D, docs: Vec<SnapshotDoc<Value, Value>>) -> usize
@@ -175,6 +187,7 @@ impl TestCluster {
                 topology: topo,
                 trace: &run.trace,
                 initial: &run.initial,
+                initial_channels: &run.initial_channels,
                 final_states: &run.last,
             },
             &snaps,
