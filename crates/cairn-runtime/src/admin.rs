@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub store: Store,
     /// Manifests to commit, one after another (coordinator only).
     pub commits: mpsc::UnboundedSender<Manifest>,
+    /// The node's epoch.
+    pub epoch: watch::Receiver<u64>,
 }
 
 /// Asks for a new id: `{"initiator": "n2"}`.
@@ -97,6 +99,8 @@ async fn status(State(s): Shr) -> Response {
     });
     Json(json!({
         "node": name(&s),
+        "pid": std::process::id(),
+        "epoch": *s.epoch.borrow(),
         "cluster": s.config.cluster,
         "app": s.config.app.name,
         "coordinator": topo.name(s.config.coordinator),
@@ -328,7 +332,20 @@ async fn rollback_all(State(s): Shr, Json(req): Json<RollbackRequest>) -> Respon
     let Some(c) = s.coordinator.clone() else {
         return redirect(&s, "/rollback");
     };
-    let chosen = match req.snapshot {
+    match roll_back(&s, &c, req.snapshot).await {
+        Ok(v) => Json(v).into_response(),
+        Err((code, msg)) => error(code, msg),
+    }
+}
+
+/// Rolls the cluster back to `snapshot`, or to the newest complete,
+/// uncorrupted one. Returns the epoch, the snapshot and what each node re-delivered.
+pub(crate) async fn roll_back(
+    s: &Shared,
+    c: &Arc<Mutex<Coordinator>>,
+    snapshot: Option<u64>,
+) -> Result<serde_json::Value, (StatusCode, String)> {
+    let chosen = match snapshot {
         Some(id) => s
             .store
             .load(id, &mut |_, _| {})
@@ -345,16 +362,16 @@ async fn rollback_all(State(s): Shr, Json(req): Json<RollbackRequest>) -> Respon
     let snapshot = match chosen {
         Ok(Some(snap)) => snap,
         Ok(None) => {
-            return error(
+            return Err((
                 StatusCode::NOT_FOUND,
-                "the store holds no complete snapshot to roll back to",
-            );
+                "the store holds no complete snapshot to roll back to".into(),
+            ));
         }
         Err(e) => {
-            return error(
+            return Err((
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("cannot roll back to it: {e}"),
-            );
+            ));
         }
     };
     let in_flight: std::collections::BTreeMap<String, u64> = snapshot
@@ -376,7 +393,7 @@ async fn rollback_all(State(s): Shr, Json(req): Json<RollbackRequest>) -> Respon
             in_flight: in_flight.clone(),
         };
         let result = if i == s.me.index() {
-            rollback_local(&s, &order).await
+            rollback_local(s, &order).await
         } else {
             match client::post_json::<_, serde_json::Value>(n.admin, "/internal/rollback", &order)
                 .await
@@ -393,18 +410,18 @@ async fn rollback_all(State(s): Shr, Json(req): Json<RollbackRequest>) -> Respon
                 nodes.insert(n.id.clone(), json!({ "redelivered": n_msgs }));
             }
             Err(e) => {
-                return error(
+                return Err((
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!(
                         "node {} did not roll back to snapshot {snapshot}: {e}",
                         n.id
                     ),
-                );
+                ));
             }
         }
     }
     tracing::info!(snapshot, epoch, "cluster rolled back");
-    Json(json!({ "snapshot": snapshot, "epoch": epoch, "nodes": nodes })).into_response()
+    Ok(json!({ "snapshot": snapshot, "epoch": epoch, "nodes": nodes }))
 }
 
 async fn rollback_here(State(s): Shr, Json(order): Json<NodeRollback>) -> Response {

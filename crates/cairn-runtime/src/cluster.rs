@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct Supervisor {
     children: Vec<Running>,
+    exe: std::path::PathBuf,
+    config_path: std::path::PathBuf,
+    env: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -37,31 +40,61 @@ impl Supervisor {
         config: &ClusterConfig,
         env: &[(&str, &str)],
     ) -> Result<Self> {
-        let mut children = Vec::new();
+        let mut sup = Supervisor {
+            children: Vec::new(),
+            exe: exe.to_path_buf(),
+            config_path: config_path.to_path_buf(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
         for n in &config.nodes {
-            let mut cmd = Command::new(exe);
-            cmd.arg("node")
-                .arg("--config")
-                .arg(config_path)
-                .arg("--id")
-                .arg(&n.id)
-                .arg("--stop-on-stdin-eof")
-                .stdin(Stdio::piped())
-                .kill_on_drop(true);
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            let mut child = cmd
-                .spawn()
-                .map_err(|e| Error::io(format!("starting node {} ({})", n.id, exe.display()), e))?;
-            let stdin = child.stdin.take();
-            children.push(Running {
-                id: n.id.clone(),
-                child,
-                stdin,
-            });
+            let r = sup.start(&n.id)?;
+            sup.children.push(r);
         }
-        Ok(Supervisor { children })
+        Ok(sup)
+    }
+
+    fn start(&self, id: &str) -> Result<Running> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("node")
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--id")
+            .arg(id)
+            .arg("--stop-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("starting node {id} ({})", self.exe.display()), e))?;
+        let stdin = child.stdin.take();
+        Ok(Running {
+            id: id.to_string(),
+            child,
+            stdin,
+        })
+    }
+
+    /// Starts node `id` again after it died.
+    ///
+    /// # Errors
+    /// The node cannot be started.
+    pub fn restart(&mut self, id: &str) -> Result<()> {
+        let fresh = self.start(id)?;
+        if let Some(slot) = self.children.iter_mut().find(|r| r.id == id) {
+            *slot = fresh;
+        }
+        Ok(())
+    }
+
+    /// The operating-system process id of node `id`, while it runs.
+    pub fn pid(&self, id: &str) -> Option<u32> {
+        self.children.iter().find(|r| r.id == id)?.child.id()
     }
 
     /// Waits until every node answers `GET /status`.

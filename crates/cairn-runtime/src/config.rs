@@ -24,6 +24,7 @@
 //! interval_ms = 200           # optional: the coordinator starts one this often
 //! timeout_ms = 5000
 //! retain = 10                 # complete snapshots the store keeps
+//! failure_timeout_ms = 1000   # a node silent this long is failed; 0 turns recovery off
 //! ```
 //!
 //! Overrides: `CAIRN_CLUSTER`, `CAIRN_COORDINATOR`, `CAIRN_DATA_DIR`, `CAIRN_STORE`,
@@ -108,6 +109,10 @@ pub struct SnapshotConfig {
     pub keep: usize,
     /// How many complete snapshots the store keeps.
     pub retain: usize,
+    /// A node that does not answer the coordinator's heartbeat for this long
+    /// is failed; once every node answers again the cluster rolls back to
+    /// the newest good snapshot. `None` turns automatic recovery off.
+    pub failure_timeout: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -151,6 +156,7 @@ struct RawSnapshots {
     timeout_ms: Option<u64>,
     keep: Option<usize>,
     retain: Option<usize>,
+    failure_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -368,6 +374,10 @@ impl ClusterConfig {
                 timeout: Duration::from_millis(timeout_ms),
                 keep: raw.snapshots.keep.unwrap_or(100).max(1),
                 retain: raw.snapshots.retain.unwrap_or(10).max(1),
+                failure_timeout: match raw.snapshots.failure_timeout_ms {
+                    Some(0) => None,
+                    ms => Some(Duration::from_millis(ms.unwrap_or(1000))),
+                },
             },
             store: raw
                 .store

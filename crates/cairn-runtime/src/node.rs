@@ -155,6 +155,7 @@ pub async fn run_node<P: Process>(
         started: Instant::now(),
         store,
         commits: commit_tx,
+        epoch: epoch_rx.clone(),
     });
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     tasks.spawn(run_reporter(
@@ -294,7 +295,10 @@ async fn run_reporter(
     }
 }
 
-/// The coordinator starts a snapshot every interval and expires late ones.
+/// The coordinator starts a snapshot every interval, expires late ones, and
+/// watches every node's heartbeat: a node silent for the failure timeout is
+/// failed, and once every node answers again (a supervisor restarts the
+/// dead) the cluster rolls back to the newest good snapshot.
 async fn run_coordinator_timers(
     shared: Arc<Shared>,
     coordinator: Arc<Mutex<Coordinator>>,
@@ -306,11 +310,59 @@ async fn run_coordinator_timers(
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
     });
+    let failure_timeout = shared.config.snapshots.failure_timeout;
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(100));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let nodes = shared.config.nodes.clone();
+    let mut last_ok: Vec<Instant> = vec![Instant::now(); nodes.len()];
+    let mut failed: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
+    let mut pids: Vec<Option<u64>> = vec![None; nodes.len()];
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = expire.tick() => coordinator.lock().unwrap_or_else(|p| p.into_inner()).expire(),
+            _ = heartbeat.tick(), if failure_timeout.is_some() => {
+                let limit = failure_timeout.unwrap_or_default();
+                let polls = nodes.iter().enumerate().filter(|(i, _)| *i != shared.me.index()).map(|(i, n)| async move {
+                    let answer = tokio::time::timeout(Duration::from_millis(250), client::get_json::<serde_json::Value>(n.admin, "/status")).await;
+                    (i, answer.ok().and_then(|r| r.ok()).map(|(_, v)| v))
+                });
+                let answers = futures_util::future::join_all(polls).await;
+                let all_up = answers.iter().all(|(_, a)| a.is_some());
+                let epoch = coordinator.lock().unwrap_or_else(|p| p.into_inner()).epoch();
+                for (i, answer) in answers {
+                    match answer {
+                        Some(v) => {
+                            last_ok[i] = Instant::now();
+                            // A node that restarted lost its state, however fast it came back.
+                            let pid = v["pid"].as_u64();
+                            let restarted = pids[i].is_some() && pid != pids[i];
+                            let behind = v["epoch"].as_u64().is_some_and(|e| e < epoch);
+                            if (restarted || behind) && failed.insert(i) {
+                                warn!(node = %nodes[i].id, "node failed: it restarted and lost its state");
+                            }
+                            pids[i] = pid;
+                        }
+                        None if last_ok[i].elapsed() > limit && failed.insert(i) => {
+                            warn!(node = %nodes[i].id, "node failed: no heartbeat for {limit:?}");
+                        }
+                        None => {}
+                    }
+                }
+                if !failed.is_empty() && all_up {
+                    match admin::roll_back(&shared, &coordinator, None).await {
+                        Ok(v) => {
+                            info!(snapshot = %v["snapshot"], epoch = %v["epoch"], "recovered: the cluster rolled back");
+                            failed.clear();
+                        }
+                        Err((_, e)) => warn!("recovery failed, retrying: {e}"),
+                    }
+                }
+            }
             _ = async { match &mut interval { Some(i) => { i.tick().await; } None => std::future::pending().await } } => {
+                if !failed.is_empty() {
+                    continue; // no snapshots while a node is down
+                }
                 if let Err(e) = admin::start_here(&shared).await {
                     warn!("could not start a scheduled snapshot: {e}");
                 }

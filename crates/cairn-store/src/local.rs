@@ -120,6 +120,7 @@ fn put_blocking(path: &Path, bytes: &[u8], create_only: bool) -> std::io::Result
     let staging = dir.join(format!(".{name}.{}.{n}.staging", std::process::id()));
     let result = (|| {
         let mut f = File::create(&staging)?;
+        crash_hook(path, &mut f, bytes);
         f.write_all(bytes)?;
         f.sync_all()?;
         if create_only {
@@ -131,6 +132,20 @@ fn put_blocking(path: &Path, bytes: &[u8], create_only: bool) -> std::io::Result
     })();
     let _ = fs::remove_file(&staging);
     result
+}
+
+/// A test hook for crash tests: when `CAIRN_TEST_CRASH_WRITING` names the end
+/// of this object's path, write half of it to the staging file and abort the
+/// process, as a `kill -9` in the middle of a write would.
+fn crash_hook(path: &Path, f: &mut File, bytes: &[u8]) {
+    let Ok(target) = std::env::var("CAIRN_TEST_CRASH_WRITING") else {
+        return;
+    };
+    if !target.is_empty() && path.to_string_lossy().ends_with(&target) {
+        let _ = f.write_all(&bytes[..bytes.len() / 2]);
+        let _ = f.sync_all();
+        std::process::abort();
+    }
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {

@@ -105,21 +105,29 @@ pub async fn cluster(config_path: &Path, config: &ClusterConfig) -> Result<()> {
         );
     }
     eprintln!("cluster {:?} running; Ctrl-C stops it", config.cluster);
-    let failed = tokio::select! {
-        _ = tokio::signal::ctrl_c() => None,
-        (id, status) = sup.next_exit() => Some((id, status)),
-    };
+    let mut restarts: Vec<Instant> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            (id, status) = sup.next_exit() => {
+                let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                // Restart the dead, unless it keeps dying.
+                restarts.retain(|t| t.elapsed() < Duration::from_secs(60));
+                if restarts.len() >= 10 {
+                    sup.stop(Duration::from_secs(5)).await;
+                    bail!("node {id} exited ({how}); 10 restarts within a minute, giving up");
+                }
+                restarts.push(Instant::now());
+                eprintln!("node {id} exited ({how}); restarting it");
+                sup.restart(&id)?;
+            }
+        }
+    }
     let stopped = sup.stop(Duration::from_secs(5)).await;
     for (id, status) in stopped {
         if status.is_none() {
             eprintln!("node {id} did not stop in time and was killed");
         }
-    }
-    if let Some((id, status)) = failed {
-        bail!(
-            "node {id} exited unexpectedly ({})",
-            status.map_or_else(|e| e.to_string(), |s| s.to_string())
-        );
     }
     eprintln!("cluster stopped");
     Ok(())

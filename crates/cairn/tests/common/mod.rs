@@ -87,10 +87,24 @@ impl TestCluster {
         interval_ms: u64,
         app: &str,
     ) -> Self {
+        Self::start_with_env(name, nodes, channels, interval_ms, app, &[]).await
+    }
+
+    /// As [`TestCluster::start_app`], with extra environment variables for every node.
+    pub async fn start_with_env(
+        name: &str,
+        nodes: usize,
+        channels: &str,
+        interval_ms: u64,
+        app: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let (dir, path) = write_app_config(name, nodes, channels, interval_ms, app);
         let config = ClusterConfig::load(&path).unwrap();
         let exe = Path::new(env!("CARGO_BIN_EXE_cairn"));
-        let mut sup = Supervisor::spawn(exe, &path, &config, &[("RUST_LOG", "warn")]).unwrap();
+        let mut all_env = vec![("RUST_LOG", "warn")];
+        all_env.extend_from_slice(env);
+        let mut sup = Supervisor::spawn(exe, &path, &config, &all_env).unwrap();
         sup.wait_ready(&config, Duration::from_secs(30))
             .await
             .unwrap();
@@ -125,6 +139,11 @@ impl TestCluster {
             }
         }
         out
+    }
+
+    /// The supervisor of the cluster's node processes.
+    pub fn supervisor(&mut self) -> &mut Supervisor {
+        self.sup.as_mut().expect("the cluster is running")
     }
 
     /// Stops every node and requires each to stop cleanly.

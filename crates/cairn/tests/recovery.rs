@@ -1,0 +1,185 @@
+//! Crash recovery on a real bank cluster: a node killed with `kill -9` (in
+//! the middle of snapshots, or in the middle of writing its part) is
+//! restarted, the coordinator notices, and the whole cluster rolls back to
+//! the newest good snapshot. Money is conserved exactly, the half-written
+//! snapshot is never listed or restored, transfers go on, and the run after
+//! the rollback passes the oracle.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cairn_apps::bank::{Balance, BankModel, Transfer};
+use cairn_core::oracle::{self, Run};
+use cairn_core::{GlobalSnapshot, SnapshotDoc};
+use cairn_runtime::client;
+use cairn_runtime::tracefile::load_epoch;
+use cairn_store::Store;
+use common::{ONE_AT_A_TIME, TestCluster};
+use serde_json::Value;
+
+const BANK: &str = "name = \"bank\"\ninitial_balance = 1000";
+
+fn kill9(pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+async fn status(c: &TestCluster, node: usize) -> Option<Value> {
+    client::get_json::<Value>(c.config.nodes[node].admin, "/status")
+        .await
+        .ok()
+        .map(|(_, v)| v)
+}
+
+/// Waits until the coordinator has rolled the cluster back at least once.
+async fn wait_for_recovery(c: &TestCluster) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = status(c, 0).await {
+            if v["epoch"].as_u64().unwrap_or(0) >= 1 {
+                return v["epoch"].as_u64().unwrap();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not recover within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// After recovery: transfers continue, every snapshot of the final epoch
+/// conserves the money and passes the oracle on that epoch's run.
+async fn check_after_recovery(mut c: TestCluster, epoch: u64) {
+    let sent_before = status(&c, 1).await.unwrap()["messages_sent"]
+        .as_u64()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let sent_after = status(&c, 1).await.unwrap()["messages_sent"]
+        .as_u64()
+        .unwrap();
+    assert!(sent_after > sent_before, "transfers stopped after recovery");
+    let (_, list): (_, Vec<Value>) = client::get_json(c.config.coordinator_admin(), "/snapshots")
+        .await
+        .unwrap();
+    let mut snaps = Vec::new();
+    for s in list
+        .iter()
+        .filter(|s| s["status"] == "complete" && s["epoch"] == epoch)
+    {
+        let (_, doc): (_, SnapshotDoc<Transfer, Balance>) = client::get_json(
+            c.config.coordinator_admin(),
+            &format!("/snapshots/{}", s["id"]),
+        )
+        .await
+        .unwrap();
+        let snap = GlobalSnapshot::from_doc(&c.config.topology, doc).unwrap();
+        let held: u64 = snap.states.iter().map(|b| b.balance).sum();
+        let flying: u64 = snap.channels.iter().flatten().map(|t| t.amount).sum();
+        assert_eq!(
+            held + flying,
+            4000,
+            "snapshot {} after recovery does not conserve money",
+            snap.id
+        );
+        snaps.push(snap);
+    }
+    assert!(
+        snaps.len() >= 3,
+        "only {} snapshots after recovery",
+        snaps.len()
+    );
+    assert_eq!(
+        status(&c, 0).await.unwrap()["epoch"],
+        epoch,
+        "a second rollback happened meanwhile"
+    );
+    c.stop().await;
+    let run =
+        load_epoch::<Transfer, Balance>(&c.config.topology, &c.dir.join("traces"), epoch).unwrap();
+    let violations = oracle::check(
+        &BankModel,
+        &Run {
+            topology: &c.config.topology,
+            trace: &run.trace,
+            initial: &run.initial,
+            initial_channels: &run.initial_channels,
+            final_states: &run.last,
+        },
+        &snaps,
+    );
+    for v in violations.iter().take(5) {
+        eprintln!("violation: {v}");
+    }
+    assert!(
+        violations.is_empty(),
+        "{} violations after recovery",
+        violations.len()
+    );
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_snapshot_is_recovered_by_rolling_back() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = TestCluster::start_app("kill", 4, "\"complete\"", 40, BANK).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Snapshots run every 40 ms, so the kill lands in the middle of one.
+    let pid = c.supervisor().pid("n3").unwrap();
+    kill9(pid);
+    let (id, _) = tokio::time::timeout(Duration::from_secs(5), c.supervisor().next_exit())
+        .await
+        .unwrap();
+    assert_eq!(id, "n3");
+    c.supervisor().restart("n3").unwrap();
+    let epoch = wait_for_recovery(&c).await;
+    check_after_recovery(c, epoch).await;
+}
+
+#[tokio::test]
+async fn a_node_killed_while_writing_its_part_never_leaves_a_snapshot_behind() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // n2 aborts half way through writing its part of snapshot 8.
+    let target = format!("{:020}/part-n2.cbor", 8);
+    let mut c = TestCluster::start_with_env(
+        "halfwrite",
+        4,
+        "\"complete\"",
+        40,
+        BANK,
+        &[("CAIRN_TEST_CRASH_WRITING", &target)],
+    )
+    .await;
+    let (id, _) = tokio::time::timeout(Duration::from_secs(20), c.supervisor().next_exit())
+        .await
+        .expect("n2 did not crash");
+    assert_eq!(id, "n2");
+    c.supervisor().restart("n2").unwrap();
+    let epoch = wait_for_recovery(&c).await;
+
+    let store = Store::open(&c.config.store).unwrap();
+    let dir = std::path::Path::new(&c.config.store).join(format!("snapshots/{:020}", 8));
+    let staged = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains("part-n2.cbor."));
+    assert!(
+        staged,
+        "the crash did not happen in the middle of the write"
+    );
+    assert!(
+        !store.list().await.unwrap().contains(&8),
+        "the half-written snapshot is listed"
+    );
+    assert!(
+        store.load(8, &mut |_, _| {}).await.is_err(),
+        "the half-written snapshot reads back"
+    );
+    let (good, _) = store.latest_good().await.unwrap();
+    assert_ne!(good.unwrap().manifest.snapshot, 8);
+    check_after_recovery(c, epoch).await;
+}
