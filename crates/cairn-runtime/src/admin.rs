@@ -92,6 +92,10 @@ async fn status(State(s): Shr) -> Response {
     let topo = &s.config.topology;
     let m = &s.metrics;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let last_rollback = s
+        .coordinator
+        .as_ref()
+        .and_then(|c| c.lock().unwrap_or_else(|p| p.into_inner()).last_rollback());
     let recent = s.coordinator.as_ref().map(|c| {
         let list = c.lock().unwrap_or_else(|p| p.into_inner()).list();
         let skip = list.len().saturating_sub(20);
@@ -112,6 +116,7 @@ async fn status(State(s): Shr) -> Response {
         "messages_received": load(&m.messages_received),
         "snapshots_recorded": load(&m.snapshots_recorded),
         "recent_snapshots": recent,
+        "last_rollback": last_rollback.map(|(snapshot, epoch)| json!({"snapshot": snapshot, "epoch": epoch})),
     }))
     .into_response()
 }
@@ -298,7 +303,11 @@ async fn commit_one(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .mark_durable(id);
-            match store.retain(retain, &[]).await {
+            let pinned = coordinator
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pinned();
+            match store.retain(retain, &pinned).await {
                 Ok(gone) if !gone.is_empty() => debug!(?gone, "retention deleted old snapshots"),
                 Ok(_) => {}
                 Err(e) => warn!("retention failed: {e}"),
@@ -384,7 +393,24 @@ pub(crate) async fn roll_back(
         })
         .collect();
     let snapshot = snapshot.manifest.snapshot;
-    let epoch = c.lock().unwrap_or_else(|p| p.into_inner()).begin_epoch();
+    let epoch = {
+        let mut co = c.lock().unwrap_or_else(|p| p.into_inner());
+        co.pin(snapshot);
+        co.begin_epoch()
+    };
+    let result = roll_nodes_back(s, epoch, snapshot, &in_flight).await;
+    c.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .unpin(snapshot, result.is_ok());
+    result
+}
+
+async fn roll_nodes_back(
+    s: &Shared,
+    epoch: u64,
+    snapshot: u64,
+    in_flight: &std::collections::BTreeMap<String, u64>,
+) -> Result<serde_json::Value, (StatusCode, String)> {
     let mut nodes = serde_json::Map::new();
     for (i, n) in s.config.nodes.iter().enumerate() {
         let order = NodeRollback {

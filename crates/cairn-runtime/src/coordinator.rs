@@ -103,6 +103,10 @@ pub struct Coordinator {
     metrics: Arc<Metrics>,
     next_id: u64,
     epoch: u64,
+    /// Snapshots a rollback is reading: retention must keep them.
+    pinned: std::collections::BTreeSet<u64>,
+    /// The last rollback: (snapshot, epoch).
+    last_rollback: Option<(u64, u64)>,
     running: BTreeMap<SnapshotId, Running>,
     finished: VecDeque<Finished>,
 }
@@ -127,6 +131,8 @@ impl Coordinator {
             metrics,
             next_id: 0,
             epoch: 0,
+            pinned: std::collections::BTreeSet::new(),
+            last_rollback: None,
             running: BTreeMap::new(),
             finished: VecDeque::new(),
         }
@@ -260,6 +266,29 @@ impl Coordinator {
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Keeps `id` from retention while a rollback reads it.
+    pub fn pin(&mut self, id: u64) {
+        self.pinned.insert(id);
+    }
+
+    /// Lets retention have `id` again; records it as the last rollback's snapshot.
+    pub fn unpin(&mut self, id: u64, rolled_back: bool) {
+        self.pinned.remove(&id);
+        if rolled_back {
+            self.last_rollback = Some((id, self.epoch));
+        }
+    }
+
+    /// Snapshots retention must keep.
+    pub fn pinned(&self) -> Vec<u64> {
+        self.pinned.iter().copied().collect()
+    }
+
+    /// The last rollback: (snapshot, epoch).
+    pub fn last_rollback(&self) -> Option<(u64, u64)> {
+        self.last_rollback
     }
 
     fn fail(&mut self, id: SnapshotId) {

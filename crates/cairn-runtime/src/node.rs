@@ -317,11 +317,24 @@ async fn run_coordinator_timers(
     let mut last_ok: Vec<Instant> = vec![Instant::now(); nodes.len()];
     let mut failed: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
     let mut pids: Vec<Option<u64>> = vec![None; nodes.len()];
+    // A cluster that starts over a store with snapshots resumes from one:
+    // the operator's restore point if `cairn restore` left one, else the newest good one.
+    let mut resume: Option<Option<u64>> = match shared.store.take_restore_point().await {
+        Ok(Some(id)) => Some(Some(id)),
+        Ok(None) => match shared.store.list().await {
+            Ok(ids) if !ids.is_empty() => Some(None),
+            _ => None,
+        },
+        Err(e) => {
+            warn!("cannot read the restore point: {e}");
+            None
+        }
+    };
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = expire.tick() => coordinator.lock().unwrap_or_else(|p| p.into_inner()).expire(),
-            _ = heartbeat.tick(), if failure_timeout.is_some() => {
+            _ = heartbeat.tick(), if failure_timeout.is_some() || resume.is_some() => {
                 let limit = failure_timeout.unwrap_or_default();
                 let polls = nodes.iter().enumerate().filter(|(i, _)| *i != shared.me.index()).map(|(i, n)| async move {
                     let answer = tokio::time::timeout(Duration::from_millis(250), client::get_json::<serde_json::Value>(n.admin, "/status")).await;
@@ -349,19 +362,20 @@ async fn run_coordinator_timers(
                         None => {}
                     }
                 }
-                if !failed.is_empty() && all_up {
-                    match admin::roll_back(&shared, &coordinator, None).await {
+                if (!failed.is_empty() || resume.is_some()) && all_up {
+                    match admin::roll_back(&shared, &coordinator, resume.flatten()).await {
                         Ok(v) => {
                             info!(snapshot = %v["snapshot"], epoch = %v["epoch"], "recovered: the cluster rolled back");
                             failed.clear();
+                            resume = None;
                         }
                         Err((_, e)) => warn!("recovery failed, retrying: {e}"),
                     }
                 }
             }
             _ = async { match &mut interval { Some(i) => { i.tick().await; } None => std::future::pending().await } } => {
-                if !failed.is_empty() {
-                    continue; // no snapshots while a node is down
+                if !failed.is_empty() || resume.is_some() {
+                    continue; // no snapshots while a node is down or the cluster resumes
                 }
                 if let Err(e) = admin::start_here(&shared).await {
                     warn!("could not start a scheduled snapshot: {e}");

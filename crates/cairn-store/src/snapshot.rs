@@ -10,6 +10,9 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::format::{self, MANIFEST_MAGIC, PART_MAGIC};
 
+/// Where `cairn restore` records the snapshot a stopped cluster starts from.
+const RESTORE_KEY: &str = "control/RESTORE";
+
 /// The manifest format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -361,6 +364,39 @@ impl Store {
             self.backend.delete(k).await?;
         }
         Ok(keys.len() + 1)
+    }
+
+    /// Records the snapshot a stopped cluster must start from (`cairn restore`
+    /// on a stopped cluster); the coordinator takes it at start-up.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if `id` is not a committed snapshot; a backend failure.
+    pub async fn set_restore_point(&self, id: u64) -> Result<()> {
+        self.manifest(id).await?;
+        self.backend
+            .put(RESTORE_KEY, bytes::Bytes::from(id.to_string()), false)
+            .await
+    }
+
+    /// Takes (reads and removes) the recorded restore point, if any.
+    ///
+    /// # Errors
+    /// A backend failure, or [`Error::Corrupt`] for an unreadable restore point.
+    pub async fn take_restore_point(&self) -> Result<Option<u64>> {
+        let bytes = match self.backend.get(RESTORE_KEY).await {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let id = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| Error::Corrupt {
+                key: RESTORE_KEY.into(),
+                problem: "not a snapshot id".into(),
+            })?;
+        self.backend.delete(RESTORE_KEY).await?;
+        Ok(Some(id))
     }
 
     /// The raw bytes under `key`, for tools and tests that inspect objects.

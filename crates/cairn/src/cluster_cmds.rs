@@ -258,10 +258,31 @@ pub async fn status(config: &ClusterConfig, json: bool) -> Result<bool> {
 /// Rolls the running cluster back to a snapshot through the coordinator.
 pub async fn restore(config: &ClusterConfig, snapshot: Option<u64>) -> Result<()> {
     let req = cairn_runtime::RollbackRequest { snapshot };
-    let (status, body): (_, Value) =
-        client::post_json(config.coordinator_admin(), "/rollback", &req)
-            .await
-            .context("the cluster must be running to restore it (start it with cairn cluster)")?;
+    let (status, body): (_, Value) = match client::post_json(
+        config.coordinator_admin(),
+        "/rollback",
+        &req,
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            // A stopped cluster: record the choice; the coordinator rolls back to it at start-up.
+            let Some(id) = snapshot else {
+                bail!(
+                    "the cluster is not running ({e}); a stopped cluster resumes from its newest good snapshot when started, or name one with --snapshot"
+                );
+            };
+            let store = cairn_store::Store::open(&config.store)?;
+            store
+                .set_restore_point(id)
+                .await
+                .with_context(|| format!("snapshot {id} in {}", config.store))?;
+            eprintln!("the cluster is not running; it will start from snapshot {id}");
+            println!("{}", serde_json::json!({ "snapshot": id, "pending": true }));
+            return Ok(());
+        }
+    };
     if !status.is_success() {
         bail!(
             "rollback refused: {}",

@@ -39,9 +39,10 @@ async fn status(c: &TestCluster, node: usize) -> Option<Value> {
 async fn wait_for_recovery(c: &TestCluster) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        // Done when the coordinator has recorded a finished rollback.
         if let Some(v) = status(c, 0).await {
-            if v["epoch"].as_u64().unwrap_or(0) >= 1 {
-                return v["epoch"].as_u64().unwrap();
+            if let Some(epoch) = v["last_rollback"]["epoch"].as_u64() {
+                return epoch;
             }
         }
         assert!(
@@ -181,5 +182,76 @@ async fn a_node_killed_while_writing_its_part_never_leaves_a_snapshot_behind() {
     );
     let (good, _) = store.latest_good().await.unwrap();
     assert_ne!(good.unwrap().manifest.snapshot, 8);
+    check_after_recovery(c, epoch).await;
+}
+
+/// The last rollback the coordinator made: (snapshot, epoch).
+async fn last_rollback(c: &TestCluster) -> (u64, u64) {
+    let v = status(c, 0).await.unwrap();
+    let r = &v["last_rollback"];
+    (
+        r["snapshot"].as_u64().unwrap(),
+        r["epoch"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_stopped_cluster_restarts_from_the_snapshot_an_operator_chose() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = TestCluster::start_app("chosen", 4, "\"complete\"", 40, BANK).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    c.stop().await;
+    let store = Store::open(&c.config.store).unwrap();
+    let ids = store.list().await.unwrap();
+    assert!(ids.len() >= 3);
+    let chosen = ids[ids.len() - 3];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "restore",
+            "--config",
+            c.path.to_str().unwrap(),
+            "--snapshot",
+            &chosen.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("it will start from snapshot {chosen}"))
+    );
+    c.restart().await;
+    let epoch = wait_for_recovery(&c).await;
+    assert_eq!(last_rollback(&c).await, (chosen, epoch));
+    check_after_recovery(c, epoch).await;
+}
+
+#[tokio::test]
+async fn a_corrupt_newest_snapshot_makes_recovery_fall_back_to_the_previous_one() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = TestCluster::start_app("corrupt", 4, "\"complete\"", 40, BANK).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    c.stop().await;
+    let store = Store::open(&c.config.store).unwrap();
+    let ids = store.list().await.unwrap();
+    let (newest, previous) = (ids[ids.len() - 1], ids[ids.len() - 2]);
+    let part =
+        std::path::Path::new(&c.config.store).join(format!("snapshots/{newest:020}/part-n3.cbor"));
+    let mut bytes = std::fs::read(&part).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x10;
+    std::fs::write(&part, bytes).unwrap();
+    // A whole-cluster restart resumes from the newest good snapshot.
+    c.restart().await;
+    let epoch = wait_for_recovery(&c).await;
+    assert_eq!(
+        last_rollback(&c).await,
+        (previous, epoch),
+        "recovery did not skip the corrupt snapshot {newest}"
+    );
     check_after_recovery(c, epoch).await;
 }

@@ -141,6 +141,17 @@ impl TestCluster {
         out
     }
 
+    /// Starts the same cluster again (same config, same store) after [`TestCluster::stop`].
+    pub async fn restart(&mut self) {
+        let exe = Path::new(env!("CARGO_BIN_EXE_cairn"));
+        let mut sup =
+            Supervisor::spawn(exe, &self.path, &self.config, &[("RUST_LOG", "warn")]).unwrap();
+        sup.wait_ready(&self.config, Duration::from_secs(30))
+            .await
+            .unwrap();
+        self.sup = Some(sup);
+    }
+
     /// The supervisor of the cluster's node processes.
     pub fn supervisor(&mut self) -> &mut Supervisor {
         self.sup.as_mut().expect("the cluster is running")
