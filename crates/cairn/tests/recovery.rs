@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use cairn_apps::bank::{Balance, BankModel, Transfer};
 use cairn_core::oracle::{self, Run};
 use cairn_core::{GlobalSnapshot, SnapshotDoc};
-use cairn_runtime::client;
 use cairn_runtime::tracefile::load_epoch;
+use cairn_runtime::{ClusterConfig, client};
 use cairn_store::Store;
 use common::{ONE_AT_A_TIME, TestCluster};
 use serde_json::Value;
@@ -53,18 +53,28 @@ async fn wait_for_recovery(c: &TestCluster) -> u64 {
     }
 }
 
-/// After recovery: transfers continue, every snapshot of the final epoch
-/// conserves the money and passes the oracle on that epoch's run.
-async fn check_after_recovery(mut c: TestCluster, epoch: u64) {
-    let sent_before = status(&c, 1).await.unwrap()["messages_sent"]
-        .as_u64()
-        .unwrap();
+/// After recovery: transfers continue, and every snapshot of the final epoch
+/// conserves the money. Returns those snapshots.
+async fn snapshots_after_recovery(
+    config: &ClusterConfig,
+    epoch: u64,
+) -> Vec<GlobalSnapshot<Transfer, Balance>> {
+    let sent = |v: Value| v["messages_sent"].as_u64().unwrap();
+    let before = sent(
+        client::get_json::<Value>(config.nodes[1].admin, "/status")
+            .await
+            .unwrap()
+            .1,
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let sent_after = status(&c, 1).await.unwrap()["messages_sent"]
-        .as_u64()
-        .unwrap();
-    assert!(sent_after > sent_before, "transfers stopped after recovery");
-    let (_, list): (_, Vec<Value>) = client::get_json(c.config.coordinator_admin(), "/snapshots")
+    let after = sent(
+        client::get_json::<Value>(config.nodes[1].admin, "/status")
+            .await
+            .unwrap()
+            .1,
+    );
+    assert!(after > before, "transfers stopped after recovery");
+    let (_, list): (_, Vec<Value>) = client::get_json(config.coordinator_admin(), "/snapshots")
         .await
         .unwrap();
     let mut snaps = Vec::new();
@@ -73,17 +83,18 @@ async fn check_after_recovery(mut c: TestCluster, epoch: u64) {
         .filter(|s| s["status"] == "complete" && s["epoch"] == epoch)
     {
         let (_, doc): (_, SnapshotDoc<Transfer, Balance>) = client::get_json(
-            c.config.coordinator_admin(),
+            config.coordinator_admin(),
             &format!("/snapshots/{}", s["id"]),
         )
         .await
         .unwrap();
-        let snap = GlobalSnapshot::from_doc(&c.config.topology, doc).unwrap();
+        let snap = GlobalSnapshot::from_doc(&config.topology, doc).unwrap();
         let held: u64 = snap.states.iter().map(|b| b.balance).sum();
         let flying: u64 = snap.channels.iter().flatten().map(|t| t.amount).sum();
+        let total = 1000 * config.nodes.len() as u64;
         assert_eq!(
             held + flying,
-            4000,
+            total,
             "snapshot {} after recovery does not conserve money",
             snap.id
         );
@@ -94,24 +105,32 @@ async fn check_after_recovery(mut c: TestCluster, epoch: u64) {
         "only {} snapshots after recovery",
         snaps.len()
     );
-    assert_eq!(
-        status(&c, 0).await.unwrap()["epoch"],
-        epoch,
-        "a second rollback happened meanwhile"
-    );
-    c.stop().await;
+    let (_, v) = client::get_json::<Value>(config.coordinator_admin(), "/status")
+        .await
+        .unwrap();
+    assert_eq!(v["epoch"], epoch, "a second rollback happened meanwhile");
+    snaps
+}
+
+/// The run of `epoch` (from the stopped cluster's traces) passes the oracle.
+fn oracle_holds(
+    config: &ClusterConfig,
+    dir: &std::path::Path,
+    epoch: u64,
+    snaps: &[GlobalSnapshot<Transfer, Balance>],
+) {
     let run =
-        load_epoch::<Transfer, Balance>(&c.config.topology, &c.dir.join("traces"), epoch).unwrap();
+        load_epoch::<Transfer, Balance>(&config.topology, &dir.join("traces"), epoch).unwrap();
     let violations = oracle::check(
         &BankModel,
         &Run {
-            topology: &c.config.topology,
+            topology: &config.topology,
             trace: &run.trace,
             initial: &run.initial,
             initial_channels: &run.initial_channels,
             final_states: &run.last,
         },
-        &snaps,
+        snaps,
     );
     for v in violations.iter().take(5) {
         eprintln!("violation: {v}");
@@ -121,6 +140,12 @@ async fn check_after_recovery(mut c: TestCluster, epoch: u64) {
         "{} violations after recovery",
         violations.len()
     );
+}
+
+async fn check_after_recovery(mut c: TestCluster, epoch: u64) {
+    let snaps = snapshots_after_recovery(&c.config, epoch).await;
+    c.stop().await;
+    oracle_holds(&c.config, &c.dir, epoch, &snaps);
     let _ = std::fs::remove_dir_all(&c.dir);
 }
 
@@ -254,4 +279,70 @@ async fn a_corrupt_newest_snapshot_makes_recovery_fall_back_to_the_previous_one(
         "recovery did not skip the corrupt snapshot {newest}"
     );
     check_after_recovery(c, epoch).await;
+}
+
+#[tokio::test]
+async fn cairn_cluster_restarts_a_killed_node_and_the_cluster_recovers() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (dir, path) = common::write_app_config("supervised", 3, "\"complete\"", 50, BANK);
+    let config = ClusterConfig::load(&path).unwrap();
+    let mut cluster = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["cluster", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        if let Ok((_, v)) = client::get_json::<Value>(config.nodes[2].admin, "/status").await {
+            break v["pid"].as_u64().unwrap() as u32;
+        }
+        assert!(Instant::now() < deadline, "n3 never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kill9(pid);
+    // cairn cluster brings n3 back with a new pid, and the coordinator rolls the cluster back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = client::get_json::<Value>(config.nodes[0].admin, "/status")
+            .await
+            .ok()
+            .map(|(_, v)| v);
+        if v.as_ref()
+            .is_some_and(|v| v["last_rollback"]["epoch"].as_u64().is_some())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not recover after n3 was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, v) = client::get_json::<Value>(config.nodes[2].admin, "/status")
+        .await
+        .unwrap();
+    assert_ne!(
+        v["pid"].as_u64().unwrap() as u32,
+        pid,
+        "n3 was not restarted"
+    );
+    let (_, v) = client::get_json::<Value>(config.nodes[0].admin, "/status")
+        .await
+        .unwrap();
+    let epoch = v["last_rollback"]["epoch"].as_u64().unwrap();
+    let snaps = snapshots_after_recovery(&config, epoch).await;
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &cluster.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), cluster.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "cairn cluster exited with {status}");
+    oracle_holds(&config, &dir, epoch, &snaps);
+    let _ = std::fs::remove_dir_all(dir);
 }
