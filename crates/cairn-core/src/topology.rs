@@ -95,6 +95,31 @@ impl Topology {
         Ok(topo)
     }
 
+    /// Channel pairs of a complete graph over `names`: one channel each way
+    /// between every two processes.
+    pub fn complete_pairs(names: &[String]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .flat_map(|a| {
+                names
+                    .iter()
+                    .filter(move |b| *b != a)
+                    .map(move |b| (a.clone(), b.clone()))
+            })
+            .collect()
+    }
+
+    /// Channel pairs of a one-way ring over `names`, in order.
+    pub fn ring_pairs(names: &[String]) -> Vec<(String, String)> {
+        let n = names.len();
+        if n < 2 {
+            return Vec::new();
+        }
+        (0..n)
+            .map(|i| (names[i].clone(), names[(i + 1) % n].clone()))
+            .collect()
+    }
+
     /// The number of processes.
     pub fn process_count(&self) -> usize {
         self.names.len()

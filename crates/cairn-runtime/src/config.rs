@@ -274,19 +274,8 @@ impl ClusterConfig {
         }
         let names: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
         let pairs: Vec<(String, String)> = match &raw.channels {
-            RawChannels::Shorthand(s) if s == "complete" => names
-                .iter()
-                .flat_map(|a| {
-                    names
-                        .iter()
-                        .filter(move |b| *b != a)
-                        .map(move |b| (a.clone(), b.clone()))
-                })
-                .collect(),
-            RawChannels::Shorthand(s) if s == "ring" => (0..names.len())
-                .filter(|_| names.len() > 1)
-                .map(|i| (names[i].clone(), names[(i + 1) % names.len()].clone()))
-                .collect(),
+            RawChannels::Shorthand(s) if s == "complete" => Topology::complete_pairs(&names),
+            RawChannels::Shorthand(s) if s == "ring" => Topology::ring_pairs(&names),
             RawChannels::Shorthand(s) => {
                 return Err(err(
                     "channels",

@@ -24,26 +24,18 @@ fn seeds(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+fn names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("N{i}")).collect()
+}
+
 fn complete(n: usize) -> Topology {
-    let names: Vec<String> = (1..=n).map(|i| format!("N{i}")).collect();
-    let pairs: Vec<(String, String)> = names
-        .iter()
-        .flat_map(|a| {
-            names
-                .iter()
-                .filter(move |b| *b != a)
-                .map(move |b| (a.clone(), b.clone()))
-        })
-        .collect();
-    Topology::new(names, &pairs).unwrap()
+    let names = names(n);
+    Topology::new(names.clone(), &Topology::complete_pairs(&names)).unwrap()
 }
 
 fn one_way_ring(n: usize) -> Topology {
-    let names: Vec<String> = (1..=n).map(|i| format!("N{i}")).collect();
-    let pairs: Vec<(String, String)> = (0..n)
-        .map(|i| (names[i].clone(), names[(i + 1) % n].clone()))
-        .collect();
-    Topology::new(names, &pairs).unwrap()
+    let names = names(n);
+    Topology::new(names.clone(), &Topology::ring_pairs(&names)).unwrap()
 }
 
 /// Runs detection for one seed and checks the guarantee round by round.

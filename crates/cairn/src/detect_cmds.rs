@@ -104,15 +104,7 @@ pub fn simulated(
         }
         Property::Deadlock => {
             let names: Vec<String> = (1..=processes).map(|i| format!("N{i}")).collect();
-            let pairs: Vec<(String, String)> = names
-                .iter()
-                .flat_map(|a| {
-                    names
-                        .iter()
-                        .filter(move |b| *b != a)
-                        .map(move |b| (a.clone(), b.clone()))
-                })
-                .collect();
+            let pairs = Topology::complete_pairs(&names);
             let topo = Topology::new(names, &pairs)?;
             let app = Locks::from_params(&LocksParams { ordered: false }, &topo)
                 .map_err(anyhow::Error::msg)?;
@@ -120,9 +112,7 @@ pub fn simulated(
         }
         Property::LostToken => {
             let names: Vec<String> = (1..=processes).map(|i| format!("N{i}")).collect();
-            let pairs: Vec<(String, String)> = (0..processes)
-                .map(|i| (names[i].clone(), names[(i + 1) % processes].clone()))
-                .collect();
+            let pairs = Topology::ring_pairs(&names);
             let topo = Topology::new(names, &pairs)?;
             let params = RingParams {
                 lose_at_hop: Some(rng.random_range(5..60)),

@@ -7,10 +7,8 @@ mod common;
 use std::time::Duration;
 
 use cairn_apps::bank::{Balance, BankModel, Transfer};
-use cairn_core::oracle::{self, Run};
 use cairn_core::{GlobalSnapshot, SnapshotDoc};
 use cairn_runtime::client;
-use cairn_runtime::tracefile::load_epoch;
 use cairn_store::Store;
 use common::{ONE_AT_A_TIME, TestCluster};
 use serde_json::Value;
@@ -253,10 +251,8 @@ async fn restore_rolls_back_and_delivers_recorded_messages_exactly_once() {
 
     // Each epoch is a run of its own; the one after the rollback begins with
     // the restored snapshot's channel states. The oracle holds on both.
-    let traces = c.dir.join("traces");
     for (epoch, snaps) in by_epoch.iter().enumerate() {
-        let run =
-            load_epoch::<Transfer, Balance>(&c.config.topology, &traces, epoch as u64).unwrap();
+        let run = common::oracle_on_epoch(&BankModel, &c.config, &c.dir, epoch as u64, snaps);
         if epoch == 1 {
             let initial: usize = run.initial_channels.iter().map(Vec::len).sum();
             assert_eq!(
@@ -264,25 +260,6 @@ async fn restore_rolls_back_and_delivers_recorded_messages_exactly_once() {
                 "the new epoch begins with the recorded messages in flight"
             );
         }
-        let violations = oracle::check(
-            &BankModel,
-            &Run {
-                topology: &c.config.topology,
-                trace: &run.trace,
-                initial: &run.initial,
-                initial_channels: &run.initial_channels,
-                final_states: &run.last,
-            },
-            snaps,
-        );
-        for v in violations.iter().take(5) {
-            eprintln!("epoch {epoch} violation: {v}");
-        }
-        assert!(
-            violations.is_empty(),
-            "epoch {epoch}: {} violations",
-            violations.len()
-        );
     }
     let _ = std::fs::remove_dir_all(&c.dir);
 }

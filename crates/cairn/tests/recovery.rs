@@ -10,9 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cairn_apps::bank::{Balance, BankModel, Transfer};
-use cairn_core::oracle::{self, Run};
 use cairn_core::{GlobalSnapshot, SnapshotDoc};
-use cairn_runtime::tracefile::load_epoch;
 use cairn_runtime::{ClusterConfig, client};
 use cairn_store::Store;
 use common::{ONE_AT_A_TIME, TestCluster};
@@ -112,34 +110,13 @@ async fn snapshots_after_recovery(
     snaps
 }
 
-/// The run of `epoch` (from the stopped cluster's traces) passes the oracle.
 fn oracle_holds(
     config: &ClusterConfig,
     dir: &std::path::Path,
     epoch: u64,
     snaps: &[GlobalSnapshot<Transfer, Balance>],
 ) {
-    let run =
-        load_epoch::<Transfer, Balance>(&config.topology, &dir.join("traces"), epoch).unwrap();
-    let violations = oracle::check(
-        &BankModel,
-        &Run {
-            topology: &config.topology,
-            trace: &run.trace,
-            initial: &run.initial,
-            initial_channels: &run.initial_channels,
-            final_states: &run.last,
-        },
-        snaps,
-    );
-    for v in violations.iter().take(5) {
-        eprintln!("violation: {v}");
-    }
-    assert!(
-        violations.is_empty(),
-        "{} violations after recovery",
-        violations.len()
-    );
+    common::oracle_on_epoch(&BankModel, config, dir, epoch, snaps);
 }
 
 async fn check_after_recovery(mut c: TestCluster, epoch: u64) {

@@ -10,7 +10,6 @@ use cairn_core::{GlobalSnapshot, SnapshotDoc};
 use cairn_runtime::ClusterConfig;
 use cairn_runtime::client;
 use cairn_runtime::cluster::Supervisor;
-use cairn_runtime::tracefile::load_run;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -200,7 +199,6 @@ impl TestCluster {
             );
         }
         let topo = &self.config.topology;
-        let run = load_run::<D::Message, D::State>(topo, &self.dir.join("traces")).unwrap();
         let snaps: Vec<GlobalSnapshot<D::Message, D::State>> = docs
             .iter()
             .map(|d| {
@@ -211,25 +209,7 @@ impl TestCluster {
                 .unwrap()
             })
             .collect();
-        let violations = oracle::check(
-            model,
-            &Run {
-                topology: topo,
-                trace: &run.trace,
-                initial: &run.initial,
-                initial_channels: &run.initial_channels,
-                final_states: &run.last,
-            },
-            &snaps,
-        );
-        for v in violations.iter().take(10) {
-            eprintln!("violation: {v}");
-        }
-        assert!(
-            violations.is_empty(),
-            "{} violations (the first ones are printed above)",
-            violations.len()
-        );
+        let run = oracle_on_epoch(model, &self.config, &self.dir, 0, &snaps);
         // Built-in apps that conserve an amount must conserve it exactly.
         let initial: Vec<Value> = run
             .initial
@@ -265,4 +245,46 @@ impl TestCluster {
         }
         snaps.len()
     }
+}
+
+/// Loads the run of `epoch` from a stopped cluster's traces in `dir` and
+/// requires the oracle to accept every snapshot in `snaps`. Returns the run.
+pub fn oracle_on_epoch<D>(
+    model: &D,
+    config: &ClusterConfig,
+    dir: &Path,
+    epoch: u64,
+    snaps: &[GlobalSnapshot<D::Message, D::State>],
+) -> cairn_runtime::tracefile::LoadedRun<D::Message, D::State>
+where
+    D: Model,
+    D::Message: DeserializeOwned,
+    D::State: DeserializeOwned,
+{
+    let run = cairn_runtime::tracefile::load_epoch::<D::Message, D::State>(
+        &config.topology,
+        &dir.join("traces"),
+        epoch,
+    )
+    .unwrap();
+    let violations = oracle::check(
+        model,
+        &Run {
+            topology: &config.topology,
+            trace: &run.trace,
+            initial: &run.initial,
+            initial_channels: &run.initial_channels,
+            final_states: &run.last,
+        },
+        snaps,
+    );
+    for v in violations.iter().take(10) {
+        eprintln!("epoch {epoch} violation: {v}");
+    }
+    assert!(
+        violations.is_empty(),
+        "epoch {epoch}: {} violations (the first ones are printed above)",
+        violations.len()
+    );
+    run
 }
