@@ -30,7 +30,7 @@ use crate::config::ClusterConfig;
 use crate::coordinator::{Coordinator, LocalReport};
 use crate::driver::Control;
 use crate::metrics::Metrics;
-use cairn_store::{Manifest, Store};
+use cairn_store::{Manifest, Part, Store};
 use tracing::{debug, warn};
 
 /// What the admin handlers share with the node.
@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub commits: mpsc::UnboundedSender<Manifest>,
     /// The node's epoch.
     pub epoch: watch::Receiver<u64>,
+    /// The process's initial state, for a rollback when no snapshot exists.
+    pub initial: serde_json::Value,
 }
 
 /// Asks for a new id: `{"initiator": "n2"}`.
@@ -329,8 +331,9 @@ pub struct RollbackRequest {
 pub struct NodeRollback {
     /// The new epoch.
     pub epoch: u64,
-    /// The snapshot.
-    pub snapshot: u64,
+    /// The snapshot; `None` restarts every process from its initial state
+    /// with empty channels (when no snapshot was ever committed).
+    pub snapshot: Option<u64>,
     /// How many messages the snapshot recorded on each channel, by name.
     pub in_flight: std::collections::BTreeMap<String, u64>,
 }
@@ -348,7 +351,8 @@ async fn rollback_all(State(s): Shr, Json(req): Json<RollbackRequest>) -> Respon
 }
 
 /// Rolls the cluster back to `snapshot`, or to the newest complete,
-/// uncorrupted one. Returns the epoch, the snapshot and what each node re-delivered.
+/// uncorrupted one, or (if the store holds none) to the initial state.
+/// Returns the epoch, the snapshot and what each node re-delivered.
 pub(crate) async fn roll_back(
     s: &Shared,
     c: &Arc<Mutex<Coordinator>>,
@@ -369,13 +373,7 @@ pub(crate) async fn roll_back(
         }),
     };
     let snapshot = match chosen {
-        Ok(Some(snap)) => snap,
-        Ok(None) => {
-            return Err((
-                StatusCode::NOT_FOUND,
-                "the store holds no complete snapshot to roll back to".into(),
-            ));
-        }
+        Ok(snap) => snap,
         Err(e) => {
             return Err((
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -384,18 +382,20 @@ pub(crate) async fn roll_back(
         }
     };
     let in_flight: std::collections::BTreeMap<String, u64> = snapshot
-        .parts
         .iter()
+        .flat_map(|s| &s.parts)
         .flat_map(|p| {
             p.channels
                 .iter()
                 .map(|c| (c.name.clone(), c.messages.len() as u64))
         })
         .collect();
-    let snapshot = snapshot.manifest.snapshot;
+    let snapshot = snapshot.map(|s| s.manifest.snapshot);
     let epoch = {
         let mut co = c.lock().unwrap_or_else(|p| p.into_inner());
-        co.pin(snapshot);
+        if let Some(id) = snapshot {
+            co.pin(id);
+        }
         co.begin_epoch()
     };
     let result = roll_nodes_back(s, epoch, snapshot, &in_flight).await;
@@ -408,7 +408,7 @@ pub(crate) async fn roll_back(
 async fn roll_nodes_back(
     s: &Shared,
     epoch: u64,
-    snapshot: u64,
+    snapshot: Option<u64>,
     in_flight: &std::collections::BTreeMap<String, u64>,
 ) -> Result<serde_json::Value, (StatusCode, String)> {
     let mut nodes = serde_json::Map::new();
@@ -439,14 +439,17 @@ async fn roll_nodes_back(
                 return Err((
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!(
-                        "node {} did not roll back to snapshot {snapshot}: {e}",
-                        n.id
+                        "node {} did not roll back to {}: {e}",
+                        n.id,
+                        snapshot.map_or("its initial state".to_string(), |id| format!(
+                            "snapshot {id}"
+                        ))
                     ),
                 ));
             }
         }
     }
-    tracing::info!(snapshot, epoch, "cluster rolled back");
+    tracing::info!(?snapshot, epoch, "cluster rolled back");
     Ok(json!({ "snapshot": snapshot, "epoch": epoch, "nodes": nodes }))
 }
 
@@ -460,21 +463,28 @@ async fn rollback_here(State(s): Shr, Json(order): Json<NodeRollback>) -> Respon
 /// Reads this node's part of the snapshot and hands it to the driver.
 async fn rollback_local(s: &Shared, order: &NodeRollback) -> Result<usize, String> {
     let me = name(s).to_string();
-    let manifest = s
-        .store
-        .manifest(order.snapshot)
-        .await
-        .map_err(|e| e.to_string())?;
-    let part_ref = manifest
-        .parts
-        .iter()
-        .find(|p| p.process == me)
-        .ok_or_else(|| format!("snapshot {} has no part for {me}", order.snapshot))?;
-    let part = s
-        .store
-        .read_part(part_ref)
-        .await
-        .map_err(|e| e.to_string())?;
+    let part = match order.snapshot {
+        // No snapshot to go back to: start over from the initial state.
+        None => Part {
+            snapshot: 0,
+            process: me,
+            state: s.initial.clone(),
+            channels: Vec::new(),
+            initial: None,
+        },
+        Some(id) => {
+            let manifest = s.store.manifest(id).await.map_err(|e| e.to_string())?;
+            let part_ref = manifest
+                .parts
+                .iter()
+                .find(|p| p.process == me)
+                .ok_or_else(|| format!("snapshot {id} has no part for {me}"))?;
+            s.store
+                .read_part(part_ref)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+    };
     let (reply, answer) = oneshot::channel();
     s.control
         .send(Control::Rollback {

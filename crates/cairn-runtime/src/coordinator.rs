@@ -105,8 +105,8 @@ pub struct Coordinator {
     epoch: u64,
     /// Snapshots a rollback is reading: retention must keep them.
     pinned: std::collections::BTreeSet<u64>,
-    /// The last rollback: (snapshot, epoch).
-    last_rollback: Option<(u64, u64)>,
+    /// The last rollback: (snapshot, or `None` for the initial state; epoch).
+    last_rollback: Option<(Option<u64>, u64)>,
     running: BTreeMap<SnapshotId, Running>,
     finished: VecDeque<Finished>,
 }
@@ -273,9 +273,12 @@ impl Coordinator {
         self.pinned.insert(id);
     }
 
-    /// Lets retention have `id` again; records it as the last rollback's snapshot.
-    pub fn unpin(&mut self, id: u64, rolled_back: bool) {
-        self.pinned.remove(&id);
+    /// Lets retention have `id` again, and records the rollback's outcome
+    /// (`id` is `None` for a rollback to the initial state).
+    pub fn unpin(&mut self, id: Option<u64>, rolled_back: bool) {
+        if let Some(id) = id {
+            self.pinned.remove(&id);
+        }
         if rolled_back {
             self.last_rollback = Some((id, self.epoch));
         }
@@ -286,8 +289,8 @@ impl Coordinator {
         self.pinned.iter().copied().collect()
     }
 
-    /// The last rollback: (snapshot, epoch).
-    pub fn last_rollback(&self) -> Option<(u64, u64)> {
+    /// The last rollback: (snapshot, or `None` for the initial state; epoch).
+    pub fn last_rollback(&self) -> Option<(Option<u64>, u64)> {
         self.last_rollback
     }
 

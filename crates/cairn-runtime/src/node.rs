@@ -156,11 +156,12 @@ pub async fn run_node<P: Process>(
         store,
         commits: commit_tx,
         epoch: epoch_rx.clone(),
+        initial: initial_json.clone(),
     });
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     tasks.spawn(run_reporter(
         shared.clone(),
-        initial_json,
+        initial_json.clone(),
         report_rx,
         stop_rx.clone(),
     ));

@@ -323,3 +323,38 @@ async fn cairn_cluster_restarts_a_killed_node_and_the_cluster_recovers() {
     oracle_holds(&config, &dir, epoch, &snaps);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_failure_before_any_snapshot_restarts_the_cluster_from_its_initial_state() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // No scheduled snapshots: when n2 dies the store is empty.
+    let mut c = TestCluster::start_app("nosnap", 3, "\"complete\"", 0, BANK).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = c.supervisor().pid("n2").unwrap();
+    kill9(pid);
+    let (id, _) = tokio::time::timeout(Duration::from_secs(5), c.supervisor().next_exit())
+        .await
+        .unwrap();
+    assert_eq!(id, "n2");
+    c.supervisor().restart("n2").unwrap();
+    let epoch = wait_for_recovery(&c).await;
+    let (_, v) = client::get_json::<Value>(c.config.coordinator_admin(), "/status")
+        .await
+        .unwrap();
+    assert!(v["last_rollback"]["snapshot"].is_null(), "{v}");
+    for _ in 0..3 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["snapshot", "--config", c.path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let snaps = snapshots_after_recovery(&c.config, epoch).await;
+    c.stop().await;
+    oracle_holds(&c.config, &c.dir, epoch, &snaps);
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
