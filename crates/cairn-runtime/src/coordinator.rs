@@ -214,15 +214,7 @@ impl Coordinator {
                 });
             self.push(Finished {
                 started: run.started,
-                summary: SnapshotSummary {
-                    id,
-                    epoch: run.epoch,
-                    initiator: run.initiator,
-                    started_unix_ms: run.started_unix_ms,
-                    duration_ms: Some(duration.as_secs_f64() * 1e3),
-                    durable_ms: None,
-                    status: SnapshotStatus::Complete,
-                },
+                summary: Self::summary(id, &run, Some(duration), SnapshotStatus::Complete),
                 snapshot: Some(snapshot),
             });
             return Ok(manifest);
@@ -301,20 +293,14 @@ impl Coordinator {
         let (missing_processes, missing_channels) = run.assembler.missing();
         warn!(snapshot = %id, ?missing_processes, ?missing_channels, "snapshot failed");
         Metrics::inc(&self.metrics.snapshots_failed, 1);
+        let duration = run.started.elapsed();
+        let status = SnapshotStatus::Failed {
+            missing_processes,
+            missing_channels,
+        };
         self.push(Finished {
             started: run.started,
-            summary: SnapshotSummary {
-                id,
-                epoch: run.epoch,
-                initiator: run.initiator,
-                started_unix_ms: run.started_unix_ms,
-                duration_ms: Some(run.started.elapsed().as_secs_f64() * 1e3),
-                durable_ms: None,
-                status: SnapshotStatus::Failed {
-                    missing_processes,
-                    missing_channels,
-                },
-            },
+            summary: Self::summary(id, &run, Some(duration), status),
             snapshot: None,
         });
     }
@@ -350,17 +336,28 @@ impl Coordinator {
 
     fn running_summary(&self, id: SnapshotId, r: &Running) -> SnapshotSummary {
         let (missing_processes, missing_channels) = r.assembler.missing();
+        let status = SnapshotStatus::InProgress {
+            missing_processes,
+            missing_channels,
+        };
+        Self::summary(id, r, None, status)
+    }
+
+    /// The summary of snapshot `id`; `duration` is set once it has ended.
+    fn summary(
+        id: SnapshotId,
+        r: &Running,
+        duration: Option<Duration>,
+        status: SnapshotStatus,
+    ) -> SnapshotSummary {
         SnapshotSummary {
             id,
             epoch: r.epoch,
             initiator: r.initiator.clone(),
             started_unix_ms: r.started_unix_ms,
-            duration_ms: None,
+            duration_ms: duration.map(|d| d.as_secs_f64() * 1e3),
             durable_ms: None,
-            status: SnapshotStatus::InProgress {
-                missing_processes,
-                missing_channels,
-            },
+            status,
         }
     }
 

@@ -18,6 +18,16 @@ use serde_json::Value;
 
 const BANK: &str = "name = \"bank\"\ninitial_balance = 1000";
 
+/// Waits for node `id` to exit (within `limit`), then starts it again, as
+/// `cairn cluster` would.
+async fn restart_after_exit(c: &mut TestCluster, id: &str, limit: Duration) {
+    let (exited, _) = tokio::time::timeout(limit, c.supervisor().next_exit())
+        .await
+        .unwrap_or_else(|_| panic!("{id} did not exit within {limit:?}"));
+    assert_eq!(exited, id);
+    c.supervisor().restart(id).unwrap();
+}
+
 fn kill9(pid: u32) {
     let ok = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
@@ -134,11 +144,7 @@ async fn a_node_killed_mid_snapshot_is_recovered_by_rolling_back() {
     // Snapshots run every 40 ms, so the kill lands in the middle of one.
     let pid = c.supervisor().pid("n3").unwrap();
     kill9(pid);
-    let (id, _) = tokio::time::timeout(Duration::from_secs(5), c.supervisor().next_exit())
-        .await
-        .unwrap();
-    assert_eq!(id, "n3");
-    c.supervisor().restart("n3").unwrap();
+    restart_after_exit(&mut c, "n3", Duration::from_secs(5)).await;
     let epoch = wait_for_recovery(&c).await;
     check_after_recovery(c, epoch).await;
 }
@@ -157,11 +163,8 @@ async fn a_node_killed_while_writing_its_part_never_leaves_a_snapshot_behind() {
         &[("CAIRN_TEST_CRASH_WRITING", &target)],
     )
     .await;
-    let (id, _) = tokio::time::timeout(Duration::from_secs(20), c.supervisor().next_exit())
-        .await
-        .expect("n2 did not crash");
-    assert_eq!(id, "n2");
-    c.supervisor().restart("n2").unwrap();
+    // n2 crashes by itself, half way through the write.
+    restart_after_exit(&mut c, "n2", Duration::from_secs(20)).await;
     let epoch = wait_for_recovery(&c).await;
 
     let store = Store::open(&c.config.store).unwrap();
@@ -332,11 +335,7 @@ async fn a_failure_before_any_snapshot_restarts_the_cluster_from_its_initial_sta
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = c.supervisor().pid("n2").unwrap();
     kill9(pid);
-    let (id, _) = tokio::time::timeout(Duration::from_secs(5), c.supervisor().next_exit())
-        .await
-        .unwrap();
-    assert_eq!(id, "n2");
-    c.supervisor().restart("n2").unwrap();
+    restart_after_exit(&mut c, "n2", Duration::from_secs(5)).await;
     let epoch = wait_for_recovery(&c).await;
     let (_, v) = client::get_json::<Value>(c.config.coordinator_admin(), "/status")
         .await
