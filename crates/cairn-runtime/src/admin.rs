@@ -7,9 +7,12 @@
 //! | `GET /snapshots` | the coordinator's recent snapshots (other nodes redirect there) |
 //! | `GET /snapshots/{id}` | a complete snapshot in the shared JSON shape; 202 with progress while in progress; 500 with what was missing if it failed |
 //! | `GET /metrics` | Prometheus text |
+//! | `POST /metrics/reset-peaks` | forget the longest pause, so the next reading covers only what follows |
 //!
 //! Nodes use two internal routes on the coordinator: `POST /internal/ids` for a
-//! new snapshot id and `POST /internal/reports` for a local snapshot.
+//! new snapshot id and `POST /internal/reports` for a local snapshot; in
+//! stop-the-world mode the coordinator calls `POST /internal/pause` and
+//! `POST /internal/resume` on every node.
 //! `POST /debug/cut` drops every connection of the node, when the config allows it.
 
 use std::sync::{Arc, Mutex};
@@ -26,7 +29,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::client;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, SnapshotMode};
 use crate::coordinator::{Coordinator, LocalReport};
 use crate::driver::Control;
 use crate::metrics::Metrics;
@@ -50,6 +53,8 @@ pub(crate) struct Shared {
     pub epoch: watch::Receiver<u64>,
     /// The process's initial state, for a rollback when no snapshot exists.
     pub initial: serde_json::Value,
+    /// One stop-the-world snapshot at a time.
+    pub stop_world: tokio::sync::Mutex<()>,
 }
 
 /// Asks for a new id: `{"initiator": "n2"}`.
@@ -74,11 +79,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/snapshots", get(list).post(start))
         .route("/snapshots/{id}", get(one))
         .route("/metrics", get(metrics))
+        .route("/metrics/reset-peaks", post(reset_peaks))
         .route("/internal/ids", post(allocate))
         .route("/internal/reports", post(report))
         .route("/debug/cut", post(cut))
         .route("/rollback", post(rollback_all))
         .route("/internal/rollback", post(rollback_here))
+        .route("/internal/pause", post(crate::stop_world::pause_here))
+        .route("/internal/resume", post(crate::stop_world::resume_here))
         .with_state(shared)
 }
 
@@ -117,6 +125,9 @@ async fn status(State(s): Shr) -> Response {
         "messages_sent": load(&m.messages_sent),
         "messages_received": load(&m.messages_received),
         "snapshots_recorded": load(&m.snapshots_recorded),
+        "markers_sent": load(&m.markers_sent),
+        "longest_pause_us": load(&m.longest_pause_us),
+        "snapshot_mode": s.config.snapshots.mode.as_str(),
         "recent_snapshots": recent,
         "last_rollback": last_rollback.map(|(snapshot, epoch)| json!({"snapshot": snapshot, "epoch": epoch})),
     }))
@@ -132,11 +143,11 @@ async fn start(State(s): Shr) -> Response {
 
 /// Gets an id from the coordinator and starts that snapshot at this node.
 pub(crate) async fn start_here(s: &Shared) -> Result<SnapshotId, String> {
+    if s.config.snapshots.mode == SnapshotMode::StopTheWorld {
+        return crate::stop_world::stop_the_world(s).await;
+    }
     let id = match &s.coordinator {
-        Some(c) => c
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .allocate(name(s)),
+        Some(c) => allocate_for(s, c, name(s))?,
         None => {
             let req = IdRequest {
                 initiator: name(s).to_string(),
@@ -151,6 +162,12 @@ pub(crate) async fn start_here(s: &Shared) -> Result<SnapshotId, String> {
             answer.id
         }
     };
+    start_local(s, id).await?;
+    Ok(id)
+}
+
+/// Starts snapshot `id` at this node's driver.
+pub(crate) async fn start_local(s: &Shared, id: SnapshotId) -> Result<(), String> {
     let (reply, answer) = oneshot::channel();
     s.control
         .send(Control::Start { id, reply })
@@ -159,7 +176,20 @@ pub(crate) async fn start_here(s: &Shared) -> Result<SnapshotId, String> {
     answer
         .await
         .map_err(|_| "the node is shutting down".to_string())??;
-    Ok(id)
+    Ok(())
+}
+
+/// A new snapshot id; one at a time unless the mode is Chandy–Lamport.
+pub(crate) fn allocate_for(
+    s: &Shared,
+    c: &Mutex<Coordinator>,
+    initiator: &str,
+) -> Result<SnapshotId, String> {
+    let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+    match s.config.snapshots.mode {
+        SnapshotMode::ChandyLamport => Ok(c.allocate(initiator)),
+        SnapshotMode::Aligned | SnapshotMode::StopTheWorld => c.allocate_alone(initiator),
+    }
 }
 
 /// Non-coordinators send snapshot reads to the coordinator.
@@ -233,11 +263,10 @@ async fn allocate(State(s): Shr, Json(req): Json<IdRequest>) -> Response {
             format!("unknown node {:?}", req.initiator),
         );
     }
-    let id = c
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .allocate(&req.initiator);
-    Json(IdAnswer { id }).into_response()
+    match allocate_for(&s, c, &req.initiator) {
+        Ok(id) => Json(IdAnswer { id }).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
 }
 
 async fn report(State(s): Shr, Json(r): Json<LocalReport>) -> Response {
@@ -498,6 +527,11 @@ async fn rollback_local(s: &Shared, order: &NodeRollback) -> Result<usize, Strin
     answer
         .await
         .map_err(|_| "the node is shutting down".to_string())?
+}
+
+async fn reset_peaks(State(s): Shr) -> Response {
+    s.metrics.reset_peaks();
+    Json(json!({ "ok": true })).into_response()
 }
 
 async fn cut(State(s): Shr) -> Response {

@@ -25,11 +25,12 @@
 //! timeout_ms = 5000
 //! retain = 10                 # complete snapshots the store keeps
 //! failure_timeout_ms = 1000   # a node silent this long is failed; 0 turns recovery off
+//! mode = "chandy-lamport"     # or "aligned" or "stop-the-world", baselines to compare with
 //! ```
 //!
 //! Overrides: `CAIRN_CLUSTER`, `CAIRN_COORDINATOR`, `CAIRN_DATA_DIR`, `CAIRN_STORE`,
 //! `CAIRN_TRACE_DIR`, `CAIRN_MAX_FRAME_BYTES`, `CAIRN_SNAPSHOT_INTERVAL_MS`,
-//! `CAIRN_SNAPSHOT_TIMEOUT_MS`, and per node `CAIRN_NODE_<ID>_ADDRESS`,
+//! `CAIRN_SNAPSHOT_TIMEOUT_MS`, `CAIRN_SNAPSHOT_MODE`, and per node `CAIRN_NODE_<ID>_ADDRESS`,
 //! `CAIRN_NODE_<ID>_ADMIN`, `CAIRN_NODE_<ID>_LISTEN` (the id upper-cased, with
 //! `-` and `.` as `_`).
 
@@ -98,9 +99,57 @@ pub struct AppConfig {
     pub params: serde_json::Value,
 }
 
+/// How a cluster takes snapshots. Chandy–Lamport is Cairn's algorithm; the
+/// other two are the classic alternatives, built in so that their cost can be
+/// measured side by side (`cairn bench`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// Record on the first marker, keep processing every channel, record
+    /// channel states. The application never stops.
+    #[default]
+    ChandyLamport,
+    /// Aligned barriers, as Flink takes checkpoints: a node forwards markers
+    /// on its first one, holds its own sends, blocks each input once its
+    /// marker has arrived, and records its state (with empty channels) when
+    /// markers have arrived on every input; then it replays what it blocked.
+    Aligned,
+    /// Stop the world: the coordinator pauses every node's sends, the
+    /// channels drain behind aligned markers, every node records, and the
+    /// coordinator resumes the cluster once the snapshot is durable.
+    StopTheWorld,
+}
+
+impl SnapshotMode {
+    /// Its name in a config: `chandy-lamport`, `aligned` or `stop-the-world`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMode::ChandyLamport => "chandy-lamport",
+            SnapshotMode::Aligned => "aligned",
+            SnapshotMode::StopTheWorld => "stop-the-world",
+        }
+    }
+
+    /// The mode called `s`.
+    ///
+    /// # Errors
+    /// Names the choices when `s` is none of them.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "chandy-lamport" => Ok(SnapshotMode::ChandyLamport),
+            "aligned" => Ok(SnapshotMode::Aligned),
+            "stop-the-world" => Ok(SnapshotMode::StopTheWorld),
+            other => Err(format!(
+                "{other:?} is not a snapshot mode: use \"chandy-lamport\", \"aligned\" or \"stop-the-world\""
+            )),
+        }
+    }
+}
+
 /// Snapshot timing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SnapshotConfig {
+    /// How snapshots are taken.
+    pub mode: SnapshotMode,
     /// The coordinator starts a snapshot this often, if set.
     pub interval: Option<Duration>,
     /// A snapshot not complete after this long is reported as failed.
@@ -157,6 +206,7 @@ struct RawSnapshots {
     keep: Option<usize>,
     retain: Option<usize>,
     failure_timeout_ms: Option<u64>,
+    mode: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -223,6 +273,9 @@ impl ClusterConfig {
         }
         if let Some(v) = var("CAIRN_SNAPSHOT_TIMEOUT_MS") {
             raw.snapshots.timeout_ms = Some(number(v)?);
+        }
+        if let Some((_, v)) = var("CAIRN_SNAPSHOT_MODE") {
+            raw.snapshots.mode = Some(v);
         }
         for node in &mut raw.nodes {
             let key = node.id.to_uppercase().replace(['-', '.'], "_");
@@ -331,6 +384,10 @@ impl ClusterConfig {
         if timeout_ms == 0 {
             return Err(err("snapshots.timeout_ms", "must be at least 1".into()));
         }
+        let mode = match &raw.snapshots.mode {
+            Some(m) => SnapshotMode::parse(m).map_err(|p| err("snapshots.mode", p))?,
+            None => SnapshotMode::default(),
+        };
         let data_dir = raw
             .data_dir
             .clone()
@@ -355,6 +412,7 @@ impl ClusterConfig {
             coordinator,
             app: AppConfig { name, params },
             snapshots: SnapshotConfig {
+                mode,
                 interval: raw
                     .snapshots
                     .interval_ms
@@ -433,6 +491,27 @@ admin = "127.0.0.1:8002"
 
     fn problem(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn snapshot_modes_parse_and_a_wrong_one_is_named() {
+        assert_eq!(
+            parse(BASE).unwrap().snapshots.mode,
+            SnapshotMode::ChandyLamport
+        );
+        for mode in ["chandy-lamport", "aligned", "stop-the-world"] {
+            let text = format!("{BASE}[snapshots]\nmode = \"{mode}\"\n");
+            assert_eq!(parse(&text).unwrap().snapshots.mode.as_str(), mode);
+        }
+        let p = problem(&format!("{BASE}[snapshots]\nmode = \"flink\"\n"));
+        assert!(
+            p.contains("snapshots.mode") && p.contains("\"flink\""),
+            "{p}"
+        );
+        let env = ClusterConfig::parse(Path::new("c.toml"), BASE, |k| {
+            (k == "CAIRN_SNAPSHOT_MODE").then(|| "aligned".to_string())
+        });
+        assert_eq!(env.unwrap().snapshots.mode, SnapshotMode::Aligned);
     }
 
     #[test]

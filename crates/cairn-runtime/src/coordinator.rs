@@ -30,6 +30,10 @@ pub struct LocalReport {
     /// Where the node stored its part, once durable.
     #[serde(default)]
     pub part: Option<PartRef>,
+    /// Set when the node could not record this snapshot, saying why; the
+    /// snapshot then fails at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// Where a snapshot stands.
@@ -51,6 +55,9 @@ pub enum SnapshotStatus {
         missing_processes: Vec<String>,
         /// Channels never recorded.
         missing_channels: Vec<String>,
+        /// Why, when a node refused it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
 }
 
@@ -160,6 +167,33 @@ impl Coordinator {
         id
     }
 
+    /// Like [`allocate`](Self::allocate), but refuses while another snapshot
+    /// is in progress: aligned snapshots run one at a time.
+    ///
+    /// # Errors
+    /// Names the snapshot still in progress.
+    pub fn allocate_alone(&mut self, initiator: &str) -> Result<SnapshotId, String> {
+        if let Some(id) = self.running.keys().next() {
+            return Err(format!(
+                "snapshot {id} is still in progress; aligned and stop-the-world snapshots run one at a time"
+            ));
+        }
+        Ok(self.allocate(initiator))
+    }
+
+    /// Whether snapshot `id` is durable (`Some(true)`), failed or forgotten
+    /// (`Some(false)`), or neither yet (`None`).
+    pub fn settled(&self, id: SnapshotId) -> Option<bool> {
+        if self.running.contains_key(&id) {
+            return None;
+        }
+        match self.finished.iter().find(|f| f.summary.id == id) {
+            Some(f) if f.summary.durable_ms.is_some() => Some(true),
+            Some(f) if matches!(f.summary.status, SnapshotStatus::Complete) => None,
+            _ => Some(false),
+        }
+    }
+
     /// Adds a node's report. When it completes a snapshot whose parts are all
     /// durable, returns the manifest the caller must commit to the store.
     ///
@@ -176,6 +210,10 @@ impl Coordinator {
         let process = topo
             .process(&report.process)
             .ok_or_else(|| format!("unknown process {:?}", report.process))?;
+        if let Some(why) = report.refused {
+            self.fail(id, Some(format!("{} refused it: {why}", report.process)));
+            return Ok(None);
+        }
         let mut channels = Vec::new();
         for (name, messages) in report.channels {
             let channel = topo
@@ -240,7 +278,7 @@ impl Coordinator {
             .map(|(id, _)| *id)
             .collect();
         for id in late {
-            self.fail(id);
+            self.fail(id, None);
         }
     }
 
@@ -250,7 +288,7 @@ impl Coordinator {
         self.epoch += 1;
         let ids: Vec<SnapshotId> = self.running.keys().copied().collect();
         for id in ids {
-            self.fail(id);
+            self.fail(id, None);
         }
         self.epoch
     }
@@ -286,17 +324,18 @@ impl Coordinator {
         self.last_rollback
     }
 
-    fn fail(&mut self, id: SnapshotId) {
+    fn fail(&mut self, id: SnapshotId, reason: Option<String>) {
         let Some(run) = self.running.remove(&id) else {
             return;
         };
         let (missing_processes, missing_channels) = run.assembler.missing();
-        warn!(snapshot = %id, ?missing_processes, ?missing_channels, "snapshot failed");
+        warn!(snapshot = %id, ?missing_processes, ?missing_channels, ?reason, "snapshot failed");
         Metrics::inc(&self.metrics.snapshots_failed, 1);
         let duration = run.started.elapsed();
         let status = SnapshotStatus::Failed {
             missing_processes,
             missing_channels,
+            reason,
         };
         self.push(Finished {
             started: run.started,
@@ -386,6 +425,7 @@ mod tests {
             state: json!({"balance": 1}),
             channels: vec![(ch.into(), msgs)],
             part: None,
+            refused: None,
         }
     }
 
@@ -438,6 +478,7 @@ mod tests {
             SnapshotStatus::Failed {
                 missing_processes: vec!["b".into()],
                 missing_channels: vec!["a->b".into()],
+                reason: None,
             }
         );
         assert_eq!(

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_core::trace::{Event, TraceEvent, VectorClock};
 use cairn_core::{
@@ -16,6 +16,8 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{error, warn};
 
+use crate::aligned::Aligning;
+use crate::config::SnapshotMode;
 use crate::coordinator::LocalReport;
 use crate::error::Result;
 use crate::metrics::Metrics;
@@ -39,6 +41,10 @@ pub(crate) enum Control {
         in_flight: std::collections::BTreeMap<String, u64>,
         reply: oneshot::Sender<std::result::Result<usize, String>>,
     },
+    /// Stop the world: hold the application's own sends until resumed.
+    Pause { reply: oneshot::Sender<()> },
+    /// Let the application send again.
+    Resume { reply: oneshot::Sender<()> },
 }
 
 /// Everything the driver owns.
@@ -67,6 +73,14 @@ pub(crate) struct Driver<P: Process> {
     /// The state this epoch began in, and the channel states it began with.
     pub epoch_initial: Option<P::State>,
     pub epoch_channels: Vec<(String, Vec<serde_json::Value>)>,
+    /// How snapshots are taken.
+    pub mode: SnapshotMode,
+    /// An aligned snapshot under way here.
+    pub(crate) aligning: Option<Aligning<P::Message>>,
+    /// The last aligned snapshot this node recorded.
+    pub(crate) last_aligned: Option<SnapshotId>,
+    /// Since when a stop-the-world coordinator has held this node's sends.
+    pub(crate) paused: Option<Instant>,
 }
 
 impl<P: Process> Driver<P> {
@@ -109,6 +123,10 @@ impl<P: Process> Driver<P> {
             name: String::new(),
             epoch_initial: None,
             epoch_channels: Vec::new(),
+            mode: SnapshotMode::ChandyLamport,
+            aligning: None,
+            last_aligned: None,
+            paused: None,
         })
     }
 
@@ -120,14 +138,20 @@ impl<P: Process> Driver<P> {
             _ => None,
         };
         loop {
-            let continuous = pace == Pace::Continuous;
+            let continuous = pace == Pace::Continuous && !self.sends_held();
             let room = continuous && self.outbound.values().any(Outbound::has_room);
             let room_freed = self.room.clone();
+            // Each step is timed: while it runs, no message is processed.
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                Some(c) = self.control.recv() => self.on_control(c),
+                Some(c) = self.control.recv() => {
+                    let step = Instant::now();
+                    self.on_control(c);
+                    self.metrics.note_pause(step.elapsed());
+                }
                 Some(first) = self.inbound.recv() => {
+                    let step = Instant::now();
                     self.on_inbound(first);
                     for _ in 0..255 {
                         match self.inbound.try_recv() {
@@ -135,12 +159,19 @@ impl<P: Process> Driver<P> {
                             Err(_) => break,
                         }
                     }
+                    self.metrics.note_pause(step.elapsed());
                 }
-                _ = tick_or_never(&mut timer) => self.on_tick(),
+                _ = tick_or_never(&mut timer) => {
+                    if !self.sends_held() {
+                        self.on_tick();
+                    }
+                }
                 _ = tokio::task::yield_now(), if room => {
+                    let step = Instant::now();
                     for _ in 0..32 {
                         self.on_tick();
                     }
+                    self.metrics.note_pause(step.elapsed());
                 }
                 _ = room_freed.notified(), if continuous && !room => {}
                 _ = tokio::time::sleep(Duration::from_millis(5)), if continuous && !room => {}
@@ -168,9 +199,23 @@ impl<P: Process> Driver<P> {
     fn on_control(&mut self, c: Control) {
         match c {
             Control::Start { id, reply } => {
-                let r = self.engine.start_snapshot(id).map_err(|e| e.to_string());
-                self.pump();
+                let r = match self.mode {
+                    SnapshotMode::ChandyLamport => {
+                        let r = self.engine.start_snapshot(id).map_err(|e| e.to_string());
+                        self.pump();
+                        r
+                    }
+                    SnapshotMode::Aligned | SnapshotMode::StopTheWorld => self.start_aligned(id),
+                };
                 let _ = reply.send(r);
+            }
+            Control::Pause { reply } => {
+                self.pause();
+                let _ = reply.send(());
+            }
+            Control::Resume { reply } => {
+                self.resume();
+                let _ = reply.send(());
             }
             Control::Rollback {
                 epoch,
@@ -194,6 +239,47 @@ impl<P: Process> Driver<P> {
                 vc,
                 ..
             } => {
+                if let Some((message, vc)) = self.admit(channel, message, vc) {
+                    self.process_data(channel, message, vc);
+                }
+            }
+            In::Marker {
+                channel,
+                snapshot,
+                vc,
+                ..
+            } => {
+                if self.trace.is_some() {
+                    let vc = self.clock.receive(vc.as_deref().unwrap_or(&[])).to_vec();
+                    self.write_trace(
+                        Event::MarkerReceive {
+                            channel,
+                            snapshot: SnapshotId(snapshot),
+                        },
+                        vc,
+                    );
+                }
+                if self.mode != SnapshotMode::ChandyLamport {
+                    self.on_aligned_marker(channel, SnapshotId(snapshot));
+                    return;
+                }
+                if let Err(e) = self.engine.handle_marker(channel, SnapshotId(snapshot)) {
+                    warn!("ignored a marker: {e}");
+                }
+                self.pump();
+            }
+        }
+    }
+
+    /// Hands one application message to the engine and the process.
+    pub(crate) fn process_data(
+        &mut self,
+        channel: ChannelId,
+        message: P::Message,
+        vc: Option<Vec<u64>>,
+    ) {
+        {
+            {
                 if let Err(e) = self.engine.handle_message(channel, &message) {
                     error!("engine refused a message: {e}");
                     return;
@@ -220,27 +306,6 @@ impl<P: Process> Driver<P> {
                     &mut Context::new(&outgoing, &mut random, &mut sends),
                 );
                 self.send_all(sends);
-            }
-            In::Marker {
-                channel,
-                snapshot,
-                vc,
-                ..
-            } => {
-                if self.trace.is_some() {
-                    let vc = self.clock.receive(vc.as_deref().unwrap_or(&[])).to_vec();
-                    self.write_trace(
-                        Event::MarkerReceive {
-                            channel,
-                            snapshot: SnapshotId(snapshot),
-                        },
-                        vc,
-                    );
-                }
-                if let Err(e) = self.engine.handle_marker(channel, SnapshotId(snapshot)) {
-                    warn!("ignored a marker: {e}");
-                }
-                self.pump();
             }
         }
     }
@@ -297,6 +362,7 @@ impl<P: Process> Driver<P> {
         }
         self.epoch = epoch;
         self.epoch_tx.send_replace(epoch);
+        self.abandon_alignment();
         self.engine = Engine::new(&self.topology, self.me).map_err(|e| e.to_string())?;
         self.seq_in.clear();
         // On each outgoing channel the receiver re-delivers what the snapshot
@@ -359,7 +425,8 @@ impl<P: Process> Driver<P> {
         self.send_all(sends);
     }
 
-    fn send_all(&mut self, sends: Vec<(ChannelId, P::Message)>) {
+    pub(crate) fn send_all(&mut self, sends: Vec<(ChannelId, P::Message)>) {
+        let sends = self.hold(sends);
         for (channel, message) in sends {
             if let Err(e) = self.engine.send(channel, message) {
                 error!("the application sent on a channel it does not have: {e}");
@@ -393,6 +460,7 @@ impl<P: Process> Driver<P> {
                 }
                 Output::SendMarker { channel, snapshot } => {
                     let vc = self.tick_trace(|_| Event::MarkerSend { channel, snapshot });
+                    Metrics::inc(&self.metrics.markers_sent, 1);
                     if let Some(o) = self.outbound.get(&channel) {
                         o.push(Out::Marker {
                             epoch: self.epoch,
@@ -410,19 +478,24 @@ impl<P: Process> Driver<P> {
                     }
                 }
                 Output::ChannelRecorded { .. } => {}
-                Output::LocalSnapshotComplete(local) => match self.report(local) {
-                    Ok(r) => {
-                        let _ = self.reports.send(r);
-                    }
-                    Err(e) => error!("cannot encode a local snapshot: {e}"),
-                },
+                Output::LocalSnapshotComplete(local) => self.send_report(local),
             }
+        }
+    }
+
+    /// Hands a local snapshot to the reporter.
+    pub(crate) fn send_report(&mut self, local: cairn_core::LocalSnapshot<P::Message, P::State>) {
+        match self.report(local) {
+            Ok(r) => {
+                let _ = self.reports.send(r);
+            }
+            Err(e) => error!("cannot encode a local snapshot: {e}"),
         }
     }
 
     /// Ticks the vector clock and writes the event, when tracing; returns the
     /// clock to put on the wire.
-    fn tick_trace(
+    pub(crate) fn tick_trace(
         &mut self,
         event: impl FnOnce(&mut HashMap<ChannelId, u64>) -> Event<P::Message>,
     ) -> Option<Vec<u64>> {
@@ -469,6 +542,7 @@ impl<P: Process> Driver<P> {
             state: serde_json::to_value(&local.state)?,
             channels,
             part: None,
+            refused: None,
         })
     }
 }

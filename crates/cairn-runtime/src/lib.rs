@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod aligned;
 pub mod client;
 pub mod cluster;
 pub mod config;
@@ -26,6 +27,7 @@ mod driver;
 mod error;
 pub mod metrics;
 mod node;
+mod stop_world;
 pub mod tracefile;
 mod transport;
 pub mod wire;

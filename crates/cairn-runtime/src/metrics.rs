@@ -35,6 +35,13 @@ pub struct Metrics {
     pub snapshots_durable: AtomicU64,
     /// Snapshots the coordinator gave up on.
     pub snapshots_failed: AtomicU64,
+    /// Markers this node sent (control traffic).
+    pub markers_sent: AtomicU64,
+    /// The longest time, in microseconds, this node could process no
+    /// message: one driver step, or (aligned and stop-the-world modes) an
+    /// input held blocked or sends held paused. Reset by
+    /// `POST /metrics/reset-peaks`.
+    pub longest_pause_us: AtomicU64,
     durations: Mutex<Histogram>,
 }
 
@@ -49,6 +56,17 @@ impl Metrics {
     /// Counts one more.
     pub fn inc(counter: &AtomicU64, by: u64) {
         counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// Notes a pause in message processing; keeps the longest.
+    pub fn note_pause(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.longest_pause_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Forgets the longest pause, so the next reading covers only what follows.
+    pub fn reset_peaks(&self) {
+        self.longest_pause_us.store(0, Ordering::Relaxed);
     }
 
     /// Records one completed snapshot's duration.
@@ -123,6 +141,11 @@ impl Metrics {
                 "Global snapshots that timed out.",
                 &self.snapshots_failed,
             ),
+            (
+                "cairn_markers_sent_total",
+                "Markers sent.",
+                &self.markers_sent,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -131,6 +154,12 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
+        let name = "cairn_longest_pause_microseconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Longest pause in message processing since the last reset.\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {}",
+            self.longest_pause_us.load(Ordering::Relaxed)
+        );
         let h = self.durations.lock().unwrap_or_else(|p| p.into_inner());
         let name = "cairn_snapshot_duration_seconds";
         let _ = writeln!(

@@ -157,6 +157,7 @@ pub async fn run_node<P: Process>(
         commits: commit_tx,
         epoch: epoch_rx.clone(),
         initial: initial_json.clone(),
+        stop_world: tokio::sync::Mutex::new(()),
     });
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     tasks.spawn(run_reporter(
@@ -203,6 +204,7 @@ pub async fn run_node<P: Process>(
     driver.trace_dir = config.trace_dir.clone();
     driver.name = name.clone();
     driver.epoch_initial = Some(initial);
+    driver.mode = config.snapshots.mode;
     let written = driver.run(shutdown).await;
     let _ = stop_tx.send(true);
     written?;
@@ -248,7 +250,7 @@ async fn run_reporter(
                 .collect(),
             initial: Some(initial.clone()),
         };
-        loop {
+        while report.refused.is_none() {
             match shared.store.write_part(&part).await {
                 Ok(r) => {
                     report.part = Some(r);
