@@ -2,16 +2,25 @@
 //! random outgoing neighbours, never overdrawing. Money is conserved: the
 //! balances plus the transfers in flight always add up to the initial total.
 
+use std::sync::Arc;
+
 use cairn_core::oracle::{AppEvent, Model};
 use cairn_core::{ChannelId, Context, Pace, Process, ProcessId, Topology};
 use serde::{Deserialize, Serialize};
 
-/// A process's state: `{"balance": n}`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A process's state: `{"balance": n}`, plus `"ballast"` when the bank
+/// carries `state_bytes` of inert state (to measure how snapshots scale with
+/// the size of the state).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Balance {
     /// Money held.
     pub balance: u64,
+    /// Inert bytes that ride along in every snapshot. Shared, not copied,
+    /// when the state is recorded: a large state must be cheap to record
+    /// for the application never to pause.
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub ballast: Arc<str>,
 }
 
 /// A transfer: `{"amount": n}`.
@@ -32,6 +41,8 @@ pub struct BankParams {
     pub rate: Option<f64>,
     /// The largest single transfer.
     pub max_transfer: u64,
+    /// Bytes of inert ballast in each process's state (default 0).
+    pub state_bytes: usize,
 }
 
 impl Default for BankParams {
@@ -40,6 +51,7 @@ impl Default for BankParams {
             initial_balance: 1000,
             rate: None,
             max_transfer: 10,
+            state_bytes: 0,
         }
     }
 }
@@ -48,6 +60,7 @@ impl Default for BankParams {
 #[derive(Clone, Debug)]
 pub struct Bank {
     balance: u64,
+    ballast: Arc<str>,
     pace: Pace,
     max_transfer: u64,
 }
@@ -63,8 +76,12 @@ impl Process for Bank {
             return Err("max_transfer must be at least 1".into());
         }
         crate::check_total(params.initial_balance, topology, "initial_balance")?;
+        if params.state_bytes > 1 << 30 {
+            return Err("state_bytes must be at most 1 GiB".into());
+        }
         Ok(Bank {
             balance: params.initial_balance,
+            ballast: "b".repeat(params.state_bytes).into(),
             pace,
             max_transfer: params.max_transfer,
         })
@@ -94,11 +111,13 @@ impl Process for Bank {
     fn state(&self) -> Balance {
         Balance {
             balance: self.balance,
+            ballast: self.ballast.clone(),
         }
     }
 
     fn restore(&mut self, state: Balance) {
         self.balance = state.balance;
+        self.ballast = state.ballast;
     }
 }
 
@@ -116,7 +135,10 @@ impl Model for BankModel {
             AppEvent::Send { message, .. } => s.balance.checked_sub(message.amount)?,
             AppEvent::Receive { message, .. } => s.balance.checked_add(message.amount)?,
         };
-        Some(Balance { balance })
+        Some(Balance {
+            balance,
+            ballast: s.ballast.clone(),
+        })
     }
 }
 
@@ -154,6 +176,34 @@ mod tests {
             0,
             "it keeps sending until the money is gone"
         );
+    }
+
+    #[test]
+    fn ballast_rides_in_the_state_shared_and_is_absent_by_default() {
+        let topo = Topology::new(["a", "b"], &[("a", "b"), ("b", "a")]).unwrap();
+        let plain = Bank::new(&BankParams::default(), ProcessId(0), &topo).unwrap();
+        assert_eq!(
+            serde_json::to_value(plain.state()).unwrap(),
+            serde_json::json!({"balance": 1000})
+        );
+        let params = BankParams {
+            state_bytes: 4096,
+            ..BankParams::default()
+        };
+        let mut big = Bank::new(&params, ProcessId(0), &topo).unwrap();
+        let (one, two) = (big.state(), big.state());
+        assert_eq!(one.ballast.len(), 4096);
+        assert!(
+            Arc::ptr_eq(&one.ballast, &two.ballast),
+            "recording copies no bytes"
+        );
+        let back: Balance = serde_json::from_value(serde_json::to_value(&one).unwrap()).unwrap();
+        assert_eq!(back, one);
+        big.restore(Balance {
+            balance: 3,
+            ballast: "xy".into(),
+        });
+        assert_eq!(&*big.state().ballast, "xy");
     }
 
     #[test]

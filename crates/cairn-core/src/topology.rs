@@ -196,6 +196,30 @@ impl Topology {
         &self.outgoing[p.index()]
     }
 
+    /// The longest of the shortest paths between two processes, in channels:
+    /// how many hops a marker wave needs at most to reach every process from
+    /// any initiator. `None` when some process cannot reach another.
+    pub fn diameter(&self) -> Option<usize> {
+        let n = self.process_count();
+        let mut longest = 0;
+        for from in 0..n {
+            let mut dist = vec![usize::MAX; n];
+            dist[from] = 0;
+            let mut queue = std::collections::VecDeque::from([from]);
+            while let Some(p) = queue.pop_front() {
+                for &c in &self.outgoing[p] {
+                    let to = self.channels[c.index()].to.index();
+                    if dist[to] == usize::MAX {
+                        dist[to] = dist[p] + 1;
+                        queue.push_back(to);
+                    }
+                }
+            }
+            longest = longest.max(dist.into_iter().max().unwrap_or(0));
+        }
+        (longest != usize::MAX).then_some(longest)
+    }
+
     /// Processes that no path of channels reaches from any of `initiators`.
     pub fn unreachable_from(&self, initiators: &[ProcessId]) -> Vec<ProcessId> {
         let mut seen = vec![false; self.names.len()];
@@ -247,6 +271,17 @@ impl Topology {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn diameter_counts_hops_of_the_longest_shortest_path() {
+        let names: Vec<String> = (1..=5).map(|i| format!("n{i}")).collect();
+        let ring = Topology::new(names.clone(), &Topology::ring_pairs(&names)).unwrap();
+        assert_eq!(ring.diameter(), Some(4));
+        let complete = Topology::new(names.clone(), &Topology::complete_pairs(&names)).unwrap();
+        assert_eq!(complete.diameter(), Some(1));
+        let one_way = Topology::new(["a", "b"], &[("a", "b")]).unwrap();
+        assert_eq!(one_way.diameter(), None);
+    }
+
     use super::*;
 
     #[test]

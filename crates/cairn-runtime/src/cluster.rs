@@ -19,6 +19,7 @@ pub struct Supervisor {
     exe: std::path::PathBuf,
     config_path: std::path::PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -40,7 +41,22 @@ impl Supervisor {
         config: &ClusterConfig,
         env: &[(&str, &str)],
     ) -> Result<Self> {
+        Self::spawn_with_args(exe, config_path, config, env, &[])
+    }
+
+    /// As [`Supervisor::spawn`], with `args` added to every node's command line.
+    ///
+    /// # Errors
+    /// A child cannot be started.
+    pub fn spawn_with_args(
+        exe: &Path,
+        config_path: &Path,
+        config: &ClusterConfig,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<Self> {
         let mut sup = Supervisor {
+            args: args.iter().map(|a| a.to_string()).collect(),
             children: Vec::new(),
             exe: exe.to_path_buf(),
             config_path: config_path.to_path_buf(),
@@ -64,6 +80,7 @@ impl Supervisor {
             .arg("--id")
             .arg(id)
             .arg("--stop-on-stdin-eof")
+            .args(&self.args)
             .stdin(Stdio::piped())
             .kill_on_drop(true);
         for (k, v) in &self.env {

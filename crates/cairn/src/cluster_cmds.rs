@@ -14,7 +14,7 @@ use cairn_apps::ring::Ring;
 use cairn_apps::token::TokenProcess;
 use cairn_runtime::client;
 use cairn_runtime::cluster::Supervisor;
-use cairn_runtime::{ClusterConfig, IdAnswer, run_node};
+use cairn_runtime::{ClusterConfig, IdAnswer, run_node, run_raw_node};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -39,6 +39,7 @@ pub async fn node(
     id: &str,
     trace_dir: Option<&Path>,
     stop_on_eof: bool,
+    raw: bool,
 ) -> Result<()> {
     if let Some(dir) = trace_dir {
         config.trace_dir = Some(dir.to_path_buf());
@@ -50,12 +51,22 @@ pub async fn node(
         wait_for_stop(stop_on_eof).await;
         let _ = stop.send(true);
     });
+    // The raw baseline runs the same application with none of Cairn.
+    macro_rules! run_as {
+        ($app:ty) => {
+            if raw {
+                run_raw_node::<$app>(config, me, shutdown).await?
+            } else {
+                run_node::<$app>(config, me, shutdown).await?
+            }
+        };
+    }
     match config.app.name.as_str() {
-        "bank" => run_node::<Bank>(config, me, shutdown).await?,
-        "token" => run_node::<TokenProcess>(config, me, shutdown).await?,
-        "diffusing" => run_node::<ProtocolProcess<Diffusing>>(config, me, shutdown).await?,
-        "locks" => run_node::<ProtocolProcess<Locks>>(config, me, shutdown).await?,
-        "ring" => run_node::<ProtocolProcess<Ring>>(config, me, shutdown).await?,
+        "bank" => run_as!(Bank),
+        "token" => run_as!(TokenProcess),
+        "diffusing" => run_as!(ProtocolProcess<Diffusing>),
+        "locks" => run_as!(ProtocolProcess<Locks>),
+        "ring" => run_as!(ProtocolProcess<Ring>),
         other => bail!("unknown application {other:?}"),
     }
     Ok(())

@@ -54,6 +54,10 @@ enum Cmd {
         /// Stop cleanly when standard input closes (how `cairn cluster` stops its nodes).
         #[arg(long)]
         stop_on_stdin_eof: bool,
+        /// Run as the raw framed-TCP baseline that `cairn bench` measures
+        /// against: the same application and framing, none of Cairn.
+        #[arg(long, conflicts_with = "trace_dir")]
+        raw_baseline: bool,
     },
     /// Start every node of a config as a local child process and supervise them.
     Cluster {
@@ -188,6 +192,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             id,
             trace_dir,
             stop_on_stdin_eof,
+            raw_baseline,
         } => {
             let cfg = cluster_cmds::load(&config)?;
             runtime()?.block_on(cluster_cmds::node(
@@ -195,6 +200,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &id,
                 trace_dir.as_deref(),
                 stop_on_stdin_eof,
+                raw_baseline,
             ))?;
             Ok(ExitCode::SUCCESS)
         }
