@@ -11,6 +11,8 @@ use anyhow::{Context, Result, bail};
 use cairn_sim::{Config, Simulator, TokenModel, cos418, demo, output, token};
 use clap::{Parser, Subcommand};
 
+mod bench_cmds;
+mod bench_report;
 mod cluster_cmds;
 mod demo_cluster;
 mod detect_cmds;
@@ -39,6 +41,24 @@ enum Cmd {
         /// How long the cluster demo takes snapshots.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
         seconds: u64,
+    },
+    /// Measure what snapshots cost a running cluster: throughput against a
+    /// raw framed-TCP baseline and against no snapshots, snapshot latency
+    /// against its floor, the longest processing pause, markers per
+    /// snapshot, stop-the-world and aligned barriers side by side, and how
+    /// all of it scales with the size of the state. Exits 1 if a figure is
+    /// missing or a control count is wrong.
+    Bench {
+        /// A short run that still produces every figure (what CI runs).
+        #[arg(long)]
+        quick: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Run only these variants (raw, off, cl-1s, cl-100ms, stw-100ms,
+        /// aligned-100ms) and skip state-size scaling, e.g. to profile one.
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench_cmds::VARIANTS.map(|v| v.name)))]
+        only: Vec<String>,
     },
     /// Run one node of a cluster.
     Node {
@@ -182,6 +202,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let ok = runtime()?.block_on(demo_cluster::run(seconds))?;
             Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Bench { quick, json, only } => {
+            let mut plan = bench_cmds::Plan::new(quick);
+            if !only.is_empty() {
+                plan.only = only;
+                plan.state_sizes.clear();
+            }
+            let report = runtime()?.block_on(bench_report::run(&plan, quick))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                bench_report::print(&report);
+            }
+            let problems = bench_report::problems(&report);
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            Ok(if problems.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -1,0 +1,392 @@
+//! `cairn bench`: what a snapshot costs a running cluster, side by side with
+//! the physical floor and the alternatives. Every variant runs the same bank
+//! application at full speed on loopback, one variant after another in one
+//! run (these machines are noisy, so the figures that matter are ratios):
+//!
+//! 1. `raw`: the raw framed-TCP baseline (`cairn node --raw-baseline`);
+//! 2. `off`: Cairn with no snapshots;
+//! 3. `cl-1s`, `cl-100ms`: Chandy–Lamport every second and every 100 ms;
+//! 4. `stw-100ms`: stop-the-world every 100 ms;
+//! 5. `aligned-100ms`: aligned barriers every 100 ms.
+//!
+//! Snapshots are persisted to a local store in a temporary folder. The
+//! state-size section and the report live in `bench_report.rs`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cairn_runtime::ClusterConfig;
+use cairn_runtime::client;
+use cairn_runtime::cluster::Supervisor;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::demo_cluster::free_ports;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub nodes: Vec<usize>,
+    pub topologies: Vec<String>,
+    pub warm_up: Duration,
+    pub window: Duration,
+    pub state_sizes: Vec<usize>,
+    pub scaling_snapshots: usize,
+    /// Variants to run; all when empty.
+    pub only: Vec<String>,
+}
+
+impl Plan {
+    /// The variants this plan runs.
+    pub fn variants(&self) -> Vec<Variant> {
+        VARIANTS
+            .into_iter()
+            .filter(|v| self.only.is_empty() || self.only.iter().any(|o| o == v.name))
+            .collect()
+    }
+
+    /// The full run, or the quick one CI takes (every figure, fewer and shorter runs).
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Plan {
+                nodes: vec![4],
+                topologies: vec!["complete".into()],
+                warm_up: Duration::from_millis(500),
+                window: Duration::from_millis(1500),
+                state_sizes: vec![1 << 10, 1 << 20],
+                scaling_snapshots: 2,
+                only: Vec::new(),
+            }
+        } else {
+            Plan {
+                nodes: vec![4, 8],
+                topologies: vec!["complete".into(), "ring".into()],
+                warm_up: Duration::from_secs(1),
+                window: Duration::from_secs(4),
+                state_sizes: vec![1 << 10, 1 << 20, 64 << 20],
+                scaling_snapshots: 4,
+                only: Vec::new(),
+            }
+        }
+    }
+}
+
+/// One variant of a cluster run.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    pub name: &'static str,
+    pub raw: bool,
+    pub mode: &'static str,
+    pub interval: Option<Duration>,
+}
+
+pub const VARIANTS: [Variant; 6] = [
+    Variant {
+        name: "raw",
+        raw: true,
+        mode: "chandy-lamport",
+        interval: None,
+    },
+    Variant {
+        name: "off",
+        raw: false,
+        mode: "chandy-lamport",
+        interval: None,
+    },
+    Variant {
+        name: "cl-1s",
+        raw: false,
+        mode: "chandy-lamport",
+        interval: Some(Duration::from_secs(1)),
+    },
+    Variant {
+        name: "cl-100ms",
+        raw: false,
+        mode: "chandy-lamport",
+        interval: Some(Duration::from_millis(100)),
+    },
+    Variant {
+        name: "stw-100ms",
+        raw: false,
+        mode: "stop-the-world",
+        interval: Some(Duration::from_millis(100)),
+    },
+    Variant {
+        name: "aligned-100ms",
+        raw: false,
+        mode: "aligned",
+        interval: Some(Duration::from_millis(100)),
+    },
+];
+
+/// What one variant measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Measured {
+    pub variant: String,
+    pub nodes: usize,
+    pub topology: String,
+    pub channels: usize,
+    pub diameter: usize,
+    /// Application messages received per second, all nodes together.
+    pub throughput: f64,
+    pub vs_raw: Option<f64>,
+    pub vs_off: Option<f64>,
+    /// Snapshots started in the window, and how many became durable.
+    pub snapshots: usize,
+    pub durable: usize,
+    /// Start to durable, in milliseconds.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    /// Hop latency × diameter + the time to write the state bytes.
+    pub floor_ms: Option<f64>,
+    /// The longest pause in message processing at any node, in milliseconds.
+    pub longest_pause_ms: f64,
+    /// Markers sent per snapshot; must equal `channels`.
+    pub markers_per_snapshot: Option<f64>,
+    pub markers_exact: Option<bool>,
+    /// Snapshots whose money added up (each one fetched and checked).
+    pub conserved: usize,
+    /// Raw only: one hop's latency under load, send to processing (µs).
+    pub hop_p50_us: Option<f64>,
+}
+
+/// A cluster of one variant: its folder, config and children.
+pub struct Running {
+    pub dir: PathBuf,
+    pub config: ClusterConfig,
+    sup: Option<Supervisor>,
+}
+
+impl Running {
+    /// Writes a config for `nodes` bank nodes in `topology` and starts them.
+    pub async fn start(
+        root: &Path,
+        label: &str,
+        nodes: usize,
+        topology: &str,
+        variant: &Variant,
+        state_bytes: usize,
+    ) -> Result<Self> {
+        let dir = root.join(label);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let ports = free_ports(2 * nodes)?;
+        let mut toml = format!(
+            "cluster = \"bench\"\ncoordinator = \"n1\"\nchannels = \"{topology}\"\ndata_dir = {:?}\n\n\
+             [app]\nname = \"bank\"\ninitial_balance = 100000\nmax_transfer = 10\nstate_bytes = {state_bytes}\n\n\
+             [snapshots]\nmode = \"{}\"\ntimeout_ms = 20000\nkeep = 100000\nretain = 3\nfailure_timeout_ms = 0\n",
+            dir.join("data"),
+            variant.mode
+        );
+        for i in 0..nodes {
+            toml += &format!(
+                "\n[[nodes]]\nid = \"n{}\"\naddress = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
+                i + 1,
+                ports[2 * i],
+                ports[2 * i + 1]
+            );
+        }
+        let path = dir.join("cluster.toml");
+        std::fs::write(&path, toml)?;
+        let config = ClusterConfig::load(&path)?;
+        let exe = std::env::current_exe().context("cannot find the cairn executable")?;
+        let args: &[&str] = if variant.raw {
+            &["--raw-baseline"]
+        } else {
+            &[]
+        };
+        let mut sup =
+            Supervisor::spawn_with_args(&exe, &path, &config, &[("RUST_LOG", "error")], args)?;
+        if let Err(e) = sup.wait_ready(&config, Duration::from_secs(30)).await {
+            sup.stop(Duration::from_secs(3)).await;
+            bail!(e);
+        }
+        Ok(Running {
+            dir,
+            config,
+            sup: Some(sup),
+        })
+    }
+
+    /// Every node's `/status`.
+    pub async fn statuses(&self) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        for n in &self.config.nodes {
+            let (_, v): (_, Value) = client::get_json(n.admin, "/status").await?;
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// Sum of one counter over the nodes.
+    pub async fn total(&self, key: &str) -> Result<u64> {
+        Ok(self
+            .statuses()
+            .await?
+            .iter()
+            .map(|v| v[key].as_u64().unwrap_or(0))
+            .sum())
+    }
+
+    /// Forgets every node's longest pause.
+    pub async fn reset_peaks(&self) -> Result<()> {
+        for n in &self.config.nodes {
+            client::post_json::<_, Value>(n.admin, "/metrics/reset-peaks", &json!({})).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts one snapshot at the coordinator; its id.
+    pub async fn snapshot(&self) -> Result<Option<u64>> {
+        let (status, v): (_, Value) =
+            client::post_json(self.config.coordinator_admin(), "/snapshots", &json!({})).await?;
+        Ok(status.is_success().then(|| v["id"].as_u64()).flatten())
+    }
+
+    /// The coordinator's summaries of `ids`, once none is in progress (or
+    /// `timeout` passed).
+    pub async fn settled(&self, ids: &[u64], timeout: Duration) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, list): (_, Vec<Value>) =
+                client::get_json(self.config.coordinator_admin(), "/snapshots").await?;
+            let mine: Vec<Value> = list
+                .into_iter()
+                .filter(|s| s["id"].as_u64().is_some_and(|id| ids.contains(&id)))
+                .collect();
+            let waiting = mine.iter().any(|s| {
+                s["status"] == "in_progress"
+                    || (s["status"] == "complete" && s["durable_ms"].is_null())
+            });
+            if !waiting || Instant::now() > deadline {
+                return Ok(mine);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the nodes and removes the folder.
+    pub async fn stop(mut self) {
+        if let Some(sup) = self.sup.take() {
+            sup.stop(Duration::from_secs(10)).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs one variant on one cluster shape and measures it.
+pub async fn measure(
+    root: &Path,
+    plan: &Plan,
+    nodes: usize,
+    topology: &str,
+    variant: &Variant,
+) -> Result<Measured> {
+    let label = format!("{}-{nodes}-{topology}", variant.name);
+    let run = Running::start(root, &label, nodes, topology, variant, 0).await?;
+    let result = measure_running(&run, plan, variant).await;
+    run.stop().await;
+    let mut m = result?;
+    m.variant = variant.name.to_string();
+    m.nodes = nodes;
+    m.topology = topology.to_string();
+    Ok(m)
+}
+
+async fn measure_running(run: &Running, plan: &Plan, variant: &Variant) -> Result<Measured> {
+    let topo = &run.config.topology;
+    let mut m = Measured {
+        channels: topo.channel_count(),
+        diameter: topo.diameter().unwrap_or(0),
+        ..Measured::default()
+    };
+    tokio::time::sleep(plan.warm_up).await;
+    run.reset_peaks().await?;
+    let markers_before = run.total("markers_sent").await?;
+    let received_before = run.total("messages_received").await?;
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    if let Some(every) = variant.interval {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        while started.elapsed() + every <= plan.window {
+            tick.tick().await;
+            if let Some(id) = run.snapshot().await? {
+                ids.push(id);
+            }
+        }
+    }
+    let left = plan.window.saturating_sub(started.elapsed());
+    tokio::time::sleep(left).await;
+    let received = run.total("messages_received").await? - received_before;
+    let elapsed = started.elapsed().as_secs_f64();
+    m.throughput = received as f64 / elapsed;
+    let statuses = run.statuses().await?;
+    m.longest_pause_ms = statuses
+        .iter()
+        .filter_map(|v| v["longest_pause_us"].as_u64())
+        .max()
+        .unwrap_or(0) as f64
+        / 1e3;
+    if variant.raw {
+        let mut p50s: Vec<f64> = statuses
+            .iter()
+            .filter_map(|v| v["latency_us"]["p50"].as_f64())
+            .collect();
+        p50s.sort_by(f64::total_cmp);
+        m.hop_p50_us = p50s.get(p50s.len() / 2).copied();
+        return Ok(m);
+    }
+    m.snapshots = ids.len();
+    if ids.is_empty() {
+        return Ok(m);
+    }
+    let summaries = run.settled(&ids, Duration::from_secs(30)).await?;
+    let markers = run.total("markers_sent").await? - markers_before;
+    m.markers_per_snapshot = Some(markers as f64 / ids.len() as f64);
+    m.markers_exact = Some(markers == (ids.len() * m.channels) as u64);
+    let mut latencies: Vec<f64> = summaries
+        .iter()
+        .filter_map(|s| s["durable_ms"].as_f64())
+        .collect();
+    m.durable = latencies.len();
+    latencies.sort_by(f64::total_cmp);
+    m.latency_p50_ms = percentile(&latencies, 0.5);
+    m.latency_p99_ms = percentile(&latencies, 0.99);
+    m.conserved = conserved(run, &summaries).await?;
+    Ok(m)
+}
+
+/// Fetches every complete snapshot and counts those whose money adds up.
+pub async fn conserved(run: &Running, summaries: &[Value]) -> Result<usize> {
+    let total = 100_000 * run.config.nodes.len() as u64;
+    let mut good = 0;
+    for s in summaries.iter().filter(|s| s["status"] == "complete") {
+        let (status, doc): (_, Value) = client::get_json(
+            run.config.coordinator_admin(),
+            &format!("/snapshots/{}", s["id"]),
+        )
+        .await?;
+        if !status.is_success() {
+            continue;
+        }
+        let doc = serde_json::from_value(doc)?;
+        match cairn_apps::conserved_totals("bank", &doc) {
+            Some(Ok((held, flying))) if held + flying == total => good += 1,
+            other => bail!("snapshot {} does not conserve {total}: {other:?}", s["id"]),
+        }
+    }
+    Ok(good)
+}
+
+/// The `q`-quantile of sorted values (nearest rank).
+pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(i).copied()
+}

@@ -1,0 +1,410 @@
+//! `cairn bench`, continued: the write floor, state-size scaling with
+//! recovery time, the whole run in order, and its report (tables for people,
+//! `--json` for programs).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cairn_runtime::client;
+use cairn_store::{Manifest, Part, Store};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::bench_cmds::{Measured, Plan, Running, Variant, measure, percentile};
+
+/// How one state size fared.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Scaling {
+    pub state_bytes: usize,
+    pub nodes: usize,
+    pub snapshots: usize,
+    pub latency_p50_ms: Option<f64>,
+    pub floor_ms: Option<f64>,
+    pub longest_pause_ms: f64,
+    /// `POST /rollback` of the last snapshot, until every node runs it.
+    pub recovery_ms: Option<f64>,
+    /// Reading that snapshot's part files from the store, one after another.
+    pub read_ms: Option<f64>,
+    pub stored_bytes: u64,
+    pub conserved: usize,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub machine: Value,
+    pub quick: bool,
+    /// Every variant ran (no `--only`).
+    pub complete: bool,
+    pub window_s: f64,
+    pub runs: Vec<Measured>,
+    pub scaling: Vec<Scaling>,
+    pub write_floor_ms: Vec<Value>,
+}
+
+/// Median time to write `nodes` parts of `state_bytes` each, in parallel,
+/// and commit their manifest, in a local store: the durable part of a
+/// snapshot's latency floor.
+pub async fn write_floor(root: &Path, nodes: usize, state_bytes: usize) -> Result<f64> {
+    let dir = root.join(format!("floor-{nodes}-{state_bytes}"));
+    let store = Store::open(&dir.display().to_string())?;
+    let state = json!({"balance": 1, "ballast": "b".repeat(state_bytes)});
+    let mut times = Vec::new();
+    for id in 0..3u64 {
+        let parts: Vec<Part> = (0..nodes)
+            .map(|i| Part {
+                snapshot: id,
+                process: format!("n{}", i + 1),
+                state: state.clone(),
+                channels: Vec::new(),
+                initial: None,
+            })
+            .collect();
+        let t = Instant::now();
+        let mut writes = tokio::task::JoinSet::new();
+        for p in parts {
+            let store = store.clone();
+            writes.spawn(async move { store.write_part(&p).await });
+        }
+        let mut refs = Vec::new();
+        while let Some(r) = writes.join_next().await {
+            refs.push(r.context("a part write panicked")??);
+        }
+        store
+            .commit(&Manifest::new(id, "floor", "bank", refs, Vec::new()))
+            .await?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    times.sort_by(f64::total_cmp);
+    Ok(times[1])
+}
+
+/// State-size scaling: Chandy–Lamport snapshots one after another on 4 nodes
+/// whose state carries `state_bytes` of ballast; then a rollback to the last.
+pub async fn scale(root: &Path, plan: &Plan, state_bytes: usize, hop_ms: f64) -> Result<Scaling> {
+    let nodes = 4;
+    let variant = Variant {
+        name: "scaling",
+        raw: false,
+        mode: "chandy-lamport",
+        interval: None,
+    };
+    let label = format!("scale-{state_bytes}");
+    let run = Running::start(root, &label, nodes, "complete", &variant, state_bytes).await?;
+    let result = scale_running(&run, plan, state_bytes).await;
+    run.stop().await;
+    let mut s = result?;
+    let diameter = 1; // a complete graph
+    s.floor_ms = Some(hop_ms * diameter as f64 + write_floor(root, nodes, state_bytes).await?);
+    Ok(s)
+}
+
+async fn scale_running(run: &Running, plan: &Plan, state_bytes: usize) -> Result<Scaling> {
+    let mut s = Scaling {
+        state_bytes,
+        nodes: run.config.nodes.len(),
+        ..Scaling::default()
+    };
+    tokio::time::sleep(plan.warm_up).await;
+    run.reset_peaks().await?;
+    let mut latencies = Vec::new();
+    let mut last = None;
+    for _ in 0..plan.scaling_snapshots {
+        let Some(id) = run.snapshot().await? else {
+            bail!("the coordinator refused a snapshot");
+        };
+        let summary = run.settled(&[id], Duration::from_secs(120)).await?;
+        match summary.first().and_then(|v| v["durable_ms"].as_f64()) {
+            Some(ms) => latencies.push(ms),
+            None => bail!(
+                "snapshot {id} of {state_bytes}-byte states did not become durable: {summary:?}"
+            ),
+        }
+        last = Some(id);
+    }
+    s.snapshots = latencies.len();
+    latencies.sort_by(f64::total_cmp);
+    s.latency_p50_ms = percentile(&latencies, 0.5);
+    s.longest_pause_ms = run
+        .statuses()
+        .await?
+        .iter()
+        .filter_map(|v| v["longest_pause_us"].as_u64())
+        .max()
+        .unwrap_or(0) as f64
+        / 1e3;
+    let Some(id) = last else { return Ok(s) };
+    // Conservation, from the store itself.
+    let store = Store::open(&run.config.store)?;
+    let stored = store.load(id, &mut |_, _| {}).await?;
+    let doc = serde_json::from_value(stored.to_json())?;
+    let total = 100_000 * s.nodes as u64;
+    match cairn_apps::conserved_totals("bank", &doc) {
+        Some(Ok((held, flying))) if held + flying == total => s.conserved = 1,
+        other => bail!("snapshot {id} does not conserve {total}: {other:?}"),
+    }
+    // The bytes a recovery must read, read plainly.
+    let manifest = store.manifest(id).await?;
+    let t = Instant::now();
+    for p in &manifest.parts {
+        s.stored_bytes += store.raw(&p.key).await?.len() as u64;
+    }
+    s.read_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+    let t = Instant::now();
+    let (status, answer): (_, Value) = client::post_json(
+        run.config.coordinator_admin(),
+        "/rollback",
+        &json!({ "snapshot": id }),
+    )
+    .await?;
+    if !status.is_success() {
+        bail!("rollback to snapshot {id} failed: {answer}");
+    }
+    s.recovery_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+    Ok(s)
+}
+
+/// The machine the figures came from.
+pub fn machine() -> Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string());
+    let mem_gib = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|kib| (kib / 1048576.0 * 10.0).round() / 10.0);
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu": cpu,
+        "memory_gib": mem_gib,
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+/// Runs everything in `plan`, printing progress on stderr.
+pub async fn run(plan: &Plan, quick: bool) -> Result<Report> {
+    let root = std::env::temp_dir().join(format!("cairn-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let result = run_in(&root, plan, quick).await;
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
+    let mut runs = Vec::new();
+    let mut floors = Vec::new();
+    let mut hop_ms_4 = None;
+    let variants = plan.variants();
+    let total = plan.nodes.len() * plan.topologies.len() * variants.len() + plan.state_sizes.len();
+    let mut step = 0;
+    for &nodes in &plan.nodes {
+        let write_ms = write_floor(root, nodes, 16).await?;
+        floors.push(json!({"nodes": nodes, "state_bytes": 16, "ms": write_ms}));
+        for topology in &plan.topologies {
+            let mut group: Vec<Measured> = Vec::new();
+            for v in &variants {
+                step += 1;
+                eprintln!(
+                    "[{step}/{total}] {} on {nodes} nodes, {topology} ...",
+                    v.name
+                );
+                group.push(measure(root, plan, nodes, topology, v).await?);
+            }
+            let raw = group
+                .iter()
+                .find(|m| m.variant == "raw")
+                .map(|m| m.throughput);
+            let off = group
+                .iter()
+                .find(|m| m.variant == "off")
+                .map(|m| m.throughput);
+            let hop_ms = group.iter().find_map(|m| m.hop_p50_us).map(|us| us / 1e3);
+            if nodes == 4 && hop_ms_4.is_none() {
+                hop_ms_4 = hop_ms;
+            }
+            for m in &mut group {
+                m.vs_raw = raw.filter(|r| *r > 0.0).map(|r| m.throughput / r);
+                m.vs_off = off.filter(|r| *r > 0.0).map(|r| m.throughput / r);
+                if m.snapshots > 0 {
+                    m.floor_ms = hop_ms.map(|h| h * m.diameter as f64 + write_ms);
+                }
+            }
+            runs.extend(group);
+        }
+    }
+    let mut scaling = Vec::new();
+    for &size in &plan.state_sizes {
+        step += 1;
+        eprintln!(
+            "[{step}/{total}] state of {} per process ...",
+            bytes(size as u64)
+        );
+        scaling.push(scale(root, plan, size, hop_ms_4.unwrap_or(0.0)).await?);
+    }
+    Ok(Report {
+        machine: machine(),
+        quick,
+        complete: plan.only.is_empty(),
+        window_s: plan.window.as_secs_f64(),
+        runs,
+        scaling,
+        write_floor_ms: floors,
+    })
+}
+
+/// What the report lacks or got wrong: an empty list means every figure is
+/// there and every control count is exact.
+pub fn problems(r: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in &r.runs {
+        let at = format!("{} on {} nodes, {}", m.variant, m.nodes, m.topology);
+        if m.throughput <= 0.0 {
+            out.push(format!("{at}: no messages flowed"));
+        }
+        if r.complete && (m.vs_raw.is_none() || m.vs_off.is_none()) {
+            out.push(format!("{at}: no throughput ratio"));
+        }
+        if m.variant == "raw" {
+            if m.hop_p50_us.is_none() {
+                out.push(format!("{at}: no hop latency"));
+            }
+            continue;
+        }
+        if m.variant == "off" {
+            continue;
+        }
+        if m.snapshots == 0 || m.durable < m.snapshots {
+            out.push(format!(
+                "{at}: {} of {} snapshots durable",
+                m.durable, m.snapshots
+            ));
+        }
+        if m.latency_p50_ms.is_none() || m.latency_p99_ms.is_none() || m.floor_ms.is_none() {
+            out.push(format!("{at}: no latency or floor"));
+        }
+        if m.markers_exact != Some(true) {
+            out.push(format!(
+                "{at}: {:?} markers per snapshot, not exactly {} (one per channel)",
+                m.markers_per_snapshot, m.channels
+            ));
+        }
+        if m.conserved < m.durable {
+            out.push(format!(
+                "{at}: only {} of {} snapshots conserved the money",
+                m.conserved, m.durable
+            ));
+        }
+    }
+    for s in &r.scaling {
+        let at = format!("state of {}", bytes(s.state_bytes as u64));
+        if s.latency_p50_ms.is_none()
+            || s.recovery_ms.is_none()
+            || s.read_ms.is_none()
+            || s.floor_ms.is_none()
+        {
+            out.push(format!("{at}: a figure is missing"));
+        }
+        if s.conserved == 0 {
+            out.push(format!("{at}: conservation unchecked"));
+        }
+    }
+    out
+}
+
+/// A size for people.
+pub fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 => format!("{} KiB", n >> 10),
+        n => format!("{n} B"),
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The report as tables.
+pub fn print(r: &Report) {
+    println!("Machine: {}", r.machine);
+    println!(
+        "Each run: {:.1} s measured after warm-up; ratios are within one run.\n",
+        r.window_s
+    );
+    println!(
+        "{:<14} {:>5} {:<8} {:>12} {:>7} {:>7} {:>6} {:>9} {:>9} {:>9} {:>10} {:>8}",
+        "variant",
+        "nodes",
+        "graph",
+        "msgs/s",
+        "vs raw",
+        "vs off",
+        "snaps",
+        "p50 ms",
+        "p99 ms",
+        "floor ms",
+        "pause ms",
+        "markers"
+    );
+    for m in &r.runs {
+        let markers = match (m.markers_per_snapshot, m.markers_exact) {
+            (Some(v), Some(true)) => format!("{v:.0}={}", m.channels),
+            (Some(v), _) => format!("{v:.1}!={}", m.channels),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<14} {:>5} {:<8} {:>12.0} {:>7} {:>7} {:>6} {:>9} {:>9} {:>9} {:>10.2} {:>8}",
+            m.variant,
+            m.nodes,
+            m.topology,
+            m.throughput,
+            opt(m.vs_raw, 3),
+            opt(m.vs_off, 3),
+            m.snapshots,
+            opt(m.latency_p50_ms, 1),
+            opt(m.latency_p99_ms, 1),
+            opt(m.floor_ms, 1),
+            m.longest_pause_ms,
+            markers
+        );
+    }
+    let hops: Vec<String> = r
+        .runs
+        .iter()
+        .filter_map(|m| {
+            Some(format!(
+                "{} nodes {}: {:.0} µs",
+                m.nodes, m.topology, m.hop_p50_us?
+            ))
+        })
+        .collect();
+    println!(
+        "\nHop latency under load (raw baseline, p50): {}",
+        hops.join("; ")
+    );
+    println!(
+        "\n{:>10} {:>6} {:>9} {:>9} {:>10} {:>12} {:>9} {:>11}",
+        "state", "snaps", "p50 ms", "floor ms", "pause ms", "recovery ms", "read ms", "stored"
+    );
+    for s in &r.scaling {
+        println!(
+            "{:>10} {:>6} {:>9} {:>9} {:>10.2} {:>12} {:>9} {:>11}",
+            bytes(s.state_bytes as u64),
+            s.snapshots,
+            opt(s.latency_p50_ms, 1),
+            opt(s.floor_ms, 1),
+            s.longest_pause_ms,
+            opt(s.recovery_ms, 1),
+            opt(s.read_ms, 1),
+            bytes(s.stored_bytes)
+        );
+    }
+}
