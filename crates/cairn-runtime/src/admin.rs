@@ -126,6 +126,7 @@ async fn status(State(s): Shr) -> Response {
         "messages_received": load(&m.messages_received),
         "snapshots_recorded": load(&m.snapshots_recorded),
         "markers_sent": load(&m.markers_sent),
+        "frames_resent": load(&m.frames_resent),
         "longest_pause_us": load(&m.longest_pause_us),
         "snapshot_mode": s.config.snapshots.mode.as_str(),
         "recent_snapshots": recent,
@@ -440,8 +441,8 @@ async fn roll_nodes_back(
     snapshot: Option<u64>,
     in_flight: &std::collections::BTreeMap<String, u64>,
 ) -> Result<serde_json::Value, (StatusCode, String)> {
-    let mut nodes = serde_json::Map::new();
-    for (i, n) in s.config.nodes.iter().enumerate() {
+    // Every node reads and restores its own part at the same time.
+    let orders = s.config.nodes.iter().enumerate().map(|(i, n)| async move {
         let order = NodeRollback {
             epoch,
             snapshot,
@@ -460,6 +461,10 @@ async fn roll_nodes_back(
                 Err(e) => Err(e.to_string()),
             }
         };
+        (n, result)
+    });
+    let mut nodes = serde_json::Map::new();
+    for (n, result) in futures_util::future::join_all(orders).await {
         match result {
             Ok(n_msgs) => {
                 nodes.insert(n.id.clone(), json!({ "redelivered": n_msgs }));

@@ -92,7 +92,7 @@ impl<P: Process> Driver<P> {
                 snapshot: id,
             });
             Metrics::inc(&self.metrics.markers_sent, 1);
-            if let Some(o) = self.outbound.get(&channel) {
+            if let Some(o) = self.outbound.get(channel) {
                 o.push(Out::Marker {
                     epoch: self.epoch,
                     snapshot: id.0,
@@ -175,17 +175,10 @@ impl<P: Process> Driver<P> {
         }
     }
 
-    /// Holds the application's sends while aligning; returns those to send now.
-    pub(crate) fn hold(
-        &mut self,
-        sends: Vec<(ChannelId, P::Message)>,
-    ) -> Vec<(ChannelId, P::Message)> {
-        match self.aligning.as_mut() {
-            Some(a) if !sends.is_empty() => {
-                a.held.extend(sends);
-                Vec::new()
-            }
-            _ => sends,
+    /// Holds the application's sends while aligning (leaving `sends` empty).
+    pub(crate) fn hold(&mut self, sends: &mut Vec<(ChannelId, P::Message)>) {
+        if let Some(a) = self.aligning.as_mut() {
+            a.held.append(sends);
         }
     }
 

@@ -114,6 +114,7 @@ pub struct Coordinator {
     pinned: std::collections::BTreeSet<u64>,
     /// The last rollback: (snapshot, or `None` for the initial state; epoch).
     last_rollback: Option<(Option<u64>, u64)>,
+    rolling_back: bool,
     running: BTreeMap<SnapshotId, Running>,
     finished: VecDeque<Finished>,
 }
@@ -140,6 +141,7 @@ impl Coordinator {
             epoch: 0,
             pinned: std::collections::BTreeSet::new(),
             last_rollback: None,
+            rolling_back: false,
             running: BTreeMap::new(),
             finished: VecDeque::new(),
         }
@@ -286,6 +288,7 @@ impl Coordinator {
     /// (reported as failed), and their late reports are refused.
     pub fn begin_epoch(&mut self) -> u64 {
         self.epoch += 1;
+        self.rolling_back = true;
         let ids: Vec<SnapshotId> = self.running.keys().copied().collect();
         for id in ids {
             self.fail(id, None);
@@ -298,6 +301,12 @@ impl Coordinator {
         self.epoch
     }
 
+    /// The current epoch, and whether a rollback into it is still under way
+    /// (nodes then report older epochs without having failed).
+    pub fn epoch_state(&self) -> (u64, bool) {
+        (self.epoch, self.rolling_back)
+    }
+
     /// Keeps `id` from retention while a rollback reads it.
     pub fn pin(&mut self, id: u64) {
         self.pinned.insert(id);
@@ -306,6 +315,7 @@ impl Coordinator {
     /// Lets retention have `id` again, and records the rollback's outcome
     /// (`id` is `None` for a rollback to the initial state).
     pub fn unpin(&mut self, id: Option<u64>, rolled_back: bool) {
+        self.rolling_back = false;
         if let Some(id) = id {
             self.pinned.remove(&id);
         }

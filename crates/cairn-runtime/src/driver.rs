@@ -22,7 +22,7 @@ use crate::coordinator::LocalReport;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::tracefile::{States, TraceWriter, write_states};
-use crate::transport::{In, Out, Outbound};
+use crate::transport::{In, Out, Outbound, Outbounds};
 use cairn_store::Part;
 
 /// A request to the driver from the admin API or the coordinator.
@@ -53,7 +53,7 @@ pub(crate) struct Driver<P: Process> {
     pub topology: Arc<Topology>,
     pub engine: Engine<P::Message, P::State>,
     pub process: P,
-    pub outbound: HashMap<ChannelId, Outbound<P::Message>>,
+    pub outbound: Outbounds<P::Message>,
     pub inbound: mpsc::Receiver<In<P::Message>>,
     pub control: mpsc::Receiver<Control>,
     pub reports: mpsc::UnboundedSender<LocalReport>,
@@ -81,6 +81,9 @@ pub(crate) struct Driver<P: Process> {
     pub(crate) last_aligned: Option<SnapshotId>,
     /// Since when a stop-the-world coordinator has held this node's sends.
     pub(crate) paused: Option<Instant>,
+    /// Reused buffers: the channels with room, and the application's sends.
+    open: Vec<ChannelId>,
+    sends: Vec<(ChannelId, P::Message)>,
 }
 
 impl<P: Process> Driver<P> {
@@ -90,7 +93,7 @@ impl<P: Process> Driver<P> {
         me: ProcessId,
         topology: Arc<Topology>,
         process: P,
-        outbound: HashMap<ChannelId, Outbound<P::Message>>,
+        outbound: Outbounds<P::Message>,
         inbound: mpsc::Receiver<In<P::Message>>,
         control: mpsc::Receiver<Control>,
         reports: mpsc::UnboundedSender<LocalReport>,
@@ -127,6 +130,8 @@ impl<P: Process> Driver<P> {
             aligning: None,
             last_aligned: None,
             paused: None,
+            open: Vec::new(),
+            sends: Vec::new(),
         })
     }
 
@@ -139,7 +144,7 @@ impl<P: Process> Driver<P> {
         };
         loop {
             let continuous = pace == Pace::Continuous && !self.sends_held();
-            let room = continuous && self.outbound.values().any(Outbound::has_room);
+            let room = continuous && self.outbound.any_room();
             let room_freed = self.room.clone();
             // Each step is timed: while it runs, no message is processed.
             tokio::select! {
@@ -296,14 +301,14 @@ impl<P: Process> Driver<P> {
                     let vc = self.clock.receive(vc.as_deref().unwrap_or(&[])).to_vec();
                     self.write_trace(event, vc);
                 }
-                let mut sends = Vec::new();
-                let outgoing: Vec<ChannelId> = self.topology.outgoing(self.me).to_vec();
+                let mut sends = std::mem::take(&mut self.sends);
+                let topology = self.topology.clone();
                 let rng = &mut self.rng;
                 let mut random = || rng.random::<u64>();
                 self.process.on_message(
                     channel,
                     message,
-                    &mut Context::new(&outgoing, &mut random, &mut sends),
+                    &mut Context::new(topology.outgoing(self.me), &mut random, &mut sends),
                 );
                 self.send_all(sends);
             }
@@ -410,28 +415,35 @@ impl<P: Process> Driver<P> {
     }
 
     fn on_tick(&mut self) {
-        let open: Vec<ChannelId> = self
-            .topology
-            .outgoing(self.me)
-            .iter()
-            .copied()
-            .filter(|c| self.outbound.get(c).is_some_and(Outbound::has_room))
-            .collect();
-        let mut sends = Vec::new();
+        // The buffers are reused: a tick allocates nothing.
+        let mut open = std::mem::take(&mut self.open);
+        open.clear();
+        open.extend(
+            self.topology
+                .outgoing(self.me)
+                .iter()
+                .copied()
+                .filter(|&c| self.outbound.get(c).is_some_and(Outbound::has_room)),
+        );
+        let mut sends = std::mem::take(&mut self.sends);
         let rng = &mut self.rng;
         let mut random = || rng.random::<u64>();
         self.process
             .on_tick(&mut Context::new(&open, &mut random, &mut sends));
+        self.open = open;
         self.send_all(sends);
     }
 
-    pub(crate) fn send_all(&mut self, sends: Vec<(ChannelId, P::Message)>) {
-        let sends = self.hold(sends);
-        for (channel, message) in sends {
+    /// Sends what the application asked to (held while aligning), then
+    /// keeps the emptied buffer for the next turn.
+    pub(crate) fn send_all(&mut self, mut sends: Vec<(ChannelId, P::Message)>) {
+        self.hold(&mut sends);
+        for (channel, message) in sends.drain(..) {
             if let Err(e) = self.engine.send(channel, message) {
                 error!("the application sent on a channel it does not have: {e}");
             }
         }
+        self.sends = sends;
         self.pump();
     }
 
@@ -450,7 +462,7 @@ impl<P: Process> Driver<P> {
                         }
                     });
                     Metrics::inc(&self.metrics.messages_sent, 1);
-                    if let Some(o) = self.outbound.get(&channel) {
+                    if let Some(o) = self.outbound.get(channel) {
                         o.push(Out::Data {
                             epoch: self.epoch,
                             message,
@@ -461,7 +473,7 @@ impl<P: Process> Driver<P> {
                 Output::SendMarker { channel, snapshot } => {
                     let vc = self.tick_trace(|_| Event::MarkerSend { channel, snapshot });
                     Metrics::inc(&self.metrics.markers_sent, 1);
-                    if let Some(o) = self.outbound.get(&channel) {
+                    if let Some(o) = self.outbound.get(channel) {
                         o.push(Out::Marker {
                             epoch: self.epoch,
                             snapshot: snapshot.0,

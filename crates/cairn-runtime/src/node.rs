@@ -1,7 +1,6 @@
 //! One node: its listener, channel senders, driver, reporter, admin API and,
 //! on the coordinator, the snapshot timer.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -21,7 +20,7 @@ use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::tracefile::TraceWriter;
-use crate::transport::{Identity, Inbound, Outbound, SenderLinks, run_outbound};
+use crate::transport::{Identity, Inbound, Outbound, Outbounds, SenderLinks, run_outbound};
 use cairn_store::{Part, StoredChannel};
 
 /// Runs node `me` of `config` with application `P` until `shutdown` turns true.
@@ -83,7 +82,7 @@ pub async fn run_node<P: Process>(
         node: name.clone(),
         max_frame_bytes: config.max_frame_bytes,
     };
-    let mut outbound = HashMap::new();
+    let mut outbound = Outbounds::new(topo.channel_count());
     for &c in topo.outgoing(me) {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
@@ -339,13 +338,17 @@ async fn run_coordinator_timers(
             _ = expire.tick() => coordinator.lock().unwrap_or_else(|p| p.into_inner()).expire(),
             _ = heartbeat.tick(), if failure_timeout.is_some() || resume.is_some() => {
                 let limit = failure_timeout.unwrap_or_default();
+                let before = coordinator.lock().unwrap_or_else(|p| p.into_inner()).epoch_state();
                 let polls = nodes.iter().enumerate().filter(|(i, _)| *i != shared.me.index()).map(|(i, n)| async move {
                     let answer = tokio::time::timeout(Duration::from_millis(250), client::get_json::<serde_json::Value>(n.admin, "/status")).await;
                     (i, answer.ok().and_then(|r| r.ok()).map(|(_, v)| v))
                 });
                 let answers = futures_util::future::join_all(polls).await;
                 let all_up = answers.iter().all(|(_, a)| a.is_some());
-                let epoch = coordinator.lock().unwrap_or_else(|p| p.into_inner()).epoch();
+                let after = coordinator.lock().unwrap_or_else(|p| p.into_inner()).epoch_state();
+                // Mid-rollback, a node not yet rolled back is behind without having failed.
+                let settled = before == after && !after.1;
+                let epoch = after.0;
                 for (i, answer) in answers {
                     match answer {
                         Some(v) => {
@@ -353,7 +356,7 @@ async fn run_coordinator_timers(
                             // A node that restarted lost its state, however fast it came back.
                             let pid = v["pid"].as_u64();
                             let restarted = pids[i].is_some() && pid != pids[i];
-                            let behind = v["epoch"].as_u64().is_some_and(|e| e < epoch);
+                            let behind = settled && v["epoch"].as_u64().is_some_and(|e| e < epoch);
                             if (restarted || behind) && failed.insert(i) {
                                 warn!(node = %nodes[i].id, "node failed: it restarted and lost its state");
                             }

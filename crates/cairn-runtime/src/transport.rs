@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_core::{ChannelId, ProcessId, Topology};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, TcpStream};
@@ -90,6 +90,31 @@ impl<M> Outbound<M> {
     }
 }
 
+/// The driver's ends of its outgoing channels, indexed by channel id (the
+/// driver looks one up for every message it sends).
+#[derive(Debug)]
+pub(crate) struct Outbounds<M>(Vec<Option<Outbound<M>>>);
+
+impl<M> Outbounds<M> {
+    /// Room for the channels of a topology of `channels` channels.
+    pub fn new(channels: usize) -> Self {
+        Outbounds((0..channels).map(|_| None).collect())
+    }
+
+    pub fn insert(&mut self, channel: ChannelId, o: Outbound<M>) {
+        self.0[channel.index()] = Some(o);
+    }
+
+    pub fn get(&self, channel: ChannelId) -> Option<&Outbound<M>> {
+        self.0.get(channel.index())?.as_ref()
+    }
+
+    /// Whether any channel has room for another frame.
+    pub fn any_room(&self) -> bool {
+        self.0.iter().flatten().any(Outbound::has_room)
+    }
+}
+
 /// Who this node is, as its channel senders introduce it.
 #[derive(Clone, Debug)]
 pub(crate) struct Identity {
@@ -135,12 +160,14 @@ pub(crate) async fn run_outbound<M: Serialize>(
     } = links;
     let mut current = *epoch.borrow_and_update();
     let mut next_seq = 1u64;
-    let mut unacked: VecDeque<(u64, Bytes)> = VecDeque::new();
+    // Unacknowledged frames are kept as they came (not encoded), so a frame
+    // is encoded once, and again only if it must be resent.
+    let mut unacked: VecDeque<(u64, Out<M>)> = VecDeque::new();
     let mut carry: Vec<Out<M>> = Vec::new();
     let mut backoff = Duration::from_millis(20);
     // Forgets the old epoch: its unacknowledged frames will never be wanted.
     let reset =
-        |current: &mut u64, next_seq: &mut u64, unacked: &mut VecDeque<(u64, Bytes)>, now: u64| {
+        |current: &mut u64, next_seq: &mut u64, unacked: &mut VecDeque<(u64, Out<M>)>, now: u64| {
             *current = now;
             *next_seq = 1;
             pending.fetch_sub(unacked.len(), Ordering::Relaxed);
@@ -193,8 +220,13 @@ pub(crate) async fn run_outbound<M: Serialize>(
         Metrics::inc(&metrics.connections, 1);
         Metrics::inc(&metrics.frames_resent, unacked.len() as u64);
         let mut failed = false;
-        for (_, bytes) in &unacked {
-            if writer.feed(bytes.clone()).await.is_err() {
+        // Every one of them was encoded once already, so it encodes again.
+        let resend: Vec<Bytes> = unacked
+            .iter()
+            .filter_map(|(seq, out)| encode_out(*seq, out).ok())
+            .collect();
+        for bytes in resend {
+            if writer.feed(bytes).await.is_err() {
                 failed = true;
                 break;
             }
@@ -260,7 +292,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
                     pending.fetch_sub(1, Ordering::Relaxed);
                     continue; // from before a rollback: never sent
                 }
-                let bytes = match encode_out(next_seq, out) {
+                let bytes = match encode_out(next_seq, &out) {
                     Ok(b) => b,
                     Err(e) => {
                         warn!(%channel, "dropping a frame that cannot be encoded: {e}");
@@ -268,7 +300,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
                         continue;
                     }
                 };
-                unacked.push_back((next_seq, bytes.clone()));
+                unacked.push_back((next_seq, out));
                 next_seq += 1;
                 if ok && writer.feed(bytes).await.is_err() {
                     // Keep numbering the rest: they are resent after the reconnect.
@@ -282,13 +314,13 @@ pub(crate) async fn run_outbound<M: Serialize>(
     }
 }
 
-fn encode_out<M: Serialize>(seq: u64, out: Out<M>) -> Result<Bytes> {
+fn encode_out<M: Serialize>(seq: u64, out: &Out<M>) -> Result<Bytes> {
     match out {
         Out::Data { epoch, message, vc } => wire::encode(&Frame::Data {
             seq,
-            epoch,
+            epoch: *epoch,
             message,
-            vc,
+            vc: vc.clone(),
         }),
         Out::Marker {
             epoch,
@@ -296,15 +328,15 @@ fn encode_out<M: Serialize>(seq: u64, out: Out<M>) -> Result<Bytes> {
             vc,
         } => wire::encode(&Frame::<M>::Marker {
             seq,
-            epoch,
-            snapshot,
-            vc,
+            epoch: *epoch,
+            snapshot: *snapshot,
+            vc: vc.clone(),
         }),
     }
 }
 
-fn acknowledge(
-    unacked: &mut VecDeque<(u64, Bytes)>,
+fn acknowledge<M>(
+    unacked: &mut VecDeque<(u64, Out<M>)>,
     next_seq: u64,
     pending: &AtomicUsize,
     room: &Notify,
@@ -511,69 +543,83 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                 }
                 f = reader.next() => f,
             };
-            let bytes = match frame {
-                None => return Ok(()),
-                Some(Err(e)) => return Err(Error::Protocol(format!("channel {name}: {e}"))),
-                Some(Ok(b)) => b,
-            };
-            let (seq, item) = match wire::decode::<Frame<M>>(&bytes)
-                .map_err(|e| Error::Protocol(format!("channel {name}: {e}")))?
-            {
-                Frame::Data {
-                    seq,
-                    epoch: e,
-                    message,
-                    vc,
-                } if e == their_epoch => (
-                    seq,
-                    In::Data {
-                        channel,
+            // Take every frame already buffered before selecting again
+            // (up to a batch): the select's futures cost more than a frame.
+            let mut frame = frame;
+            let mut budget = 256;
+            loop {
+                let bytes = match frame {
+                    None => return Ok(()),
+                    Some(Err(e)) => return Err(Error::Protocol(format!("channel {name}: {e}"))),
+                    Some(Ok(b)) => b,
+                };
+                let (seq, item) = match wire::decode::<Frame<M>>(&bytes)
+                    .map_err(|e| Error::Protocol(format!("channel {name}: {e}")))?
+                {
+                    Frame::Data {
+                        seq,
                         epoch: e,
                         message,
                         vc,
-                    },
-                ),
-                Frame::Marker {
-                    seq,
-                    epoch: e,
-                    snapshot,
-                    vc,
-                } if e == their_epoch => (
-                    seq,
-                    In::Marker {
-                        channel,
+                    } if e == their_epoch => (
+                        seq,
+                        In::Data {
+                            channel,
+                            epoch: e,
+                            message,
+                            vc,
+                        },
+                    ),
+                    Frame::Marker {
+                        seq,
                         epoch: e,
                         snapshot,
                         vc,
-                    },
-                ),
-                other => {
+                    } if e == their_epoch => (
+                        seq,
+                        In::Marker {
+                            channel,
+                            epoch: e,
+                            snapshot,
+                            vc,
+                        },
+                    ),
+                    other => {
+                        return Err(Error::Protocol(format!(
+                            "channel {name}: unexpected frame {:?}",
+                            std::mem::discriminant(&other)
+                        )));
+                    }
+                };
+                let duplicate = seq < *next_seq; // resent, already delivered
+                if seq > *next_seq {
                     return Err(Error::Protocol(format!(
-                        "channel {name}: unexpected frame {:?}",
-                        std::mem::discriminant(&other)
+                        "channel {name}: frame {seq} arrived, expected {}",
+                        *next_seq
                     )));
                 }
-            };
-            if seq < *next_seq {
-                continue; // a resent duplicate
-            }
-            if seq > *next_seq {
-                return Err(Error::Protocol(format!(
-                    "channel {name}: frame {seq} arrived, expected {}",
-                    *next_seq
-                )));
-            }
-            if self.to_driver.send(item).await.is_err() {
-                return Ok(()); // the node is shutting down
-            }
-            *next_seq += 1;
-            if *next_seq - acked >= ACK_EVERY {
-                acked = *next_seq;
-                let ack = wire::encode(&Frame::<()>::Ack { next_seq: acked })?;
-                writer
-                    .send(ack)
-                    .await
-                    .map_err(|e| Error::io("sending ack", e))?;
+                if !duplicate {
+                    if self.to_driver.send(item).await.is_err() {
+                        return Ok(()); // the node is shutting down
+                    }
+                    *next_seq += 1;
+                    if *next_seq - acked >= ACK_EVERY {
+                        acked = *next_seq;
+                        let ack = wire::encode(&Frame::<()>::Ack { next_seq: acked })?;
+                        writer
+                            .send(ack)
+                            .await
+                            .map_err(|e| Error::io("sending ack", e))?;
+                    }
+                }
+                budget -= 1;
+                if budget == 0 {
+                    break;
+                }
+                match reader.next().now_or_never() {
+                    Some(f) => frame = f,
+                    None => break,
+                }
             }
         }
     }

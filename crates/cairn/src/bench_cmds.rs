@@ -147,6 +147,8 @@ pub struct Measured {
     pub markers_exact: Option<bool>,
     /// Snapshots whose money added up (each one fetched and checked).
     pub conserved: usize,
+    /// Frames sent again after a reconnect: must be 0 on loopback.
+    pub frames_resent: u64,
     /// Raw only: one hop's latency under load, send to processing (µs).
     pub hop_p50_us: Option<f64>,
 }
@@ -325,6 +327,10 @@ async fn measure_running(run: &Running, plan: &Plan, variant: &Variant) -> Resul
     let elapsed = started.elapsed().as_secs_f64();
     m.throughput = received as f64 / elapsed;
     let statuses = run.statuses().await?;
+    m.frames_resent = statuses
+        .iter()
+        .filter_map(|v| v["frames_resent"].as_u64())
+        .sum();
     m.longest_pause_ms = statuses
         .iter()
         .filter_map(|v| v["longest_pause_us"].as_u64())

@@ -272,6 +272,12 @@ pub fn problems(r: &Report) -> Vec<String> {
         if r.complete && (m.vs_raw.is_none() || m.vs_off.is_none()) {
             out.push(format!("{at}: no throughput ratio"));
         }
+        if m.frames_resent > 0 {
+            out.push(format!(
+                "{at}: {} frames were resent, yet no connection was cut",
+                m.frames_resent
+            ));
+        }
         if m.variant == "raw" {
             if m.hop_p50_us.is_none() {
                 out.push(format!("{at}: no hop latency"));
