@@ -1,6 +1,7 @@
 //! What the engine costs: per application message with no snapshot in
 //! progress and while channels are recorded, and a whole local snapshot as
-//! the number of channels grows. Run with `cargo bench -p cairn-core`.
+//! the number of channels grows, and as the state grows. Run with
+//! `cargo bench -p cairn-core`.
 
 use std::hint::black_box;
 
@@ -90,5 +91,63 @@ fn whole_snapshot(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, per_message, whole_snapshot);
+/// What recording a large state costs the driver: the engine takes the
+/// state by value, so an application whose state is shared (`Arc`) pays
+/// nothing for its size, and one that copies pays a copy.
+fn state_size(c: &mut Criterion) {
+    let topo = star(3);
+    let incoming: Vec<ChannelId> = topo.incoming(ProcessId(0)).to_vec();
+    let mut g = c.benchmark_group("local_snapshot_by_state_size");
+    g.sample_size(20);
+    for (label, bytes) in [
+        ("1KiB", 1usize << 10),
+        ("1MiB", 1 << 20),
+        ("64MiB", 64 << 20),
+    ] {
+        let shared: std::sync::Arc<[u8]> = vec![7u8; bytes].into();
+        let copied: Vec<u8> = vec![7u8; bytes];
+        g.bench_function(format!("shared_{label}"), |b| {
+            let mut e: Engine<u64, std::sync::Arc<[u8]>> =
+                Engine::new(&topo, ProcessId(0)).unwrap();
+            let mut id = 0u64;
+            b.iter(|| {
+                id += 1;
+                snapshot_with(&mut e, &incoming, id, || shared.clone());
+            });
+        });
+        g.bench_function(format!("copied_{label}"), |b| {
+            let mut e: Engine<u64, Vec<u8>> = Engine::new(&topo, ProcessId(0)).unwrap();
+            let mut id = 0u64;
+            b.iter(|| {
+                id += 1;
+                snapshot_with(&mut e, &incoming, id, || copied.clone());
+            });
+        });
+    }
+    g.finish();
+}
+
+fn snapshot_with<S>(
+    e: &mut Engine<u64, S>,
+    incoming: &[ChannelId],
+    id: u64,
+    state: impl Fn() -> S,
+) {
+    e.start_snapshot(SnapshotId(id)).unwrap();
+    let take = |e: &mut Engine<u64, S>| {
+        while let Some(out) = e.poll_output() {
+            match out {
+                Output::RecordState { snapshot } => e.record_state(snapshot, state()).unwrap(),
+                other => drop(black_box(other)),
+            }
+        }
+    };
+    take(e);
+    for &c in incoming {
+        e.handle_marker(c, SnapshotId(id)).unwrap();
+    }
+    take(e);
+}
+
+criterion_group!(benches, per_message, whole_snapshot, state_size);
 criterion_main!(benches);

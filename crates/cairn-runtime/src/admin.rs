@@ -216,10 +216,23 @@ async fn one(State(s): Shr, Path(id): Path<String>) -> Response {
     let Some(c) = &s.coordinator else {
         return redirect(&s, &format!("/snapshots/{id}"));
     };
-    let found = c
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(SnapshotId(id));
+    let (found, in_store) = {
+        let c = c.lock().unwrap_or_else(|p| p.into_inner());
+        (c.get(SnapshotId(id)), c.in_store(SnapshotId(id)))
+    };
+    match (in_store, &found) {
+        // Large states are read back from the store, once it holds them.
+        (Some(true), _) => {
+            return match s.store.load(id, &mut |_, _| {}).await {
+                Ok(stored) => Json(stored.to_json()).into_response(),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            };
+        }
+        (Some(false), Some((summary, _))) => {
+            return (StatusCode::ACCEPTED, Json(summary)).into_response();
+        }
+        _ => {}
+    }
     match found {
         None => error(
             StatusCode::NOT_FOUND,

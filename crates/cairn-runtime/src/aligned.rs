@@ -218,14 +218,16 @@ impl<P: Process> Driver<P> {
                 a.held.len()
             );
             error!("snapshot {} refused: {why}", a.id);
-            let _ = self.reports.send(LocalReport {
+            let report = LocalReport {
                 snapshot: a.id,
                 process: self.topology.name(self.me).to_string(),
                 state: serde_json::Value::Null,
                 channels: Vec::new(),
                 part: None,
                 refused: Some(why),
-            });
+                state_in_store: false,
+            };
+            let _ = self.reports.send(Box::new(move || Ok(report)));
         }
         self.release(a);
     }

@@ -34,6 +34,11 @@ pub struct LocalReport {
     /// snapshot then fails at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The state is too large to travel in reports: it is only in the
+    /// stored part (`state` is then null), and the coordinator serves this
+    /// snapshot from the store.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_in_store: bool,
 }
 
 /// Where a snapshot stands.
@@ -90,13 +95,17 @@ struct Running {
     initiator: String,
     started: Instant,
     started_unix_ms: u64,
+    /// Some state is only in the store.
+    in_store: bool,
 }
 
 #[derive(Debug)]
 struct Finished {
     summary: SnapshotSummary,
     started: Instant,
+    /// Kept in memory unless some state was too large to travel.
     snapshot: Option<GlobalSnapshot<Value, Value>>,
+    in_store: bool,
 }
 
 /// The coordinator's state. Callers hold it behind a mutex.
@@ -163,6 +172,7 @@ impl Coordinator {
                 initiator: initiator.to_string(),
                 started: Instant::now(),
                 started_unix_ms,
+                in_store: false,
             },
         );
         Metrics::inc(&self.metrics.snapshots_started, 1);
@@ -231,7 +241,9 @@ impl Coordinator {
                 channels,
             })
             .map_err(|e| e.to_string())?;
+        tracing::debug!(snapshot = %id, process = %report.process, ms = run.started.elapsed().as_secs_f64() * 1e3, "report");
         run.parts[process.index()] = report.part;
+        run.in_store |= report.state_in_store;
         if run.assembler.is_complete() {
             let mut run = self.running.remove(&id).ok_or("vanished")?;
             let snapshot = run.assembler.finish().map_err(|e| e.to_string())?;
@@ -255,7 +267,8 @@ impl Coordinator {
             self.push(Finished {
                 started: run.started,
                 summary: Self::summary(id, &run, Some(duration), SnapshotStatus::Complete),
-                snapshot: Some(snapshot),
+                snapshot: (!run.in_store).then_some(snapshot),
+                in_store: run.in_store,
             });
             return Ok(manifest);
         }
@@ -351,6 +364,7 @@ impl Coordinator {
             started: run.started,
             summary: Self::summary(id, &run, Some(duration), status),
             snapshot: None,
+            in_store: false,
         });
     }
 
@@ -381,6 +395,13 @@ impl Coordinator {
             .as_ref()
             .map(|s| s.to_doc(&self.topology).cloned());
         Some((f.summary.clone(), doc))
+    }
+
+    /// Whether complete snapshot `id` is served from the store (some state
+    /// was too large to keep in memory), and whether it is durable yet.
+    pub fn in_store(&self, id: SnapshotId) -> Option<bool> {
+        let f = self.finished.iter().find(|f| f.summary.id == id)?;
+        f.in_store.then_some(f.summary.durable_ms.is_some())
     }
 
     fn running_summary(&self, id: SnapshotId, r: &Running) -> SnapshotSummary {
@@ -436,6 +457,7 @@ mod tests {
             channels: vec![(ch.into(), msgs)],
             part: None,
             refused: None,
+            state_in_store: false,
         }
     }
 

@@ -56,7 +56,7 @@ pub(crate) struct Driver<P: Process> {
     pub outbound: Outbounds<P::Message>,
     pub inbound: mpsc::Receiver<In<P::Message>>,
     pub control: mpsc::Receiver<Control>,
-    pub reports: mpsc::UnboundedSender<LocalReport>,
+    pub reports: mpsc::UnboundedSender<PendingReport>,
     pub room: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     pub trace: Option<TraceWriter>,
@@ -96,7 +96,7 @@ impl<P: Process> Driver<P> {
         outbound: Outbounds<P::Message>,
         inbound: mpsc::Receiver<In<P::Message>>,
         control: mpsc::Receiver<Control>,
-        reports: mpsc::UnboundedSender<LocalReport>,
+        reports: mpsc::UnboundedSender<PendingReport>,
         room: Arc<Notify>,
         metrics: Arc<Metrics>,
         trace: Option<TraceWriter>,
@@ -482,6 +482,7 @@ impl<P: Process> Driver<P> {
                     }
                 }
                 Output::RecordState { snapshot } => {
+                    tracing::debug!(%snapshot, "recording");
                     self.tick_trace(|_| Event::Record { snapshot });
                     Metrics::inc(&self.metrics.snapshots_recorded, 1);
                     let state = self.process.state();
@@ -490,19 +491,22 @@ impl<P: Process> Driver<P> {
                     }
                 }
                 Output::ChannelRecorded { .. } => {}
-                Output::LocalSnapshotComplete(local) => self.send_report(local),
+                Output::LocalSnapshotComplete(local) => {
+                    tracing::debug!(snapshot = %local.snapshot, "local snapshot complete");
+                    self.send_report(local)
+                }
             }
         }
     }
 
-    /// Hands a local snapshot to the reporter.
+    /// Hands a local snapshot to the reporter. Encoding it (the state may be
+    /// large) is left to the reporter, off this task.
     pub(crate) fn send_report(&mut self, local: cairn_core::LocalSnapshot<P::Message, P::State>) {
-        match self.report(local) {
-            Ok(r) => {
-                let _ = self.reports.send(r);
-            }
-            Err(e) => error!("cannot encode a local snapshot: {e}"),
-        }
+        let topology = self.topology.clone();
+        let metrics = self.metrics.clone();
+        let _ = self
+            .reports
+            .send(Box::new(move || encode_report(&topology, &metrics, local)));
     }
 
     /// Ticks the vector clock and writes the event, when tracing; returns the
@@ -531,32 +535,38 @@ impl<P: Process> Driver<P> {
             }
         }
     }
+}
 
-    fn report(
-        &self,
-        local: cairn_core::LocalSnapshot<P::Message, P::State>,
-    ) -> serde_json::Result<LocalReport> {
-        let mut bytes = 0u64;
-        let mut channels = Vec::new();
-        for rc in local.channels {
-            let mut messages = Vec::with_capacity(rc.messages.len());
-            for m in &rc.messages {
-                let v = serde_json::to_value(m)?;
-                bytes += v.to_string().len() as u64;
-                messages.push(v);
-            }
-            channels.push((self.topology.channel_name(rc.channel), messages));
+/// A local snapshot for the reporter to encode.
+pub(crate) type PendingReport = Box<dyn FnOnce() -> serde_json::Result<LocalReport> + Send>;
+
+/// A local snapshot in the shape it travels in (JSON values).
+fn encode_report<M: serde::Serialize, S: serde::Serialize>(
+    topology: &Topology,
+    metrics: &Metrics,
+    local: cairn_core::LocalSnapshot<M, S>,
+) -> serde_json::Result<LocalReport> {
+    let mut bytes = 0u64;
+    let mut channels = Vec::new();
+    for rc in local.channels {
+        let mut messages = Vec::with_capacity(rc.messages.len());
+        for m in &rc.messages {
+            let v = serde_json::to_value(m)?;
+            bytes += serde_json::to_vec(&v)?.len() as u64;
+            messages.push(v);
         }
-        Metrics::inc(&self.metrics.recorded_channel_bytes, bytes);
-        Ok(LocalReport {
-            snapshot: local.snapshot,
-            process: self.topology.name(local.process).to_string(),
-            state: serde_json::to_value(&local.state)?,
-            channels,
-            part: None,
-            refused: None,
-        })
+        channels.push((topology.channel_name(rc.channel), messages));
     }
+    Metrics::inc(&metrics.recorded_channel_bytes, bytes);
+    Ok(LocalReport {
+        snapshot: local.snapshot,
+        process: topology.name(local.process).to_string(),
+        state: serde_json::to_value(&local.state)?,
+        channels,
+        part: None,
+        refused: None,
+        state_in_store: false,
+    })
 }
 
 async fn tick_or_never(timer: &mut Option<tokio::time::Interval>) {

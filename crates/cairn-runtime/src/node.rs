@@ -10,13 +10,13 @@ use cairn_core::{Process, ProcessId};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::admin::{self, Shared};
 use crate::client;
 use crate::config::ClusterConfig;
-use crate::coordinator::{Coordinator, LocalReport};
-use crate::driver::Driver;
+use crate::coordinator::Coordinator;
+use crate::driver::{Driver, PendingReport};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::tracefile::TraceWriter;
@@ -159,12 +159,26 @@ pub async fn run_node<P: Process>(
         stop_world: tokio::sync::Mutex::new(()),
     });
     let (report_tx, report_rx) = mpsc::unbounded_channel();
-    tasks.spawn(run_reporter(
-        shared.clone(),
-        initial_json.clone(),
-        report_rx,
-        stop_rx.clone(),
-    ));
+    // The reporter encodes and persists local snapshots on a thread of its
+    // own, so that a large state never stalls the driver's thread.
+    let kept_initial = serde_json::to_vec(&initial_json)
+        .is_ok_and(|b| b.len() <= KEEP_INITIAL_BYTES)
+        .then(|| initial_json.clone());
+    {
+        let (shared, stop) = (shared.clone(), stop_rx.clone());
+        std::thread::Builder::new()
+            .name(format!("{name}-reporter"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(run_reporter(shared, kept_initial, report_rx, stop)),
+                    Err(e) => error!("cannot start the reporter: {e}"),
+                }
+            })
+            .map_err(|e| Error::io("starting the reporter thread", e))?;
+    }
     let app = admin::router(shared.clone());
     let mut admin_stop = stop_rx.clone();
     tasks.spawn(async move {
@@ -218,27 +232,44 @@ pub async fn run_node<P: Process>(
     Ok(())
 }
 
+/// A part larger than this (in bytes) leaves its state out of the report:
+/// the coordinator reads that snapshot from the store instead.
+const INLINE_STATE_BYTES: u64 = 1 << 20;
+
+/// Parts carry the process's initial state (for checking conservation from
+/// the store alone) only when it is at most this large.
+const KEEP_INITIAL_BYTES: usize = 64 << 10;
+
 /// Persists each local snapshot as this node's part in the store (off the
 /// driver, which keeps processing messages meanwhile), then hands the report
 /// to the coordinator: in-process on the coordinator, over HTTP elsewhere,
 /// retrying until the snapshot timeout.
 async fn run_reporter(
     shared: Arc<Shared>,
-    initial: serde_json::Value,
-    mut reports: mpsc::UnboundedReceiver<LocalReport>,
+    initial: Option<serde_json::Value>,
+    mut reports: mpsc::UnboundedReceiver<PendingReport>,
     mut stop: watch::Receiver<bool>,
 ) {
     let config = shared.config.clone();
     loop {
-        let mut report = tokio::select! {
+        let pending = tokio::select! {
             _ = stop.changed() => return,
             r = reports.recv() => match r { Some(r) => r, None => return },
         };
+        let began = Instant::now();
+        let mut report = match pending() {
+            Ok(r) => r,
+            Err(e) => {
+                error!("cannot encode a local snapshot: {e}");
+                continue;
+            }
+        };
+        let encoded = began.elapsed();
         let deadline = Instant::now() + config.snapshots.timeout;
-        let part = Part {
+        let mut part = Part {
             snapshot: report.snapshot.0,
             process: report.process.clone(),
-            state: report.state.clone(),
+            state: std::mem::take(&mut report.state),
             channels: report
                 .channels
                 .iter()
@@ -247,11 +278,18 @@ async fn run_reporter(
                     messages: messages.clone(),
                 })
                 .collect(),
-            initial: Some(initial.clone()),
+            initial: initial.clone(),
         };
         while report.refused.is_none() {
             match shared.store.write_part(&part).await {
                 Ok(r) => {
+                    debug!(snapshot = %report.snapshot, bytes = r.bytes, encode_ms = encoded.as_secs_f64() * 1e3, write_ms = (began.elapsed() - encoded).as_secs_f64() * 1e3, "part durable");
+                    // A large state travels no further than the store.
+                    if r.bytes > INLINE_STATE_BYTES {
+                        report.state_in_store = true;
+                    } else {
+                        report.state = std::mem::take(&mut part.state);
+                    }
                     report.part = Some(r);
                     break;
                 }

@@ -29,9 +29,11 @@ pub(crate) async fn stop_the_world(s: &Shared) -> Result<SnapshotId, String> {
         ));
     };
     let _one = s.stop_world.lock().await;
+    // The snapshot's clock starts before the world stops: its latency
+    // includes pausing every node.
+    let id = allocate_for(s, c, &s.config.nodes[s.me.index()].id)?;
     let outcome = async {
         broadcast(s, "/internal/pause", |reply| Control::Pause { reply }).await?;
-        let id = allocate_for(s, c, &s.config.nodes[s.me.index()].id)?;
         start_local(s, id).await?;
         // Resume once the snapshot is durable, or has failed.
         let deadline = Instant::now() + s.config.snapshots.timeout + Duration::from_secs(1);

@@ -35,6 +35,9 @@ pub struct Plan {
     pub scaling_snapshots: usize,
     /// Variants to run; all when empty.
     pub only: Vec<String>,
+    /// Each shape runs every variant this many times, interleaved; the
+    /// report takes medians (the machine is noisy).
+    pub rounds: usize,
 }
 
 impl Plan {
@@ -57,6 +60,7 @@ impl Plan {
                 state_sizes: vec![1 << 10, 1 << 20],
                 scaling_snapshots: 2,
                 only: Vec::new(),
+                rounds: 1,
             }
         } else {
             Plan {
@@ -67,6 +71,7 @@ impl Plan {
                 state_sizes: vec![1 << 10, 1 << 20, 64 << 20],
                 scaling_snapshots: 4,
                 only: Vec::new(),
+                rounds: 3,
             }
         }
     }
@@ -151,6 +156,11 @@ pub struct Measured {
     pub frames_resent: u64,
     /// Raw only: one hop's latency under load, send to processing (µs).
     pub hop_p50_us: Option<f64>,
+    /// How many runs these figures come from.
+    pub rounds: usize,
+    /// Every durable snapshot's latency, pooled over the rounds.
+    #[serde(skip)]
+    pub latencies: Vec<f64>,
 }
 
 /// A cluster of one variant: its folder, config and children.
@@ -199,8 +209,10 @@ impl Running {
         } else {
             &[]
         };
+        // The nodes log errors only, unless CAIRN_BENCH_LOG asks for more.
+        let log = std::env::var("CAIRN_BENCH_LOG").unwrap_or_else(|_| "error".into());
         let mut sup =
-            Supervisor::spawn_with_args(&exe, &path, &config, &[("RUST_LOG", "error")], args)?;
+            Supervisor::spawn_with_args(&exe, &path, &config, &[("RUST_LOG", &log)], args)?;
         if let Err(e) = sup.wait_ready(&config, Duration::from_secs(30)).await {
             sup.stop(Duration::from_secs(3)).await;
             bail!(e);
@@ -291,6 +303,7 @@ pub async fn measure(
     let result = measure_running(&run, plan, variant).await;
     run.stop().await;
     let mut m = result?;
+    m.rounds = 1;
     m.variant = variant.name.to_string();
     m.nodes = nodes;
     m.topology = topology.to_string();
@@ -362,6 +375,7 @@ async fn measure_running(run: &Running, plan: &Plan, variant: &Variant) -> Resul
     latencies.sort_by(f64::total_cmp);
     m.latency_p50_ms = percentile(&latencies, 0.5);
     m.latency_p99_ms = percentile(&latencies, 0.99);
+    m.latencies = latencies;
     m.conserved = conserved(run, &summaries).await?;
     Ok(m)
 }

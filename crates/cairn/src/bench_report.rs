@@ -22,6 +22,9 @@ pub struct Scaling {
     pub latency_p50_ms: Option<f64>,
     pub floor_ms: Option<f64>,
     pub longest_pause_ms: f64,
+    /// The longest pause in the same cluster over as long a stretch with no
+    /// snapshot: the machine's own noise, to compare with.
+    pub idle_pause_ms: f64,
     /// `POST /rollback` of the last snapshot, until every node runs it.
     pub recovery_ms: Option<f64>,
     /// Reading that snapshot's part files from the store, one after another.
@@ -109,9 +112,16 @@ async fn scale_running(run: &Running, plan: &Plan, state_bytes: usize) -> Result
     };
     tokio::time::sleep(plan.warm_up).await;
     run.reset_peaks().await?;
+    let idle_from = Instant::now();
     let mut latencies = Vec::new();
     let mut last = None;
-    for _ in 0..plan.scaling_snapshots {
+    for i in 0..plan.scaling_snapshots {
+        if i == 0 {
+            // First the noise: as long with no snapshot as the window.
+            tokio::time::sleep(plan.window.saturating_sub(idle_from.elapsed())).await;
+            s.idle_pause_ms = longest_pause_ms(run).await?;
+            run.reset_peaks().await?;
+        }
         let Some(id) = run.snapshot().await? else {
             bail!("the coordinator refused a snapshot");
         };
@@ -127,14 +137,7 @@ async fn scale_running(run: &Running, plan: &Plan, state_bytes: usize) -> Result
     s.snapshots = latencies.len();
     latencies.sort_by(f64::total_cmp);
     s.latency_p50_ms = percentile(&latencies, 0.5);
-    s.longest_pause_ms = run
-        .statuses()
-        .await?
-        .iter()
-        .filter_map(|v| v["longest_pause_us"].as_u64())
-        .max()
-        .unwrap_or(0) as f64
-        / 1e3;
+    s.longest_pause_ms = longest_pause_ms(run).await?;
     let Some(id) = last else { return Ok(s) };
     // Conservation, from the store itself.
     let store = Store::open(&run.config.store)?;
@@ -164,6 +167,18 @@ async fn scale_running(run: &Running, plan: &Plan, state_bytes: usize) -> Result
     }
     s.recovery_ms = Some(t.elapsed().as_secs_f64() * 1e3);
     Ok(s)
+}
+
+/// The longest pause at any node since the peaks were reset, in ms.
+async fn longest_pause_ms(run: &Running) -> Result<f64> {
+    Ok(run
+        .statuses()
+        .await?
+        .iter()
+        .filter_map(|v| v["longest_pause_us"].as_u64())
+        .max()
+        .unwrap_or(0) as f64
+        / 1e3)
 }
 
 /// The machine the figures came from.
@@ -209,30 +224,42 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
         let write_ms = write_floor(root, nodes, 16).await?;
         floors.push(json!({"nodes": nodes, "state_bytes": 16, "ms": write_ms}));
         for topology in &plan.topologies {
-            let mut group: Vec<Measured> = Vec::new();
-            for v in &variants {
-                step += 1;
-                eprintln!(
-                    "[{step}/{total}] {} on {nodes} nodes, {topology} ...",
-                    v.name
-                );
-                group.push(measure(root, plan, nodes, topology, v).await?);
+            // Rounds interleave the variants, so slow spells of the machine
+            // fall on all of them; ratios are taken within a round.
+            let mut rounds: Vec<Vec<Measured>> = Vec::new();
+            for round in 0..plan.rounds {
+                let mut group: Vec<Measured> = Vec::new();
+                for v in &variants {
+                    step += 1;
+                    eprintln!(
+                        "[{step}/{total}] {} on {nodes} nodes, {topology} (round {}) ...",
+                        v.name,
+                        round + 1
+                    );
+                    group.push(measure(root, plan, nodes, topology, v).await?);
+                }
+                let raw = group
+                    .iter()
+                    .find(|m| m.variant == "raw")
+                    .map(|m| m.throughput);
+                let off = group
+                    .iter()
+                    .find(|m| m.variant == "off")
+                    .map(|m| m.throughput);
+                for m in &mut group {
+                    m.vs_raw = raw.filter(|r| *r > 0.0).map(|r| m.throughput / r);
+                    m.vs_off = off.filter(|r| *r > 0.0).map(|r| m.throughput / r);
+                }
+                rounds.push(group);
             }
-            let raw = group
-                .iter()
-                .find(|m| m.variant == "raw")
-                .map(|m| m.throughput);
-            let off = group
-                .iter()
-                .find(|m| m.variant == "off")
-                .map(|m| m.throughput);
+            let mut group: Vec<Measured> = (0..variants.len())
+                .map(|i| aggregate(rounds.iter().map(|g| g[i].clone()).collect()))
+                .collect();
             let hop_ms = group.iter().find_map(|m| m.hop_p50_us).map(|us| us / 1e3);
             if nodes == 4 && hop_ms_4.is_none() {
                 hop_ms_4 = hop_ms;
             }
             for m in &mut group {
-                m.vs_raw = raw.filter(|r| *r > 0.0).map(|r| m.throughput / r);
-                m.vs_off = off.filter(|r| *r > 0.0).map(|r| m.throughput / r);
                 if m.snapshots > 0 {
                     m.floor_ms = hop_ms.map(|h| h * m.diameter as f64 + write_ms);
                 }
@@ -258,6 +285,49 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
         scaling,
         write_floor_ms: floors,
     })
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+/// One variant's rounds as one row: medians of throughput and ratios,
+/// latencies pooled, the longest pause, counts summed.
+fn aggregate(rounds: Vec<Measured>) -> Measured {
+    let mut m = rounds[0].clone();
+    m.rounds = rounds.len();
+    m.throughput = median(rounds.iter().map(|r| r.throughput).collect()).unwrap_or(0.0);
+    m.vs_raw = median(rounds.iter().filter_map(|r| r.vs_raw).collect());
+    m.vs_off = median(rounds.iter().filter_map(|r| r.vs_off).collect());
+    m.hop_p50_us = median(rounds.iter().filter_map(|r| r.hop_p50_us).collect());
+    m.longest_pause_ms = rounds
+        .iter()
+        .map(|r| r.longest_pause_ms)
+        .fold(0.0, f64::max);
+    m.snapshots = rounds.iter().map(|r| r.snapshots).sum();
+    m.durable = rounds.iter().map(|r| r.durable).sum();
+    m.conserved = rounds.iter().map(|r| r.conserved).sum();
+    m.frames_resent = rounds.iter().map(|r| r.frames_resent).sum();
+    m.markers_exact = rounds
+        .iter()
+        .map(|r| r.markers_exact)
+        .reduce(|a, b| Some(a? && b?))
+        .flatten();
+    let started: usize = m.snapshots;
+    m.markers_per_snapshot = (started > 0).then(|| {
+        rounds
+            .iter()
+            .filter_map(|r| Some(r.markers_per_snapshot? * r.snapshots as f64))
+            .sum::<f64>()
+            / started as f64
+    });
+    let mut all: Vec<f64> = rounds.iter().flat_map(|r| r.latencies.clone()).collect();
+    all.sort_by(f64::total_cmp);
+    m.latency_p50_ms = percentile(&all, 0.5);
+    m.latency_p99_ms = percentile(&all, 0.99);
+    m.latencies = all;
+    m
 }
 
 /// What the report lacks or got wrong: an empty list means every figure is
@@ -341,8 +411,10 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// The report as tables.
 pub fn print(r: &Report) {
     println!("Machine: {}", r.machine);
+    let rounds = r.runs.first().map_or(1, |m| m.rounds);
     println!(
-        "Each run: {:.1} s measured after warm-up; ratios are within one run.\n",
+        "Each run: {:.1} s measured after warm-up; {rounds} round(s) of every variant, interleaved;\n\
+         throughput and ratios are medians over rounds (ratios taken within a round), latencies pooled.\n",
         r.window_s
     );
     println!(
@@ -397,17 +469,26 @@ pub fn print(r: &Report) {
         hops.join("; ")
     );
     println!(
-        "\n{:>10} {:>6} {:>9} {:>9} {:>10} {:>12} {:>9} {:>11}",
-        "state", "snaps", "p50 ms", "floor ms", "pause ms", "recovery ms", "read ms", "stored"
+        "\n{:>10} {:>6} {:>9} {:>9} {:>10} {:>10} {:>12} {:>9} {:>11}",
+        "state",
+        "snaps",
+        "p50 ms",
+        "floor ms",
+        "pause ms",
+        "idle pause",
+        "recovery ms",
+        "read ms",
+        "stored"
     );
     for s in &r.scaling {
         println!(
-            "{:>10} {:>6} {:>9} {:>9} {:>10.2} {:>12} {:>9} {:>11}",
+            "{:>10} {:>6} {:>9} {:>9} {:>10.2} {:>10.2} {:>12} {:>9} {:>11}",
             bytes(s.state_bytes as u64),
             s.snapshots,
             opt(s.latency_p50_ms, 1),
             opt(s.floor_ms, 1),
             s.longest_pause_ms,
+            s.idle_pause_ms,
             opt(s.recovery_ms, 1),
             opt(s.read_ms, 1),
             bytes(s.stored_bytes)

@@ -59,6 +59,10 @@ enum Cmd {
         /// aligned-100ms) and skip state-size scaling, e.g. to profile one.
         #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench_cmds::VARIANTS.map(|v| v.name)))]
         only: Vec<String>,
+        /// Per-process state sizes for the scaling runs, in bytes
+        /// (default 1 KiB, 1 MiB and 64 MiB; --quick: 1 KiB and 1 MiB).
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(0..=(1 << 30)))]
+        state_bytes: Vec<u64>,
     },
     /// Run one node of a cluster.
     Node {
@@ -207,11 +211,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Cmd::Bench { quick, json, only } => {
+        Cmd::Bench {
+            quick,
+            json,
+            only,
+            state_bytes,
+        } => {
             let mut plan = bench_cmds::Plan::new(quick);
             if !only.is_empty() {
                 plan.only = only;
                 plan.state_sizes.clear();
+            }
+            if !state_bytes.is_empty() {
+                plan.state_sizes = state_bytes.iter().map(|&b| b as usize).collect();
             }
             let report = runtime()?.block_on(bench_report::run(&plan, quick))?;
             if json {

@@ -263,3 +263,72 @@ async fn restore_rolls_back_and_delivers_recorded_messages_exactly_once() {
     }
     let _ = std::fs::remove_dir_all(&c.dir);
 }
+
+#[tokio::test]
+async fn large_states_travel_only_to_the_store_and_are_served_from_it() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = TestCluster::start_app(
+        "large",
+        3,
+        "\"complete\"",
+        0,
+        "name = \"bank\"\ninitial_balance = 1000\nstate_bytes = 2000000",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at = c.config.coordinator_admin();
+    for _ in 0..3 {
+        let (status, v): (_, Value) = client::post_json(at, "/snapshots", &()).await.unwrap();
+        assert!(status.is_success(), "{v}");
+        let id = v["id"].as_u64().unwrap();
+        let mut durable = false;
+        for _ in 0..200 {
+            let (_, list): (_, Vec<Value>) = client::get_json(at, "/snapshots").await.unwrap();
+            let s = list.iter().find(|s| s["id"] == id).unwrap();
+            assert_ne!(s["status"], "failed", "{s}");
+            if s["durable_ms"].is_number() {
+                durable = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(durable, "snapshot {id} of 2 MB states never became durable");
+    }
+    // Served from the store, whole: every state carries its ballast.
+    let docs = c.snapshots().await;
+    assert_eq!(docs.len(), 3);
+    for d in &docs {
+        for name in ["n1", "n2", "n3"] {
+            let state = d.processes.get(name).unwrap();
+            let ballast = state["ballast"].as_str().unwrap_or_default();
+            assert_eq!(
+                ballast.len(),
+                2_000_000,
+                "snapshot {} lost {name}'s state",
+                d.id
+            );
+        }
+    }
+    // The parts leave out the large initial state; verify says so.
+    let id = docs[2].id.to_string();
+    let out = cairn(&["snapshots", "--store", &c.config.store, "verify", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("conservation not checked"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The coordinator kept no copy: once the store loses a snapshot, so does it.
+    let gone = docs[0].id.to_string();
+    let out = cairn(&["snapshots", "--store", &c.config.store, "delete", &gone]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (status, v): (_, Value) = client::get_json(at, &format!("/snapshots/{gone}"))
+        .await
+        .unwrap();
+    assert!(
+        status.is_server_error(),
+        "snapshot {gone} still served: {v}"
+    );
+    c.keep_files = false;
+    c.stop_and_check(&BankModel, docs).await;
+}

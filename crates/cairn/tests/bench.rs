@@ -1,0 +1,76 @@
+//! `cairn bench --quick` runs end to end and produces every figure, so the
+//! harness cannot rot. No timing is asserted: only that each variant and each
+//! state size was measured, that control counts are exact (one marker per
+//! channel per snapshot, no frame resent on loopback) and that every
+//! snapshot conserved the money.
+
+use serde_json::Value;
+
+#[test]
+fn quick_bench_produces_every_figure() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["bench", "--quick", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "cairn bench --quick failed:\n{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs
+        .iter()
+        .map(|r| r["variant"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "raw",
+            "off",
+            "cl-1s",
+            "cl-100ms",
+            "stw-100ms",
+            "aligned-100ms"
+        ]
+    );
+    for r in runs {
+        assert!(r["throughput"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["vs_raw"].is_number() && r["vs_off"].is_number(), "{r}");
+        assert!(r["longest_pause_ms"].is_number(), "{r}");
+        assert_eq!(r["frames_resent"], 0, "{r}");
+        if r["variant"] == "raw" {
+            assert!(r["hop_p50_us"].is_number(), "{r}");
+        } else if r["variant"] != "off" {
+            for k in ["latency_p50_ms", "latency_p99_ms", "floor_ms"] {
+                assert!(r[k].is_number(), "{k} missing: {r}");
+            }
+            assert_eq!(r["markers_exact"], true, "{r}");
+            assert_eq!(
+                r["markers_per_snapshot"].as_f64(),
+                r["channels"].as_f64(),
+                "{r}"
+            );
+            assert!(r["snapshots"].as_u64().unwrap() > 0, "{r}");
+            assert_eq!(r["durable"], r["snapshots"], "{r}");
+            assert_eq!(r["conserved"], r["durable"], "{r}");
+        }
+    }
+    let scaling = report["scaling"].as_array().unwrap();
+    assert_eq!(scaling.len(), 2);
+    for s in scaling {
+        for k in [
+            "latency_p50_ms",
+            "floor_ms",
+            "longest_pause_ms",
+            "idle_pause_ms",
+            "recovery_ms",
+            "read_ms",
+        ] {
+            assert!(s[k].is_number(), "{k} missing: {s}");
+        }
+        assert_eq!(s["conserved"], 1, "{s}");
+        assert!(s["stored_bytes"].as_u64().unwrap() >= 4 * s["state_bytes"].as_u64().unwrap());
+    }
+    assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
+}
