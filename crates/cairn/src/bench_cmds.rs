@@ -38,6 +38,9 @@ pub struct Plan {
     /// Each shape runs every variant this many times, interleaved; the
     /// report takes medians (the machine is noisy).
     pub rounds: usize,
+    /// Pairs of 0.5 s windows (snapshots off, then every 100 ms) in the
+    /// paired comparison.
+    pub pairs: usize,
 }
 
 impl Plan {
@@ -61,6 +64,7 @@ impl Plan {
                 scaling_snapshots: 2,
                 only: Vec::new(),
                 rounds: 1,
+                pairs: 2,
             }
         } else {
             Plan {
@@ -72,6 +76,7 @@ impl Plan {
                 scaling_snapshots: 4,
                 only: Vec::new(),
                 rounds: 3,
+                pairs: 10,
             }
         }
     }
@@ -152,6 +157,12 @@ pub struct Measured {
     pub markers_exact: Option<bool>,
     /// Snapshots whose money added up (each one fetched and checked).
     pub conserved: usize,
+    /// CPU time the node processes spent per message received, in
+    /// nanoseconds (user + system, from /proc): steadier than throughput on
+    /// a shared machine, since time the machine gives to others is not in it.
+    pub cpu_ns_per_msg: Option<f64>,
+    /// That cost relative to snapshots off (below 1 is cheaper).
+    pub cpu_vs_off: Option<f64>,
     /// Frames sent again after a reconnect: must be 0 on loopback.
     pub frames_resent: u64,
     /// Raw only: one hop's latency under load, send to processing (µs).
@@ -281,6 +292,21 @@ impl Running {
         }
     }
 
+    /// CPU time (user + system) the node processes have used, in clock
+    /// ticks; `None` where /proc does not tell.
+    pub fn cpu_ticks(&self) -> Option<u64> {
+        let sup = self.sup.as_ref()?;
+        let mut total = 0;
+        for n in &self.config.nodes {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", sup.pid(&n.id)?)).ok()?;
+            // The fields after the command name, which is in parentheses.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            total += f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        }
+        Some(total)
+    }
+
     /// Stops the nodes and removes the folder.
     pub async fn stop(mut self) {
         if let Some(sup) = self.sup.take() {
@@ -321,6 +347,7 @@ async fn measure_running(run: &Running, plan: &Plan, variant: &Variant) -> Resul
     run.reset_peaks().await?;
     let markers_before = run.total("markers_sent").await?;
     let received_before = run.total("messages_received").await?;
+    let cpu_before = run.cpu_ticks();
     let started = Instant::now();
     let mut ids = Vec::new();
     if let Some(every) = variant.interval {
@@ -337,6 +364,11 @@ async fn measure_running(run: &Running, plan: &Plan, variant: &Variant) -> Resul
     let left = plan.window.saturating_sub(started.elapsed());
     tokio::time::sleep(left).await;
     let received = run.total("messages_received").await? - received_before;
+    if let (Some(a), Some(b)) = (cpu_before, run.cpu_ticks()) {
+        // Linux counts CPU time in ticks of 1/100 s (USER_HZ).
+        let cpu_ns = (b - a) as f64 * 1e7;
+        m.cpu_ns_per_msg = (received > 0).then(|| cpu_ns / received as f64);
+    }
     let elapsed = started.elapsed().as_secs_f64();
     m.throughput = received as f64 / elapsed;
     let statuses = run.statuses().await?;
@@ -378,6 +410,83 @@ async fn measure_running(run: &Running, plan: &Plan, variant: &Variant) -> Resul
     m.latencies = latencies;
     m.conserved = conserved(run, &summaries).await?;
     Ok(m)
+}
+
+/// The paired comparison: one Chandy–Lamport cluster, alternating windows
+/// with no snapshot and with one every 100 ms, so that both halves of each
+/// pair share processes, connections and the machine's mood. Returns the
+/// median throughput ratio and the median CPU-per-message ratio (on / off).
+pub async fn paired(
+    root: &Path,
+    plan: &Plan,
+    nodes: usize,
+    topology: &str,
+) -> Result<(f64, Option<f64>, usize)> {
+    let variant = VARIANTS[3];
+    let label = format!("paired-{nodes}-{topology}");
+    let run = Running::start(root, &label, nodes, topology, &variant, 0).await?;
+    let result = async {
+        tokio::time::sleep(plan.warm_up).await;
+        let half = Duration::from_millis(500);
+        let (mut ratios, mut cpu_ratios, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+        for pair in 0..plan.pairs {
+            let mut figures = [(0.0, None); 2];
+            // Alternate which half goes first, so drift cancels.
+            let order = if pair % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for on in order {
+                let received = run.total("messages_received").await?;
+                let cpu = run.cpu_ticks();
+                let started = Instant::now();
+                if on {
+                    let mut tick = tokio::time::interval(Duration::from_millis(100));
+                    tick.tick().await;
+                    while started.elapsed() + Duration::from_millis(100) <= half {
+                        tick.tick().await;
+                        ids.extend(run.snapshot().await?);
+                    }
+                }
+                tokio::time::sleep(half.saturating_sub(started.elapsed())).await;
+                let n = run.total("messages_received").await? - received;
+                let rate = n as f64 / started.elapsed().as_secs_f64();
+                let cpu = cpu
+                    .zip(run.cpu_ticks())
+                    .filter(|_| n > 0)
+                    .map(|(a, b)| (b - a) as f64 / n as f64);
+                figures[usize::from(on)] = (rate, cpu);
+            }
+            let [(off, off_cpu), (on, on_cpu)] = figures;
+            if off > 0.0 {
+                ratios.push(on / off);
+            }
+            if let (Some(a), Some(b)) = (off_cpu, on_cpu) {
+                if a > 0.0 {
+                    cpu_ratios.push(b / a);
+                }
+            }
+        }
+        let summaries = run.settled(&ids, Duration::from_secs(30)).await?;
+        let good = conserved(&run, &summaries).await?;
+        if good != ids.len() {
+            bail!(
+                "paired run: {good} of {} snapshots conserved the money",
+                ids.len()
+            );
+        }
+        ratios.sort_by(f64::total_cmp);
+        cpu_ratios.sort_by(f64::total_cmp);
+        Ok((
+            percentile(&ratios, 0.5).unwrap_or(0.0),
+            percentile(&cpu_ratios, 0.5),
+            ratios.len(),
+        ))
+    }
+    .await;
+    run.stop().await;
+    result
 }
 
 /// Fetches every complete snapshot and counts those whose money adds up.

@@ -44,6 +44,8 @@ pub struct Report {
     pub runs: Vec<Measured>,
     pub scaling: Vec<Scaling>,
     pub write_floor_ms: Vec<Value>,
+    /// Chandy–Lamport every 100 ms against off, paired in one cluster.
+    pub paired: Vec<Value>,
 }
 
 /// Median time to write `nodes` parts of `state_bytes` each, in parallel,
@@ -218,7 +220,10 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
     let mut floors = Vec::new();
     let mut hop_ms_4 = None;
     let variants = plan.variants();
-    let total = plan.nodes.len() * plan.topologies.len() * variants.len() + plan.state_sizes.len();
+    let shapes = plan.nodes.len() * plan.topologies.len();
+    let total = shapes * variants.len() * plan.rounds
+        + if plan.only.is_empty() { shapes } else { 0 }
+        + plan.state_sizes.len();
     let mut step = 0;
     for &nodes in &plan.nodes {
         let write_ms = write_floor(root, nodes, 16).await?;
@@ -246,9 +251,17 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
                     .iter()
                     .find(|m| m.variant == "off")
                     .map(|m| m.throughput);
+                let off_cpu = group
+                    .iter()
+                    .find(|m| m.variant == "off")
+                    .and_then(|m| m.cpu_ns_per_msg);
                 for m in &mut group {
                     m.vs_raw = raw.filter(|r| *r > 0.0).map(|r| m.throughput / r);
                     m.vs_off = off.filter(|r| *r > 0.0).map(|r| m.throughput / r);
+                    m.cpu_vs_off = off_cpu
+                        .zip(m.cpu_ns_per_msg)
+                        .filter(|(o, _)| *o > 0.0)
+                        .map(|(o, c)| c / o);
                 }
                 rounds.push(group);
             }
@@ -265,6 +278,18 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
                 }
             }
             runs.extend(group);
+        }
+    }
+    let mut paired = Vec::new();
+    if plan.only.is_empty() {
+        for &nodes in &plan.nodes {
+            for topology in &plan.topologies {
+                step += 1;
+                eprintln!("[{step}/{total}] paired on/off on {nodes} nodes, {topology} ...");
+                let (ratio, cpu, pairs) =
+                    crate::bench_cmds::paired(root, plan, nodes, topology).await?;
+                paired.push(json!({"nodes": nodes, "topology": topology, "pairs": pairs, "throughput_vs_off": ratio, "cpu_vs_off": cpu}));
+            }
         }
     }
     let mut scaling = Vec::new();
@@ -284,6 +309,7 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
         runs,
         scaling,
         write_floor_ms: floors,
+        paired,
     })
 }
 
@@ -301,6 +327,8 @@ fn aggregate(rounds: Vec<Measured>) -> Measured {
     m.vs_raw = median(rounds.iter().filter_map(|r| r.vs_raw).collect());
     m.vs_off = median(rounds.iter().filter_map(|r| r.vs_off).collect());
     m.hop_p50_us = median(rounds.iter().filter_map(|r| r.hop_p50_us).collect());
+    m.cpu_ns_per_msg = median(rounds.iter().filter_map(|r| r.cpu_ns_per_msg).collect());
+    m.cpu_vs_off = median(rounds.iter().filter_map(|r| r.cpu_vs_off).collect());
     m.longest_pause_ms = rounds
         .iter()
         .map(|r| r.longest_pause_ms)
@@ -379,6 +407,14 @@ pub fn problems(r: &Report) -> Vec<String> {
             ));
         }
     }
+    if r.complete && r.paired.is_empty() {
+        out.push("the paired on/off comparison did not run".into());
+    }
+    for p in &r.paired {
+        if !p["throughput_vs_off"].as_f64().is_some_and(|v| v > 0.0) {
+            out.push(format!("paired comparison {p}: no ratio"));
+        }
+    }
     for s in &r.scaling {
         let at = format!("state of {}", bytes(s.state_bytes as u64));
         if s.latency_p50_ms.is_none()
@@ -418,13 +454,15 @@ pub fn print(r: &Report) {
         r.window_s
     );
     println!(
-        "{:<14} {:>5} {:<8} {:>12} {:>7} {:>7} {:>6} {:>9} {:>9} {:>9} {:>10} {:>8}",
+        "{:<14} {:>5} {:<8} {:>12} {:>7} {:>7} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>10} {:>8}",
         "variant",
         "nodes",
         "graph",
         "msgs/s",
         "vs raw",
         "vs off",
+        "cpu ns/msg",
+        "cpu vs off",
         "snaps",
         "p50 ms",
         "p99 ms",
@@ -439,13 +477,15 @@ pub fn print(r: &Report) {
             _ => "-".into(),
         };
         println!(
-            "{:<14} {:>5} {:<8} {:>12.0} {:>7} {:>7} {:>6} {:>9} {:>9} {:>9} {:>10.2} {:>8}",
+            "{:<14} {:>5} {:<8} {:>12.0} {:>7} {:>7} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>10.2} {:>8}",
             m.variant,
             m.nodes,
             m.topology,
             m.throughput,
             opt(m.vs_raw, 3),
             opt(m.vs_off, 3),
+            opt(m.cpu_ns_per_msg, 0),
+            opt(m.cpu_vs_off, 3),
             m.snapshots,
             opt(m.latency_p50_ms, 1),
             opt(m.latency_p99_ms, 1),
@@ -464,6 +504,16 @@ pub fn print(r: &Report) {
             ))
         })
         .collect();
+    for p in &r.paired {
+        println!(
+            "\nPaired in one cluster ({} nodes, {}): Chandy–Lamport every 100 ms / off = {} throughput, {} CPU per message (medians of {} pairs of 0.5 s windows)",
+            p["nodes"],
+            p["topology"].as_str().unwrap_or_default(),
+            opt(p["throughput_vs_off"].as_f64(), 3),
+            opt(p["cpu_vs_off"].as_f64(), 3),
+            p["pairs"]
+        );
+    }
     println!(
         "\nHop latency under load (raw baseline, p50): {}",
         hops.join("; ")

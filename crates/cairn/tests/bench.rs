@@ -72,5 +72,14 @@ fn quick_bench_produces_every_figure() {
         assert_eq!(s["conserved"], 1, "{s}");
         assert!(s["stored_bytes"].as_u64().unwrap() >= 4 * s["state_bytes"].as_u64().unwrap());
     }
+    let paired = report["paired"].as_array().unwrap();
+    assert_eq!(paired.len(), 1);
+    assert!(
+        paired[0]["throughput_vs_off"].as_f64().unwrap() > 0.0,
+        "{paired:?}"
+    );
+    for r in runs {
+        assert!(r["cpu_ns_per_msg"].as_f64().unwrap() > 0.0, "{r}");
+    }
     assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
 }
