@@ -540,6 +540,20 @@ impl<P: Process> Driver<P> {
 /// A local snapshot for the reporter to encode.
 pub(crate) type PendingReport = Box<dyn FnOnce() -> serde_json::Result<LocalReport> + Send>;
 
+/// Counts the bytes written to it and keeps none.
+struct Counted(u64);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A local snapshot in the shape it travels in (JSON values).
 fn encode_report<M: serde::Serialize, S: serde::Serialize>(
     topology: &Topology,
@@ -552,7 +566,9 @@ fn encode_report<M: serde::Serialize, S: serde::Serialize>(
         let mut messages = Vec::with_capacity(rc.messages.len());
         for m in &rc.messages {
             let v = serde_json::to_value(m)?;
-            bytes += serde_json::to_vec(&v)?.len() as u64;
+            let mut counted = Counted(0);
+            serde_json::to_writer(&mut counted, &v)?;
+            bytes += counted.0;
             messages.push(v);
         }
         channels.push((topology.channel_name(rc.channel), messages));

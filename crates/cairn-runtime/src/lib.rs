@@ -25,6 +25,7 @@ pub mod config;
 pub mod coordinator;
 mod driver;
 mod error;
+mod inbound;
 pub mod metrics;
 mod node;
 mod raw;

@@ -18,9 +18,10 @@ use crate::config::ClusterConfig;
 use crate::coordinator::Coordinator;
 use crate::driver::{Driver, PendingReport};
 use crate::error::{Error, Result};
+use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::tracefile::TraceWriter;
-use crate::transport::{Identity, Inbound, Outbound, Outbounds, SenderLinks, run_outbound};
+use crate::transport::{Identity, Outbound, Outbounds, SenderLinks, run_outbound};
 use cairn_store::{Part, StoredChannel};
 
 /// Runs node `me` of `config` with application `P` until `shutdown` turns true.
@@ -270,13 +271,10 @@ async fn run_reporter(
             snapshot: report.snapshot.0,
             process: report.process.clone(),
             state: std::mem::take(&mut report.state),
-            channels: report
-                .channels
-                .iter()
-                .map(|(name, messages)| StoredChannel {
-                    name: name.clone(),
-                    messages: messages.clone(),
-                })
+            // Moved into the part and back after writing it, never copied.
+            channels: std::mem::take(&mut report.channels)
+                .into_iter()
+                .map(|(name, messages)| StoredChannel { name, messages })
                 .collect(),
             initial: initial.clone(),
         };
@@ -303,6 +301,11 @@ async fn run_reporter(
                 }
             }
         }
+        report.channels = part
+            .channels
+            .into_iter()
+            .map(|c| (c.name, c.messages))
+            .collect();
         if let Some(c) = &shared.coordinator {
             if let Err(e) = admin::accept_report(&shared, c, report) {
                 warn!("own report refused: {e}");

@@ -2,19 +2,19 @@
 //! sender. The sender numbers frames, keeps them until acknowledged and
 //! resends them after a reconnect; the receiver drops duplicates and refuses
 //! gaps, so every channel stays FIFO and exactly-once across dropped
-//! connections.
+//! connections. This file is the sending side; [`crate::inbound`] the
+//! receiving one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_core::{ChannelId, ProcessId, Topology};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use cairn_core::ChannelId;
+use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, warn};
@@ -24,11 +24,11 @@ use crate::metrics::Metrics;
 use crate::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION};
 
 /// How long a peer has to say hello, or to answer one.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames a sender keeps queued or unacknowledged before the application waits.
 pub(crate) const HIGH_WATER: usize = 2048;
 /// The receiver acknowledges at least this often, in frames.
-const ACK_EVERY: u64 = 128;
+pub(crate) const ACK_EVERY: u64 = 128;
 
 /// What the driver hands a channel's sender.
 #[derive(Debug)]
@@ -391,287 +391,5 @@ async fn handshake(
         other => Err(Error::Protocol(format!(
             "unexpected answer to hello: {other:?}"
         ))),
-    }
-}
-
-/// The receiving side of every incoming channel of one node.
-#[derive(Debug)]
-pub(crate) struct Inbound<M> {
-    pub cluster: String,
-    pub me: ProcessId,
-    pub topology: Arc<Topology>,
-    pub max_frame_bytes: usize,
-    pub to_driver: mpsc::Sender<In<M>>,
-    /// This node's epoch: only senders in the same epoch are admitted.
-    pub epoch: watch::Receiver<u64>,
-    /// Per incoming channel: the next sequence number, and which connection owns it.
-    slots: Mutex<HashMap<ChannelId, Arc<Slot>>>,
-}
-
-#[derive(Debug)]
-struct Slot {
-    /// The epoch the channel is in, and the next sequence number in it.
-    next_seq: tokio::sync::Mutex<(u64, u64)>,
-    owner: watch::Sender<u64>,
-}
-
-impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
-    pub fn new(
-        cluster: String,
-        me: ProcessId,
-        topology: Arc<Topology>,
-        max_frame_bytes: usize,
-        to_driver: mpsc::Sender<In<M>>,
-        epoch: watch::Receiver<u64>,
-    ) -> Self {
-        Inbound {
-            cluster,
-            me,
-            topology,
-            max_frame_bytes,
-            to_driver,
-            epoch,
-            slots: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Accepts connections until shutdown; each is served by its own task.
-    pub async fn run(
-        self: Arc<Self>,
-        listener: TcpListener,
-        mut shutdown: watch::Receiver<bool>,
-        cut: watch::Receiver<u64>,
-    ) {
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.changed() => return,
-                a = listener.accept() => a,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let this = self.clone();
-                    let (sd, cut) = (shutdown.clone(), cut.clone());
-                    tokio::spawn(async move {
-                        match this.serve(stream, sd, cut).await {
-                            Ok(()) => {}
-                            Err(e @ Error::Protocol(_)) => {
-                                warn!(%peer, "closed an incoming connection: {e}")
-                            }
-                            Err(e) => debug!(%peer, "incoming connection ended: {e}"),
-                        }
-                    });
-                }
-                Err(e) => {
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    }
-
-    async fn serve(
-        &self,
-        stream: TcpStream,
-        mut shutdown: watch::Receiver<bool>,
-        mut cut: watch::Receiver<u64>,
-    ) -> Result<()> {
-        let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
-        let mut reader = FramedRead::new(r, wire::codec(self.max_frame_bytes));
-        let mut writer = FramedWrite::new(w, wire::codec(self.max_frame_bytes));
-        let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
-            .await
-            .map_err(|_| Error::Protocol("no hello within 5 s".into()))?
-            .ok_or_else(|| Error::Protocol("closed before hello".into()))?
-            .map_err(|e| Error::Protocol(e.to_string()))?;
-        let admitted =
-            wire::decode_hello(&first).and_then(|h| self.admit(&h).map(|c| (c, h.epoch)));
-        let (channel, their_epoch) = match admitted {
-            Ok(c) => c,
-            Err(e) => {
-                let reject = Frame::<()>::Reject {
-                    reason: e.to_string(),
-                };
-                if let Ok(bytes) = wire::encode(&reject) {
-                    let _ = writer.send(bytes).await;
-                }
-                return Err(e);
-            }
-        };
-        let name = self.topology.channel_name(channel);
-        let slot = self.slot(channel);
-        // Take the channel over from any older connection, then wait for it to let go.
-        slot.owner.send_modify(|g| *g += 1);
-        let generation = *slot.owner.borrow();
-        let mut owner = slot.owner.subscribe();
-        let mut guard = slot.next_seq.lock().await;
-        if guard.0 != their_epoch {
-            *guard = (their_epoch, 1); // a new epoch starts the channel afresh
-        }
-        let next_seq = &mut guard.1;
-        let mut epoch = self.epoch.clone();
-        epoch.borrow_and_update();
-        writer
-            .send(wire::encode(&Frame::<()>::Welcome {
-                next_seq: *next_seq,
-            })?)
-            .await
-            .map_err(|e| Error::io("sending welcome", e))?;
-        info!(channel = %name, next_seq = *next_seq, "incoming channel connected");
-        cut.borrow_and_update();
-        let mut acked = *next_seq;
-        let mut ack_timer = tokio::time::interval(Duration::from_millis(5));
-        loop {
-            let frame = tokio::select! {
-                _ = shutdown.changed() => return Ok(()),
-                _ = cut.changed() => return Ok(()),
-                _ = epoch.changed() => return Ok(()),
-                _ = owner.changed() => {
-                    if *owner.borrow() != generation {
-                        debug!(channel = %name, "a newer connection took the channel over");
-                        return Ok(());
-                    }
-                    continue;
-                }
-                _ = ack_timer.tick() => {
-                    if acked != *next_seq {
-                        acked = *next_seq;
-                        let ack = wire::encode(&Frame::<()>::Ack { next_seq: acked })?;
-                        writer.send(ack).await.map_err(|e| Error::io("sending ack", e))?;
-                    }
-                    continue;
-                }
-                f = reader.next() => f,
-            };
-            // Take every frame already buffered before selecting again
-            // (up to a batch): the select's futures cost more than a frame.
-            let mut frame = frame;
-            let mut budget = 256;
-            loop {
-                let bytes = match frame {
-                    None => return Ok(()),
-                    Some(Err(e)) => return Err(Error::Protocol(format!("channel {name}: {e}"))),
-                    Some(Ok(b)) => b,
-                };
-                let (seq, item) = match wire::decode::<Frame<M>>(&bytes)
-                    .map_err(|e| Error::Protocol(format!("channel {name}: {e}")))?
-                {
-                    Frame::Data {
-                        seq,
-                        epoch: e,
-                        message,
-                        vc,
-                    } if e == their_epoch => (
-                        seq,
-                        In::Data {
-                            channel,
-                            epoch: e,
-                            message,
-                            vc,
-                        },
-                    ),
-                    Frame::Marker {
-                        seq,
-                        epoch: e,
-                        snapshot,
-                        vc,
-                    } if e == their_epoch => (
-                        seq,
-                        In::Marker {
-                            channel,
-                            epoch: e,
-                            snapshot,
-                            vc,
-                        },
-                    ),
-                    other => {
-                        return Err(Error::Protocol(format!(
-                            "channel {name}: unexpected frame {:?}",
-                            std::mem::discriminant(&other)
-                        )));
-                    }
-                };
-                let duplicate = seq < *next_seq; // resent, already delivered
-                if seq > *next_seq {
-                    return Err(Error::Protocol(format!(
-                        "channel {name}: frame {seq} arrived, expected {}",
-                        *next_seq
-                    )));
-                }
-                if !duplicate {
-                    if self.to_driver.send(item).await.is_err() {
-                        return Ok(()); // the node is shutting down
-                    }
-                    *next_seq += 1;
-                    if *next_seq - acked >= ACK_EVERY {
-                        acked = *next_seq;
-                        let ack = wire::encode(&Frame::<()>::Ack { next_seq: acked })?;
-                        writer
-                            .send(ack)
-                            .await
-                            .map_err(|e| Error::io("sending ack", e))?;
-                    }
-                }
-                budget -= 1;
-                if budget == 0 {
-                    break;
-                }
-                match reader.next().now_or_never() {
-                    Some(f) => frame = f,
-                    None => break,
-                }
-            }
-        }
-    }
-
-    /// Checks a hello against the configuration: the cluster, a known node,
-    /// and a channel from that node to this one.
-    fn admit(&self, hello: &Hello) -> Result<ChannelId> {
-        if hello.cluster != self.cluster {
-            return Err(Error::Protocol(format!(
-                "node {:?} belongs to cluster {:?}, this node to {:?}",
-                hello.node, hello.cluster, self.cluster
-            )));
-        }
-        let from = self
-            .topology
-            .process(&hello.node)
-            .ok_or_else(|| Error::Protocol(format!("unknown node id {:?}", hello.node)))?;
-        let channel = self
-            .topology
-            .channel_by_name(&hello.channel)
-            .filter(|&c| {
-                let ch = self.topology.channel(c);
-                ch.from == from && ch.to == self.me
-            })
-            .ok_or_else(|| {
-                Error::Protocol(format!(
-                    "node {:?} has no channel {:?} to {}",
-                    hello.node,
-                    hello.channel,
-                    self.topology.name(self.me)
-                ))
-            })?;
-        let mine = *self.epoch.borrow();
-        if hello.epoch != mine {
-            return Err(Error::Epoch(format!(
-                "node {:?} is in epoch {}, this node in epoch {mine}",
-                hello.node, hello.epoch
-            )));
-        }
-        Ok(channel)
-    }
-
-    fn slot(&self, channel: ChannelId) -> Arc<Slot> {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots
-            .entry(channel)
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    next_seq: tokio::sync::Mutex::new((0, 1)),
-                    owner: watch::channel(0).0,
-                })
-            })
-            .clone()
     }
 }

@@ -63,6 +63,12 @@ enum Cmd {
         /// (default 1 KiB, 1 MiB and 64 MiB; --quick: 1 KiB and 1 MiB).
         #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(0..=(1 << 30)))]
         state_bytes: Vec<u64>,
+        /// Cluster sizes to run (default 4 and 8; --quick: 4).
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(2..=32))]
+        nodes: Vec<u64>,
+        /// Topologies to run: complete, ring (default both; --quick: complete).
+        #[arg(long, value_delimiter = ',', value_parser = ["complete", "ring"])]
+        topology: Vec<String>,
     },
     /// Run one node of a cluster.
     Node {
@@ -216,11 +222,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             only,
             state_bytes,
+            nodes,
+            topology,
         } => {
             let mut plan = bench_cmds::Plan::new(quick);
             if !only.is_empty() {
                 plan.only = only;
                 plan.state_sizes.clear();
+            }
+            if !nodes.is_empty() {
+                plan.nodes = nodes.iter().map(|&n| n as usize).collect();
+            }
+            if !topology.is_empty() {
+                plan.topologies = topology;
             }
             if !state_bytes.is_empty() {
                 plan.state_sizes = state_bytes.iter().map(|&b| b as usize).collect();
