@@ -169,15 +169,23 @@ pub(crate) async fn start_here(s: &Shared) -> Result<SnapshotId, String> {
 
 /// Starts snapshot `id` at this node's driver.
 pub(crate) async fn start_local(s: &Shared, id: SnapshotId) -> Result<(), String> {
+    ask_driver(s, |reply| Control::Start { id, reply }).await??;
+    Ok(())
+}
+
+/// Hands the driver a request and waits for its answer.
+pub(crate) async fn ask_driver<T>(
+    s: &Shared,
+    request: impl FnOnce(oneshot::Sender<T>) -> Control,
+) -> Result<T, String> {
     let (reply, answer) = oneshot::channel();
     s.control
-        .send(Control::Start { id, reply })
+        .send(request(reply))
         .await
         .map_err(|_| "the node is shutting down".to_string())?;
     answer
         .await
-        .map_err(|_| "the node is shutting down".to_string())??;
-    Ok(())
+        .map_err(|_| "the node is shutting down".to_string())
 }
 
 /// A new snapshot id; one at a time unless the mode is Chandy–Lamport.
@@ -532,19 +540,13 @@ async fn rollback_local(s: &Shared, order: &NodeRollback) -> Result<usize, Strin
                 .map_err(|e| e.to_string())?
         }
     };
-    let (reply, answer) = oneshot::channel();
-    s.control
-        .send(Control::Rollback {
-            epoch: order.epoch,
-            part: Box::new(part),
-            in_flight: order.in_flight.clone(),
-            reply,
-        })
-        .await
-        .map_err(|_| "the node is shutting down".to_string())?;
-    answer
-        .await
-        .map_err(|_| "the node is shutting down".to_string())?
+    ask_driver(s, |reply| Control::Rollback {
+        epoch: order.epoch,
+        part: Box::new(part),
+        in_flight: order.in_flight.clone(),
+        reply,
+    })
+    .await?
 }
 
 async fn reset_peaks(State(s): Shr) -> Response {

@@ -37,17 +37,7 @@ pub async fn run_node<P: Process>(
     let topo = config.topology.clone();
     let node = &config.nodes[me.index()];
     let name = node.id.clone();
-    let params: P::Params =
-        serde_json::from_value(config.app.params.clone()).map_err(|e| Error::Config {
-            file: config.file.display().to_string(),
-            key: "app".into(),
-            problem: format!("bad parameters for {}: {e}", config.app.name),
-        })?;
-    let process = P::new(&params, me, &topo).map_err(|problem| Error::Config {
-        file: config.file.display().to_string(),
-        key: "app".into(),
-        problem,
-    })?;
+    let process: P = new_process(&config, me)?;
     let initial = process.state();
     let initial_json = serde_json::to_value(&initial)
         .map_err(|e| Error::io("encoding the initial state", e.into()))?;
@@ -231,6 +221,21 @@ pub async fn run_node<P: Process>(
     }
     info!(node = %name, "node stopped");
     Ok(())
+}
+
+/// Process `me` of `config`'s application, from the `[app]` parameters.
+///
+/// # Errors
+/// [`Error::Config`] naming the parameters that are unusable.
+pub(crate) fn new_process<P: Process>(config: &ClusterConfig, me: ProcessId) -> Result<P> {
+    let bad = |problem: String| Error::Config {
+        file: config.file.display().to_string(),
+        key: "app".into(),
+        problem,
+    };
+    let params: P::Params = serde_json::from_value(config.app.params.clone())
+        .map_err(|e| bad(format!("bad parameters for {}: {e}", config.app.name)))?;
+    P::new(&params, me, &config.topology).map_err(bad)
 }
 
 /// A part larger than this (in bytes) leaves its state out of the report:

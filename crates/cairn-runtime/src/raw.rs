@@ -71,17 +71,7 @@ pub async fn run_raw_node<P: Process>(
 ) -> Result<()> {
     let topo = config.topology.clone();
     let node = &config.nodes[me.index()];
-    let params: P::Params =
-        serde_json::from_value(config.app.params.clone()).map_err(|e| Error::Config {
-            file: config.file.display().to_string(),
-            key: "app".into(),
-            problem: format!("bad parameters for {}: {e}", config.app.name),
-        })?;
-    let mut process = P::new(&params, me, &topo).map_err(|problem| Error::Config {
-        file: config.file.display().to_string(),
-        key: "app".into(),
-        problem,
-    })?;
+    let mut process: P = crate::node::new_process(&config, me)?;
     let listener = TcpListener::bind(&node.listen).await.map_err(|e| {
         Error::io(
             format!("node {}: cannot listen on {}", node.id, node.listen),

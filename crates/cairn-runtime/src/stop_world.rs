@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use crate::admin::{Shared, allocate_for, start_local};
+use crate::admin::{Shared, allocate_for, ask_driver, start_local};
 use crate::client;
 use crate::driver::Control;
 
@@ -76,28 +76,17 @@ async fn broadcast(
                 Err(e) => Err(format!("node {}: {e}", n.id)),
             }
         });
-    let here = drive(s, control);
+    let here = ask_driver(s, control);
     let (answers, here) = tokio::join!(futures_util::future::join_all(others), here);
     answers.into_iter().chain([here]).collect()
 }
 
-async fn drive(s: &Shared, control: fn(oneshot::Sender<()>) -> Control) -> Result<(), String> {
-    let (reply, answer) = oneshot::channel();
-    s.control
-        .send(control(reply))
-        .await
-        .map_err(|_| "the node is shutting down".to_string())?;
-    answer
-        .await
-        .map_err(|_| "the node is shutting down".to_string())
-}
-
 pub(crate) async fn pause_here(State(s): State<Arc<Shared>>) -> Response {
-    answer(drive(&s, |reply| Control::Pause { reply }).await)
+    answer(ask_driver(&s, |reply| Control::Pause { reply }).await)
 }
 
 pub(crate) async fn resume_here(State(s): State<Arc<Shared>>) -> Response {
-    answer(drive(&s, |reply| Control::Resume { reply }).await)
+    answer(ask_driver(&s, |reply| Control::Resume { reply }).await)
 }
 
 fn answer(r: Result<(), String>) -> Response {
