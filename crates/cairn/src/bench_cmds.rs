@@ -22,7 +22,7 @@ use cairn_runtime::cluster::Supervisor;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::demo_cluster::free_ports;
+use crate::demo_cluster::loopback_nodes;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -195,7 +195,6 @@ impl Running {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let ports = free_ports(2 * nodes)?;
         let mut toml = format!(
             "cluster = \"bench\"\ncoordinator = \"n1\"\nchannels = \"{topology}\"\ndata_dir = {:?}\n\n\
              [app]\nname = \"bank\"\ninitial_balance = 100000\nmax_transfer = 10\nstate_bytes = {state_bytes}\n\n\
@@ -203,14 +202,7 @@ impl Running {
             dir.join("data"),
             variant.mode
         );
-        for i in 0..nodes {
-            toml += &format!(
-                "\n[[nodes]]\nid = \"n{}\"\naddress = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
-                i + 1,
-                ports[2 * i],
-                ports[2 * i + 1]
-            );
-        }
+        toml += &loopback_nodes(nodes)?;
         let path = dir.join("cluster.toml");
         std::fs::write(&path, toml)?;
         let config = ClusterConfig::load(&path)?;
@@ -247,12 +239,7 @@ impl Running {
 
     /// Sum of one counter over the nodes.
     pub async fn total(&self, key: &str) -> Result<u64> {
-        Ok(self
-            .statuses()
-            .await?
-            .iter()
-            .map(|v| v[key].as_u64().unwrap_or(0))
-            .sum())
+        Ok(sum(&self.statuses().await?, key))
     }
 
     /// Forgets every node's longest pause.
@@ -345,8 +332,9 @@ async fn measure_running(run: &Running, plan: &Plan, variant: &Variant) -> Resul
     };
     tokio::time::sleep(plan.warm_up).await;
     run.reset_peaks().await?;
-    let markers_before = run.total("markers_sent").await?;
-    let received_before = run.total("messages_received").await?;
+    let before = run.statuses().await?;
+    let markers_before = sum(&before, "markers_sent");
+    let received_before = sum(&before, "messages_received");
     let cpu_before = run.cpu_ticks();
     let started = Instant::now();
     let mut ids = Vec::new();
@@ -363,7 +351,8 @@ async fn measure_running(run: &Running, plan: &Plan, variant: &Variant) -> Resul
     }
     let left = plan.window.saturating_sub(started.elapsed());
     tokio::time::sleep(left).await;
-    let received = run.total("messages_received").await? - received_before;
+    let statuses = run.statuses().await?;
+    let received = sum(&statuses, "messages_received") - received_before;
     if let (Some(a), Some(b)) = (cpu_before, run.cpu_ticks()) {
         // Linux counts CPU time in ticks of 1/100 s (USER_HZ).
         let cpu_ns = (b - a) as f64 * 1e7;
@@ -371,11 +360,7 @@ async fn measure_running(run: &Running, plan: &Plan, variant: &Variant) -> Resul
     }
     let elapsed = started.elapsed().as_secs_f64();
     m.throughput = received as f64 / elapsed;
-    let statuses = run.statuses().await?;
-    m.frames_resent = statuses
-        .iter()
-        .filter_map(|v| v["frames_resent"].as_u64())
-        .sum();
+    m.frames_resent = sum(&statuses, "frames_resent");
     m.longest_pause_ms = statuses
         .iter()
         .filter_map(|v| v["longest_pause_us"].as_u64())
@@ -509,6 +494,11 @@ pub async fn conserved(run: &Running, summaries: &[Value]) -> Result<usize> {
         }
     }
     Ok(good)
+}
+
+/// Sum of one counter over the nodes' statuses.
+fn sum(statuses: &[Value], key: &str) -> u64 {
+    statuses.iter().map(|v| v[key].as_u64().unwrap_or(0)).sum()
 }
 
 /// The `q`-quantile of sorted values (nearest rank).

@@ -98,10 +98,10 @@ pub async fn scale(root: &Path, plan: &Plan, state_bytes: usize, hop_ms: f64) ->
     };
     let label = format!("scale-{state_bytes}");
     let run = Running::start(root, &label, nodes, "complete", &variant, state_bytes).await?;
+    let diameter = run.config.topology.diameter().unwrap_or(0);
     let result = scale_running(&run, plan, state_bytes).await;
     run.stop().await;
     let mut s = result?;
-    let diameter = 1; // a complete graph
     s.floor_ms = Some(hop_ms * diameter as f64 + write_floor(root, nodes, state_bytes).await?);
     Ok(s)
 }

@@ -30,19 +30,26 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>> {
 
 /// A cluster config for `n` bank nodes on loopback.
 pub fn bank_config(n: usize, interval_ms: u64, extra: &str) -> Result<String> {
-    let ports = free_ports(2 * n)?;
     let mut toml = format!(
         "cluster = \"demo\"\ncoordinator = \"n1\"\nchannels = \"complete\"\n{extra}\n[app]\nname = \"bank\"\ninitial_balance = {BALANCE}\n\n[snapshots]\ninterval_ms = {interval_ms}\ntimeout_ms = 5000\n"
     );
-    for i in 0..n {
-        toml.push_str(&format!(
-            "\n[[nodes]]\nid = \"n{}\"\naddress = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
-            i + 1,
-            ports[2 * i],
-            ports[2 * i + 1]
-        ));
-    }
+    toml.push_str(&loopback_nodes(n)?);
     Ok(toml)
+}
+
+/// The `[[nodes]]` tables of `n` nodes `n1`, `n2`, ... on free loopback ports.
+pub fn loopback_nodes(n: usize) -> Result<String> {
+    let ports = free_ports(2 * n)?;
+    Ok((0..n)
+        .map(|i| {
+            format!(
+                "\n[[nodes]]\nid = \"n{}\"\naddress = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
+                i + 1,
+                ports[2 * i],
+                ports[2 * i + 1]
+            )
+        })
+        .collect())
 }
 
 pub async fn run(seconds: u64) -> Result<bool> {
