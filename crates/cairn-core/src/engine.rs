@@ -53,6 +53,17 @@ pub enum Output<M, S> {
     },
     /// This process's part of a snapshot is complete.
     LocalSnapshotComplete(LocalSnapshot<M, S>),
+    /// The snapshot's recorded channel state passed the recording limit
+    /// (see [`Engine::set_recording_limit`]) on `channel`: its recording is
+    /// dropped and it will never complete here. Report it as failed.
+    RecordingAbandoned {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The incoming channel whose message took it over the limit.
+        channel: ChannelId,
+        /// The bytes recorded for the snapshot, that message included.
+        bytes: u64,
+    },
 }
 
 /// What [`Engine::start_snapshot`] did.
@@ -75,7 +86,14 @@ struct Recording<M, S> {
     /// Per incoming channel: messages that arrived after recording began.
     messages: Vec<Vec<M>>,
     remaining: usize,
+    /// Bytes recorded so far, as the caller sized them.
+    bytes: u64,
 }
+
+/// How many finished snapshot ids an engine remembers one by one. Older ones
+/// are remembered only as "at or below the floor": ids are handed out in
+/// increasing order, so a marker that old belongs to a snapshot long over.
+pub const REMEMBERED_SNAPSHOTS: usize = 1024;
 
 /// The Chandy–Lamport rules for one process, with no I/O.
 ///
@@ -95,7 +113,11 @@ pub struct Engine<M, S> {
     /// Outgoing channels, ascending, with their printable names.
     outgoing: Vec<(ChannelId, String)>,
     active: Vec<Recording<M, S>>,
+    /// Snapshots finished here (complete or aborted), at most
+    /// [`REMEMBERED_SNAPSHOTS`]; every id at or below `floor` is finished too.
     completed: BTreeSet<SnapshotId>,
+    floor: Option<SnapshotId>,
+    limit: Option<u64>,
     pending_state: Option<SnapshotId>,
     outputs: VecDeque<Output<M, S>>,
 }
@@ -119,6 +141,8 @@ impl<M: Clone, S> Engine<M, S> {
             outgoing: named(topology.outgoing(me)),
             active: Vec::new(),
             completed: BTreeSet::new(),
+            floor: None,
+            limit: None,
             pending_state: None,
             outputs: VecDeque::new(),
         })
@@ -148,14 +172,75 @@ impl<M: Clone, S> Engine<M, S> {
     /// # Errors
     /// `channel` is not incoming here, or a state is pending.
     pub fn handle_message(&mut self, channel: ChannelId, message: &M) -> Result<()> {
+        self.handle_sized_message(channel, message, 0)
+    }
+
+    /// As [`handle_message`](Self::handle_message), for a message of `size`
+    /// bytes (as the caller measures them, e.g. on the wire). A snapshot
+    /// whose recorded messages pass the recording limit is abandoned here
+    /// with [`Output::RecordingAbandoned`].
+    ///
+    /// # Errors
+    /// `channel` is not incoming here, or a state is pending.
+    pub fn handle_sized_message(&mut self, channel: ChannelId, message: &M, size: u64) -> Result<()> {
         self.ready()?;
         let i = self.incoming_index(channel)?;
+        let mut over = Vec::new();
         for rec in &mut self.active {
             if rec.open[i] {
                 rec.messages[i].push(message.clone());
+                rec.bytes = rec.bytes.saturating_add(size);
+                if self.limit.is_some_and(|l| rec.bytes > l) {
+                    over.push((rec.snapshot, rec.bytes));
+                }
             }
         }
+        for (snapshot, bytes) in over {
+            self.abort(snapshot);
+            self.outputs.push_back(Output::RecordingAbandoned {
+                snapshot,
+                channel,
+                bytes,
+            });
+        }
         Ok(())
+    }
+
+    /// Caps the bytes of messages one snapshot may record here (over every
+    /// channel); `None` lifts the cap. Sizes come from
+    /// [`handle_sized_message`](Self::handle_sized_message).
+    pub fn set_recording_limit(&mut self, limit: Option<u64>) {
+        self.limit = limit;
+    }
+
+    /// Gives up snapshot `snapshot` here (it failed or timed out elsewhere):
+    /// its recording is dropped, and its late markers are ignored. Returns
+    /// whether it was being recorded.
+    pub fn abort(&mut self, snapshot: SnapshotId) -> bool {
+        if self.pending_state == Some(snapshot) {
+            self.pending_state = None;
+        }
+        let before = self.active.len();
+        self.active.retain(|r| r.snapshot != snapshot);
+        self.finish(snapshot);
+        before != self.active.len()
+    }
+
+    fn is_finished(&self, snapshot: SnapshotId) -> bool {
+        self.completed.contains(&snapshot) || self.floor.is_some_and(|f| snapshot <= f)
+    }
+
+    /// Remembers `snapshot` as finished, forgetting the oldest beyond the bound.
+    fn finish(&mut self, snapshot: SnapshotId) {
+        if self.is_finished(snapshot) {
+            return;
+        }
+        self.completed.insert(snapshot);
+        while self.completed.len() > REMEMBERED_SNAPSHOTS {
+            if let Some(oldest) = self.completed.pop_first() {
+                self.floor = Some(self.floor.map_or(oldest, |f| f.max(oldest)));
+            }
+        }
     }
 
     /// A marker of `snapshot` arrived on `channel` (the marker-receiving rule).
@@ -170,7 +255,7 @@ impl<M: Clone, S> Engine<M, S> {
             snapshot,
             channel: self.incoming[i].1.clone(),
         };
-        if self.completed.contains(&snapshot) {
+        if self.is_finished(snapshot) {
             return Err(duplicate());
         }
         match self.active.iter().position(|r| r.snapshot == snapshot) {
@@ -197,8 +282,7 @@ impl<M: Clone, S> Engine<M, S> {
     /// A state is pending.
     pub fn start_snapshot(&mut self, snapshot: SnapshotId) -> Result<StartOutcome> {
         self.ready()?;
-        if self.completed.contains(&snapshot) || self.active.iter().any(|r| r.snapshot == snapshot)
-        {
+        if self.is_finished(snapshot) || self.active.iter().any(|r| r.snapshot == snapshot) {
             return Ok(StartOutcome::AlreadyRecorded);
         }
         self.begin(snapshot, None);
@@ -235,7 +319,7 @@ impl<M: Clone, S> Engine<M, S> {
 
     /// Whether this process has recorded `snapshot` (in progress or complete).
     pub fn has_recorded(&self, snapshot: SnapshotId) -> bool {
-        self.completed.contains(&snapshot) || self.active.iter().any(|r| r.snapshot == snapshot)
+        self.is_finished(snapshot) || self.active.iter().any(|r| r.snapshot == snapshot)
     }
 
     /// The marker-sending rule, for a snapshot this process records now.
@@ -247,6 +331,7 @@ impl<M: Clone, S> Engine<M, S> {
             open: vec![true; n],
             messages: (0..n).map(|_| Vec::new()).collect(),
             remaining: n,
+            bytes: 0,
         };
         self.outputs.push_back(Output::RecordState { snapshot });
         self.pending_state = Some(snapshot);
@@ -271,7 +356,7 @@ impl<M: Clone, S> Engine<M, S> {
             return;
         }
         let rec = self.active.swap_remove(r);
-        self.completed.insert(rec.snapshot);
+        self.finish(rec.snapshot);
         let channels = self
             .incoming
             .iter()

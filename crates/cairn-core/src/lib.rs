@@ -31,6 +31,7 @@
 //!             Output::RecordState { snapshot } => engine.record_state(snapshot, tokens[i]).unwrap(),
 //!             Output::ChannelRecorded { .. } => {}
 //!             Output::LocalSnapshotComplete(local) => assembly.add(local).unwrap(),
+//!             Output::RecordingAbandoned { .. } => unreachable!("no recording limit is set"),
 //!         }
 //!     }
 //! };
@@ -73,7 +74,7 @@ mod stable;
 mod topology;
 pub mod trace;
 
-pub use engine::{Engine, Output, StartOutcome};
+pub use engine::{Engine, Output, REMEMBERED_SNAPSHOTS, StartOutcome};
 pub use error::{Error, Result};
 pub use ids::{ChannelId, ProcessId, SnapshotId};
 pub use named_map::NamedMap;

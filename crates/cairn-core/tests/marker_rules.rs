@@ -333,3 +333,90 @@ fn process_without_incoming_channels_completes_on_its_state() {
     };
     assert_eq!((l.state, l.channels.len()), (9, 0));
 }
+
+/// Drains every output of `e`, answering a state request with `state`.
+fn drain(e: &mut Engine<&'static str, &'static str>, state: &'static str) -> Vec<Out> {
+    let mut out = Vec::new();
+    while let Some(o) = e.poll_output() {
+        if let Output::RecordState { snapshot } = o {
+            e.record_state(snapshot, state).unwrap();
+        }
+        out.push(o);
+    }
+    out
+}
+
+#[test]
+fn an_aborted_snapshot_drops_its_recording_and_ignores_late_markers() {
+    let topo = topology();
+    let mut q = Engine::new(&topo, Q).unwrap();
+    q.start_snapshot(SnapshotId(4)).unwrap();
+    drain(&mut q, "s");
+    q.handle_message(PQ, &"m1").unwrap();
+    assert!(q.abort(SnapshotId(4)), "snapshot 4 was being recorded");
+    assert_eq!(q.in_progress().count(), 0, "its recording is dropped");
+    assert!(matches!(
+        q.handle_marker(PQ, SnapshotId(4)),
+        Err(Error::DuplicateMarker { .. })
+    ));
+    assert_eq!(
+        q.start_snapshot(SnapshotId(4)).unwrap(),
+        StartOutcome::AlreadyRecorded
+    );
+    assert!(!q.abort(SnapshotId(4)), "nothing left to abort");
+}
+
+#[test]
+fn a_recording_over_its_limit_is_abandoned_naming_the_channel() {
+    let topo = topology();
+    let mut q = Engine::new(&topo, Q).unwrap();
+    q.set_recording_limit(Some(10));
+    q.start_snapshot(SnapshotId(1)).unwrap();
+    drain(&mut q, "s");
+    q.handle_sized_message(PQ, &"a", 6).unwrap();
+    assert!(drain(&mut q, "s").is_empty());
+    q.handle_sized_message(RQ, &"b", 6).unwrap();
+    assert_eq!(
+        drain(&mut q, "s"),
+        vec![Output::RecordingAbandoned {
+            snapshot: SnapshotId(1),
+            channel: RQ,
+            bytes: 12,
+        }]
+    );
+    assert_eq!(q.in_progress().count(), 0);
+    // Later snapshots record afresh, under the same limit.
+    q.start_snapshot(SnapshotId(2)).unwrap();
+    drain(&mut q, "s");
+    q.handle_sized_message(PQ, &"c", 4).unwrap();
+    assert!(drain(&mut q, "s").is_empty());
+}
+
+#[test]
+fn finished_snapshots_are_remembered_within_a_bound() {
+    let topo = Topology::new(["a", "b"], &[("a", "b"), ("b", "a")]).unwrap();
+    let mut a: Engine<u8, u8> = Engine::new(&topo, ProcessId(0)).unwrap();
+    let ab = topo.outgoing(ProcessId(0))[0];
+    let ba = topo.incoming(ProcessId(0))[0];
+    let n = cairn_core::REMEMBERED_SNAPSHOTS as u64 * 3;
+    for id in 0..n {
+        a.start_snapshot(SnapshotId(id)).unwrap();
+        while let Some(o) = a.poll_output() {
+            if let Output::RecordState { snapshot } = o {
+                a.record_state(snapshot, 0).unwrap();
+            }
+        }
+        a.handle_marker(ba, SnapshotId(id)).unwrap();
+        while a.poll_output().is_some() {}
+    }
+    let _ = ab;
+    // Every one of them, even the oldest, is still known to be finished.
+    for id in [0, 1, n / 2, n - 1] {
+        assert_eq!(
+            a.start_snapshot(SnapshotId(id)).unwrap(),
+            StartOutcome::AlreadyRecorded,
+            "snapshot {id}"
+        );
+    }
+    assert!(format!("{a:?}").len() < 64 * 1024, "the engine's memory grew with every snapshot");
+}

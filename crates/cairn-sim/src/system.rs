@@ -401,6 +401,8 @@ impl<D: Model> System<D> {
                     self.engines[i].record_state(snapshot, state)?;
                 }
                 Output::ChannelRecorded { .. } => {}
+                // The simulator sets no recording limit.
+                Output::RecordingAbandoned { .. } => {}
                 Output::LocalSnapshotComplete(local) => {
                     let id = local.snapshot;
                     let assembler = self.assembling.get_mut(&id).ok_or_else(|| {

@@ -2,6 +2,7 @@
 //! `object_store` (S3-compatible, or in memory for tests).
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -127,8 +128,18 @@ impl Backend {
 
     /// Keys under the folder `prefix`, relative to the store's root.
     pub async fn list(&self, folder: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list_meta(folder)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Keys under the folder `prefix` with when each was last written.
+    pub async fn list_meta(&self, folder: &str) -> Result<Vec<(String, SystemTime)>> {
         match self {
-            Backend::Local(d) => d.list(folder).await,
+            Backend::Local(d) => d.list_meta(folder).await,
             Backend::Objects { store, prefix } => {
                 let p = Self::obj_path(prefix, folder);
                 let metas: Vec<_> = store
@@ -141,10 +152,13 @@ impl Backend {
                 } else {
                     format!("{prefix}/")
                 };
-                let mut keys: Vec<String> = metas
+                let mut keys: Vec<(String, SystemTime)> = metas
                     .into_iter()
-                    .map(|m| m.location.to_string())
-                    .map(|k| k.strip_prefix(&strip).map(str::to_string).unwrap_or(k))
+                    .map(|m| {
+                        let k = m.location.to_string();
+                        let k = k.strip_prefix(&strip).map(str::to_string).unwrap_or(k);
+                        (k, SystemTime::from(m.last_modified))
+                    })
                     .collect();
                 keys.sort();
                 Ok(keys)

@@ -20,6 +20,15 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// A create-if-absent write found other bytes under the key. Objects a
+    /// manifest may name are never replaced, so the write fails instead.
+    #[error("{key}: conflict: {problem}")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// What is there, and why it was not replaced.
+        problem: String,
+    },
     /// The object is there but unreadable: a bad checksum, a truncated or
     /// foreign file, or a snapshot that does not add up.
     #[error("{key}: corrupt: {problem}")]

@@ -5,7 +5,10 @@
 //! incoming channels) as one object with a crc32c checksum. When every part
 //! is durable, the coordinator writes the snapshot's manifest with a
 //! create-if-absent write, so two writers cannot both commit. A snapshot
-//! without a manifest does not exist for any reader.
+//! without a manifest does not exist for any reader. Parts are written
+//! create-if-absent too: nothing a manifest may name is ever replaced.
+//! Snapshot ids and epochs are leased and recorded in the store (see
+//! [`History`]) so that they never repeat across restarts.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -13,10 +16,10 @@
 //! use serde_json::json;
 //!
 //! let store = Store::open("memory://").unwrap();
-//! let part = Part { snapshot: 7, process: "n1".into(), state: json!({"balance": 5}), channels: vec![], initial: None };
+//! let part = Part { snapshot: 7, process: "n1".into(), state: json!({"balance": 5}), channels: vec![], initial: None, epoch: 0 };
 //! let part_ref = store.write_part(&part).await.unwrap();
 //! assert!(store.list().await.unwrap().is_empty(), "no manifest yet: no snapshot");
-//! let manifest = Manifest::new(7, "demo", "bank", vec![part_ref], vec![]);
+//! let manifest = Manifest::new(7, 0, "demo", "bank", vec![part_ref], vec![]);
 //! store.commit(&manifest).await.unwrap();
 //! assert_eq!(store.list().await.unwrap(), vec![7]);
 //! let loaded = store.load(7, &mut |_, _| {}).await.unwrap();
@@ -28,9 +31,13 @@
 mod backend;
 mod error;
 pub mod format;
+mod history;
 mod local;
+mod retention;
 mod snapshot;
 
 pub use error::{Error, Result};
+pub use history::{EpochRecord, History, IdLease, Timeline};
 pub use local::LocalDir;
+pub use retention::Retention;
 pub use snapshot::{FORMAT_VERSION, Manifest, Part, PartRef, Store, StoredChannel, StoredSnapshot};

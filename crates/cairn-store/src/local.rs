@@ -7,6 +7,7 @@ use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -65,16 +66,35 @@ impl LocalDir {
         .await
     }
 
-    /// Every key under `prefix` (a folder), staging files left out.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    /// Every key under `prefix` (a folder) with its modification time,
+    /// staging files left out.
+    pub async fn list_meta(&self, prefix: &str) -> Result<Vec<(String, SystemTime)>> {
         let root = self.root.clone();
         let start = self.path(prefix);
         let key = prefix.to_string();
         run(move || {
             let mut out = Vec::new();
-            walk(&root, &start, &mut out).map_err(|e| backend(&key, e))?;
+            walk(&root, &start, &mut out, false).map_err(|e| backend(&key, e))?;
             out.sort();
             Ok(out)
+        })
+        .await
+    }
+
+    /// Deletes staging files (left by a process killed in the middle of a
+    /// write) last modified before `before`. Returns how many.
+    pub async fn collect_staging(&self, before: SystemTime) -> Result<usize> {
+        let root = self.root.clone();
+        run(move || {
+            let mut found = Vec::new();
+            walk(&root, &root, &mut found, true).map_err(|e| backend("staging files", e))?;
+            let mut n = 0;
+            for (key, modified) in found {
+                if modified < before && fs::remove_file(root.join(&key)).is_ok() {
+                    n += 1;
+                }
+            }
+            Ok(n)
         })
         .await
     }
@@ -148,7 +168,14 @@ fn crash_hook(path: &Path, f: &mut File, bytes: &[u8]) {
     }
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+/// Collects the files under `dir` (keys relative to `root`) with their
+/// modification times: the objects, or with `staging` only the staging files.
+fn walk(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<(String, SystemTime)>,
+    staging: bool,
+) -> std::io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -158,14 +185,15 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
         let entry = entry?;
         let path = entry.path();
         if entry.file_type()?.is_dir() {
-            walk(root, &path, out)?;
-        } else if !entry.file_name().to_string_lossy().ends_with(".staging") {
+            walk(root, &path, out, staging)?;
+        } else if entry.file_name().to_string_lossy().ends_with(".staging") == staging {
             if let Ok(rel) = path.strip_prefix(root) {
                 let parts: Vec<String> = rel
                     .components()
                     .map(|c| c.as_os_str().to_string_lossy().into_owned())
                     .collect();
-                out.push(parts.join("/"));
+                let modified = entry.metadata()?.modified()?;
+                out.push((parts.join("/"), modified));
             }
         }
     }

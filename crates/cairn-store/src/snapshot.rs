@@ -1,7 +1,6 @@
 //! Snapshots in a store: parts, manifests, commit, reading back, retention.
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -11,10 +10,11 @@ use crate::error::{Error, Result};
 use crate::format::{self, MANIFEST_MAGIC, PART_MAGIC};
 
 /// Where `cairn restore` records the snapshot a stopped cluster starts from.
-const RESTORE_KEY: &str = "control/RESTORE";
+pub(crate) const RESTORE_KEY: &str = "control/RESTORE";
 
-/// The manifest format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The manifest format this build writes. It reads this one and version 1,
+/// whose manifests carry no epoch (they read as epoch 0).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One recorded incoming channel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +40,9 @@ pub struct Part {
     /// store alone.
     #[serde(default)]
     pub initial: Option<Value>,
+    /// The epoch the snapshot was taken in.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Where a durable part is, and its checksum.
@@ -62,6 +65,10 @@ pub struct Manifest {
     pub format_version: u32,
     /// The snapshot.
     pub snapshot: u64,
+    /// The epoch it was taken in (version 1 manifests read as 0). Recovery
+    /// uses it to stay on the current timeline (see [`crate::History`]).
+    #[serde(default)]
+    pub epoch: u64,
     /// The cluster it belongs to.
     pub cluster: String,
     /// The application (`bank`, ...), so tools can check conservation.
@@ -75,9 +82,10 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// A manifest of snapshot `id`, stamped now.
+    /// A manifest of snapshot `id`, taken in `epoch`, stamped now.
     pub fn new(
         id: u64,
+        epoch: u64,
         cluster: &str,
         app: &str,
         parts: Vec<PartRef>,
@@ -86,11 +94,10 @@ impl Manifest {
         Manifest {
             format_version: FORMAT_VERSION,
             snapshot: id,
+            epoch,
             cluster: cluster.to_string(),
             app: app.to_string(),
-            created_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            created_unix_ms: crate::history::now_ms(),
             parts,
             channels,
         }
@@ -190,7 +197,7 @@ impl StoredSnapshot {
 /// A snapshot store.
 #[derive(Clone, Debug)]
 pub struct Store {
-    backend: Backend,
+    pub(crate) backend: Backend,
     url: String,
 }
 
@@ -214,13 +221,19 @@ impl Store {
 
     /// Writes a process's part durably and returns where it is.
     ///
+    /// The write is create-if-absent: a part is never replaced, since a
+    /// manifest may name it. Writing the same bytes again (a retry whose
+    /// first attempt landed) succeeds.
+    ///
     /// # Errors
-    /// The backend failed.
+    /// [`Error::Conflict`] if the key already holds other bytes (another
+    /// life of this process wrote a part of the same snapshot id); the
+    /// backend failed.
     pub async fn write_part(&self, part: &Part) -> Result<PartRef> {
         let key = format::part_key(part.snapshot, &part.process);
         let (bytes, crc32c) = format::seal(PART_MAGIC, &key, part)?;
         let size = bytes.len() as u64;
-        self.backend.put(&key, bytes, false).await?;
+        self.create(&key, bytes).await?;
         Ok(PartRef {
             process: part.process.clone(),
             key,
@@ -238,6 +251,29 @@ impl Store {
         let key = format::manifest_key(manifest.snapshot);
         let (bytes, _) = format::seal(MANIFEST_MAGIC, &key, manifest)?;
         self.backend.put(&key, bytes, true).await
+    }
+
+    /// Writes `bytes` under `key` unless something is there: the same bytes
+    /// count as written, other bytes are a [`Error::Conflict`].
+    pub(crate) async fn create(&self, key: &str, bytes: bytes::Bytes) -> Result<()> {
+        match self.backend.put(key, bytes.clone(), true).await {
+            Err(Error::AlreadyExists { .. }) => {
+                let there = self.backend.get(key).await?;
+                if there == bytes {
+                    Ok(())
+                } else {
+                    Err(Error::Conflict {
+                        key: key.to_string(),
+                        problem: format!(
+                            "it already holds {} other bytes (crc32c {:08x}); objects are never replaced",
+                            there.len(),
+                            crc32c::crc32c(&there)
+                        ),
+                    })
+                }
+            }
+            other => other,
+        }
     }
 
     /// Committed snapshots (those with a manifest), oldest first.
@@ -264,7 +300,7 @@ impl Store {
         let key = format::manifest_key(id);
         let bytes = self.backend.get(&key).await?;
         let (m, _): (Manifest, u32) = format::unseal(MANIFEST_MAGIC, &key, &bytes)?;
-        if m.format_version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&m.format_version) {
             return Err(Error::Corrupt {
                 key,
                 problem: format!(
@@ -327,26 +363,6 @@ impl Store {
         Ok(StoredSnapshot { manifest, parts })
     }
 
-    /// The newest committed snapshot that reads back whole and complete,
-    /// skipping corrupt ones. Returns it with the ids it skipped and why.
-    ///
-    /// # Errors
-    /// The backend failed while listing.
-    pub async fn latest_good(&self) -> Result<(Option<StoredSnapshot>, Vec<(u64, String)>)> {
-        let mut skipped = Vec::new();
-        for id in self.list().await?.into_iter().rev() {
-            match self
-                .load(id, &mut |_, _| {})
-                .await
-                .and_then(|s| s.check_complete().map(|()| s))
-            {
-                Ok(s) => return Ok((Some(s), skipped)),
-                Err(e) => skipped.push((id, e.to_string())),
-            }
-        }
-        Ok((None, skipped))
-    }
-
     /// Deletes snapshot `id`, manifest first so readers stop seeing it at once.
     /// The newest committed snapshot is refused unless `allow_newest`.
     ///
@@ -383,18 +399,9 @@ impl Store {
     /// # Errors
     /// A backend failure, or [`Error::Corrupt`] for an unreadable restore point.
     pub async fn take_restore_point(&self) -> Result<Option<u64>> {
-        let bytes = match self.backend.get(RESTORE_KEY).await {
-            Ok(b) => b,
-            Err(Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(id) = self.restore_point().await? else {
+            return Ok(None);
         };
-        let id = std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| Error::Corrupt {
-                key: RESTORE_KEY.into(),
-                problem: "not a snapshot id".into(),
-            })?;
         self.backend.delete(RESTORE_KEY).await?;
         Ok(Some(id))
     }
@@ -414,37 +421,5 @@ impl Store {
     /// A backend failure.
     pub async fn overwrite_raw(&self, key: &str, bytes: bytes::Bytes) -> Result<()> {
         self.backend.put(key, bytes, false).await
-    }
-
-    /// Keeps the `keep` newest committed snapshots (at least one) and those in
-    /// `pinned`; deletes older ones, and the parts of uncommitted snapshots
-    /// older than the newest committed one (failed snapshots' orphans).
-    /// Returns the ids deleted.
-    ///
-    /// # Errors
-    /// A backend failure.
-    pub async fn retain(&self, keep: usize, pinned: &[u64]) -> Result<Vec<u64>> {
-        let committed = self.list().await?;
-        let Some(&newest) = committed.last() else {
-            return Ok(Vec::new());
-        };
-        let keep_from = committed.len().saturating_sub(keep.max(1));
-        let mut doomed: BTreeSet<u64> = committed[..keep_from].iter().copied().collect();
-        let all: BTreeSet<u64> = self
-            .backend
-            .list("snapshots")
-            .await?
-            .iter()
-            .filter_map(|k| format::id_of(k))
-            .collect();
-        doomed.extend(
-            all.iter()
-                .filter(|&&id| id < newest && !committed.contains(&id)),
-        );
-        doomed.retain(|id| !pinned.contains(id) && *id != newest);
-        for &id in &doomed {
-            self.delete(id, false).await?;
-        }
-        Ok(doomed.into_iter().collect())
     }
 }

@@ -3,8 +3,10 @@
 //! (`scripts/test` starts one and sets `CAIRN_S3_TEST_URL`; under CI the S3
 //! run is required, elsewhere it is skipped with a notice when unset).
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use cairn_store::{Error, Manifest, Part, PartRef, Store, StoredChannel};
+use cairn_store::{EpochRecord, Error, Manifest, Part, PartRef, Retention, Store, StoredChannel};
 use serde_json::json;
 
 fn part(id: u64, process: &str, state: u64, channels: Vec<(&str, Vec<u64>)>) -> Part {
@@ -20,6 +22,7 @@ fn part(id: u64, process: &str, state: u64, channels: Vec<(&str, Vec<u64>)>) -> 
             })
             .collect(),
         initial: Some(json!({"balance": 10})),
+        epoch: 0,
     }
 }
 
@@ -36,6 +39,7 @@ async fn snapshot(store: &Store, id: u64) -> Vec<PartRef> {
     let refs = vec![a, b];
     let m = Manifest::new(
         id,
+        0,
         "test",
         "bank",
         refs.clone(),
@@ -81,7 +85,7 @@ async fn conformance(store: Store) {
     );
 
     // Create-if-absent: a second commit of the same snapshot is refused.
-    let again = Manifest::new(2, "other", "bank", vec![], vec![]);
+    let again = Manifest::new(2, 0, "other", "bank", vec![], vec![]);
     assert!(
         matches!(store.commit(&again).await, Err(Error::AlreadyExists { .. })),
         "{name}: manifest overwritten"
@@ -121,6 +125,7 @@ async fn conformance(store: Store) {
     store
         .commit(&Manifest::new(
             4,
+            0,
             "test",
             "bank",
             vec![a],
@@ -139,15 +144,24 @@ async fn conformance(store: Store) {
         "{err}"
     );
 
-    // Retention: keep the newest N and pinned ones, never the newest, and
-    // collect the orphaned parts of snapshot 1.
+    // Retention: keep the newest N and live ones, never the newest, and
+    // collect the parts of snapshot 1 once it is known dead.
     snapshot(&store, 5).await;
     assert!(
         matches!(store.delete(5, false).await, Err(Error::Refused(_))),
         "{name}: the newest snapshot was deletable"
     );
-    let deleted = store.retain(2, &[2]).await.unwrap();
-    assert_eq!(deleted, vec![1, 3], "{name}");
+    let policy = |keep: usize, live: &[u64], dead: &[u64]| Retention {
+        keep,
+        live: live.iter().copied().collect(),
+        dead: dead.iter().copied().collect(),
+        stale_after: Duration::from_secs(3600),
+        ..Retention::default()
+    };
+    let deleted = store.retain(&policy(2, &[2], &[])).await.unwrap();
+    assert_eq!(deleted, vec![3], "{name}: snapshot 1 is not known dead yet");
+    let deleted = store.retain(&policy(2, &[2], &[1])).await.unwrap();
+    assert_eq!(deleted, vec![1], "{name}");
     assert_eq!(store.list().await.unwrap(), vec![2, 4, 5], "{name}");
     assert!(matches!(
         store
@@ -160,6 +174,127 @@ async fn conformance(store: Store) {
     ));
     store.delete(2, false).await.unwrap();
     assert_eq!(store.list().await.unwrap(), vec![4, 5], "{name}");
+
+    // Out-of-order commits: snapshot 7 commits while 6 is still in
+    // progress. Retention, even keeping one, never touches 6's parts; once 6
+    // commits it is whole.
+    let six_a = store
+        .write_part(&part(6, "a", 10, vec![("b->a", vec![3])]))
+        .await
+        .unwrap();
+    snapshot(&store, 7).await;
+    store.retain(&policy(1, &[6], &[])).await.unwrap();
+    let six_b = store
+        .write_part(&part(6, "b", 7, vec![("a->b", vec![])]))
+        .await
+        .unwrap();
+    store
+        .commit(&Manifest::new(
+            6,
+            0,
+            "test",
+            "bank",
+            vec![six_a, six_b],
+            vec!["a->b".into(), "b->a".into()],
+        ))
+        .await
+        .unwrap();
+    store
+        .load(6, &mut |_, _| {})
+        .await
+        .unwrap_or_else(|e| panic!("{name}: retention deleted a live part: {e}"))
+        .check_complete()
+        .unwrap();
+    // Leftovers nobody wrote to for `stale_after` are collected.
+    store
+        .write_part(&part(8, "a", 10, vec![]))
+        .await
+        .unwrap();
+    let mut stale = policy(1, &[], &[]);
+    stale.stale_after = Duration::ZERO;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let deleted = store.retain(&stale).await.unwrap();
+    assert!(deleted.contains(&8), "{name}: {deleted:?}");
+    assert_eq!(store.list().await.unwrap(), vec![7], "{name}");
+
+    identities(&store).await;
+}
+
+/// Parts are never replaced, ids and epochs never repeat, and recovery
+/// stays on the current timeline.
+async fn identities(store: &Store) {
+    let name = store.url().to_string();
+    // The same bytes again are a successful retry; other bytes a conflict.
+    let p = part(20, "a", 10, vec![]);
+    store.write_part(&p).await.unwrap();
+    store.write_part(&p).await.unwrap();
+    let other = part(20, "a", 11, vec![]);
+    match store.write_part(&other).await {
+        Err(Error::Conflict { key, problem }) => {
+            assert!(key.ends_with("part-a.cbor"), "{key}");
+            assert!(problem.contains("never replaced"), "{problem}");
+        }
+        r => panic!("{name}: a part was replaced: {r:?}"),
+    }
+    assert_eq!(
+        store.write_part(&p).await.unwrap().crc32c,
+        store.write_part(&p).await.unwrap().crc32c
+    );
+
+    // Ids continue above partial snapshots, leases and the restore point.
+    let h = store.history().await.unwrap();
+    assert!(h.used && h.next_id == 21, "{name}: {h:?}");
+    let block = store.lease_ids(h.next_id, 10, "n1").await.unwrap();
+    assert_eq!(block, 21..31);
+    assert!(
+        matches!(store.lease_ids(21, 10, "n2").await, Err(Error::AlreadyExists { .. })),
+        "{name}: two writers leased one block"
+    );
+    assert_eq!(store.history().await.unwrap().next_id, 31, "{name}");
+    store.set_restore_point(7).await.unwrap();
+    assert_eq!(store.history().await.unwrap().next_id, 31);
+
+    // Epochs: each begins once; recovery stays on the current timeline.
+    let record = |epoch, parent, restored| EpochRecord {
+        epoch,
+        parent,
+        restored,
+        by: "n1".into(),
+        incarnation: 9,
+        created_unix_ms: 0,
+    };
+    store.begin_epoch(&record(0, None, None)).await.unwrap();
+    assert!(matches!(
+        store.begin_epoch(&record(0, None, None)).await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    store.begin_epoch(&record(1, Some(0), Some(7))).await.unwrap();
+    assert_eq!(store.history().await.unwrap().newest_epoch, Some(1));
+    // Snapshot 40 of epoch 0 commits late, after epoch 1 restored 7: it is
+    // on an abandoned timeline and never chosen.
+    let late = store
+        .write_part(&Part { epoch: 0, ..part(40, "a", 10, vec![("b->a", vec![])]) })
+        .await
+        .unwrap();
+    let late_b = store
+        .write_part(&Part { epoch: 0, ..part(40, "b", 7, vec![("a->b", vec![])]) })
+        .await
+        .unwrap();
+    store
+        .commit(&Manifest::new(
+            40,
+            0,
+            "test",
+            "bank",
+            vec![late, late_b],
+            vec!["a->b".into(), "b->a".into()],
+        ))
+        .await
+        .unwrap();
+    let (good, skipped) = store.latest_good().await.unwrap();
+    assert_eq!(good.unwrap().manifest.snapshot, 7, "{name}: {skipped:?}");
+    assert!(skipped[0].1.contains("abandon") || skipped[0].1.contains("does not continue"));
+    assert_eq!(store.take_restore_point().await.unwrap(), Some(7));
 }
 
 #[tokio::test]
