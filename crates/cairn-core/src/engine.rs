@@ -182,7 +182,12 @@ impl<M: Clone, S> Engine<M, S> {
     ///
     /// # Errors
     /// `channel` is not incoming here, or a state is pending.
-    pub fn handle_sized_message(&mut self, channel: ChannelId, message: &M, size: u64) -> Result<()> {
+    pub fn handle_sized_message(
+        &mut self,
+        channel: ChannelId,
+        message: &M,
+        size: u64,
+    ) -> Result<()> {
         self.ready()?;
         let i = self.incoming_index(channel)?;
         let mut over = Vec::new();

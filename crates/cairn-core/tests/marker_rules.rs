@@ -418,5 +418,8 @@ fn finished_snapshots_are_remembered_within_a_bound() {
             "snapshot {id}"
         );
     }
-    assert!(format!("{a:?}").len() < 64 * 1024, "the engine's memory grew with every snapshot");
+    assert!(
+        format!("{a:?}").len() < 64 * 1024,
+        "the engine's memory grew with every snapshot"
+    );
 }

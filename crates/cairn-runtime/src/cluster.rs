@@ -114,18 +114,20 @@ impl Supervisor {
         self.children.iter().find(|r| r.id == id)?.child.id()
     }
 
-    /// Waits until every node answers `GET /status`.
+    /// Waits until every node answers `GET /status` and the coordinator
+    /// has established its epoch (over a used store, after resuming).
     ///
     /// # Errors
-    /// A node exited, or did not answer within `timeout`.
+    /// A node exited, or was not ready within `timeout`.
     pub async fn wait_ready(&mut self, config: &ClusterConfig, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         for (i, n) in config.nodes.iter().enumerate() {
             loop {
-                if let Ok((status, _)) =
+                if let Ok((status, v)) =
                     client::get_json::<serde_json::Value>(n.admin, "/status").await
                 {
-                    if status.is_success() {
+                    // Only the coordinator says whether it is ready.
+                    if status.is_success() && v["ready"] != false {
                         break;
                     }
                 }

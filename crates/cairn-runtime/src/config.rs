@@ -26,6 +26,7 @@
 //! retain = 10                 # complete snapshots the store keeps
 //! failure_timeout_ms = 1000   # a node silent this long is failed; 0 turns recovery off
 //! mode = "chandy-lamport"     # or "aligned" or "stop-the-world", baselines to compare with
+//! max_recorded_bytes = 268435456  # channel state one snapshot may record at one node
 //! ```
 //!
 //! Overrides: `CAIRN_CLUSTER`, `CAIRN_COORDINATOR`, `CAIRN_DATA_DIR`, `CAIRN_STORE`,
@@ -43,6 +44,9 @@ use cairn_core::{ProcessId, Topology};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+
+/// The default bound on the channel state one snapshot records at one node: 256 MiB.
+pub const DEFAULT_MAX_RECORDED_BYTES: u64 = 256 << 20;
 
 /// The default bound on one frame: 16 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -162,6 +166,9 @@ pub struct SnapshotConfig {
     /// is failed; once every node answers again the cluster rolls back to
     /// the newest good snapshot. `None` turns automatic recovery off.
     pub failure_timeout: Option<Duration>,
+    /// The bytes of messages one snapshot may record at one node (over all
+    /// its incoming channels); past it the snapshot fails, naming the channel.
+    pub max_recorded_bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -207,6 +214,7 @@ struct RawSnapshots {
     retain: Option<usize>,
     failure_timeout_ms: Option<u64>,
     mode: Option<String>,
+    max_recorded_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -425,6 +433,10 @@ impl ClusterConfig {
                     Some(0) => None,
                     ms => Some(Duration::from_millis(ms.unwrap_or(1000))),
                 },
+                max_recorded_bytes: raw
+                    .snapshots
+                    .max_recorded_bytes
+                    .unwrap_or(DEFAULT_MAX_RECORDED_BYTES),
             },
             store: raw
                 .store

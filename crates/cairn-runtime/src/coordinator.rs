@@ -13,8 +13,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
+use crate::control::ControlError;
 use crate::metrics::Metrics;
 use cairn_store::{Manifest, PartRef};
+
+/// At most this many snapshots are in progress at once; more are refused.
+/// It bounds the coordinator's assemblies and every node's recordings.
+pub const MAX_IN_PROGRESS: usize = 32;
+
+/// Failed snapshots remembered for retention to collect.
+const MAX_DEAD: usize = 4096;
 
 /// One node's part of a snapshot, as it travels to the coordinator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -23,6 +31,10 @@ pub struct LocalReport {
     pub snapshot: SnapshotId,
     /// The reporting node.
     pub process: String,
+    /// The epoch the node recorded it in: a report of another epoch than
+    /// its snapshot's is refused.
+    #[serde(default)]
+    pub epoch: u64,
     /// Its recorded state.
     pub state: Value,
     /// Each incoming channel by name, with its recorded messages.
@@ -117,8 +129,12 @@ pub struct Coordinator {
     timeout: Duration,
     keep: usize,
     metrics: Arc<Metrics>,
-    next_id: u64,
-    epoch: u64,
+    /// The epoch, once established (from the store, or by a rollback).
+    epoch: Option<u64>,
+    /// Uncommitted snapshots that failed here, for retention to collect.
+    dead: std::collections::BTreeSet<u64>,
+    /// Failed snapshots whose abort every node must hear: (id, epoch).
+    aborts: Vec<(SnapshotId, u64)>,
     /// Snapshots a rollback is reading: retention must keep them.
     pinned: std::collections::BTreeSet<u64>,
     /// The last rollback: (snapshot, or `None` for the initial state; epoch).
@@ -146,8 +162,9 @@ impl Coordinator {
             timeout,
             keep,
             metrics,
-            next_id: 0,
-            epoch: 0,
+            epoch: None,
+            dead: std::collections::BTreeSet::new(),
+            aborts: Vec::new(),
             pinned: std::collections::BTreeSet::new(),
             last_rollback: None,
             rolling_back: false,
@@ -156,17 +173,38 @@ impl Coordinator {
         }
     }
 
-    /// A new snapshot id, started by `initiator` now.
-    pub fn allocate(&mut self, initiator: &str) -> SnapshotId {
-        let id = SnapshotId(self.next_id);
-        self.next_id += 1;
+    /// Whether a new snapshot may start now, and in which epoch.
+    ///
+    /// # Errors
+    /// The epoch is not established yet, a rollback is under way, or
+    /// [`MAX_IN_PROGRESS`] snapshots are.
+    pub fn may_start(&self) -> Result<u64, ControlError> {
+        let epoch = self.epoch.ok_or(ControlError::NotReady)?;
+        if self.rolling_back {
+            return Err(ControlError::RollbackUnderway);
+        }
+        if self.running.len() >= MAX_IN_PROGRESS {
+            return Err(ControlError::Busy(format!(
+                "{MAX_IN_PROGRESS} snapshots are in progress; wait for one to finish"
+            )));
+        }
+        Ok(epoch)
+    }
+
+    /// Registers snapshot `id` (leased from the store), started by
+    /// `initiator` now; returns its epoch.
+    ///
+    /// # Errors
+    /// As [`may_start`](Self::may_start).
+    pub fn register(&mut self, id: SnapshotId, initiator: &str) -> Result<u64, ControlError> {
+        let epoch = self.may_start()?;
         let started_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         self.running.insert(
             id,
             Running {
-                epoch: self.epoch,
+                epoch,
                 assembler: Assembler::new(self.topology.clone(), id),
                 parts: vec![None; self.topology.process_count()],
                 initiator: initiator.to_string(),
@@ -176,21 +214,13 @@ impl Coordinator {
             },
         );
         Metrics::inc(&self.metrics.snapshots_started, 1);
-        id
+        Ok(epoch)
     }
 
-    /// Like [`allocate`](Self::allocate), but refuses while another snapshot
-    /// is in progress: aligned snapshots run one at a time.
-    ///
-    /// # Errors
-    /// Names the snapshot still in progress.
-    pub fn allocate_alone(&mut self, initiator: &str) -> Result<SnapshotId, String> {
-        if let Some(id) = self.running.keys().next() {
-            return Err(format!(
-                "snapshot {id} is still in progress; aligned and stop-the-world snapshots run one at a time"
-            ));
-        }
-        Ok(self.allocate(initiator))
+    /// The snapshot still in progress, if any (aligned and stop-the-world
+    /// snapshots run one at a time).
+    pub fn in_progress(&self) -> Option<SnapshotId> {
+        self.running.keys().next().copied()
     }
 
     /// Whether snapshot `id` is durable (`Some(true)`), failed or forgotten
@@ -211,17 +241,25 @@ impl Coordinator {
     ///
     /// # Errors
     /// A sentence naming what was wrong with the report.
-    pub fn report(&mut self, report: LocalReport) -> Result<Option<Manifest>, String> {
+    pub fn report(&mut self, report: LocalReport) -> Result<Option<Manifest>, ControlError> {
         let id = report.snapshot;
         let Some(run) = self.running.get_mut(&id) else {
-            return Err(format!(
+            return Err(ControlError::Stale(format!(
                 "snapshot {id} is not in progress (unknown, complete or failed)"
-            ));
+            )));
         };
         let topo = &self.topology;
-        let process = topo
-            .process(&report.process)
-            .ok_or_else(|| format!("unknown process {:?}", report.process))?;
+        let process = topo.process(&report.process).ok_or_else(|| {
+            ControlError::BadRequest(format!("unknown process {:?}", report.process))
+        })?;
+        if report.epoch != run.epoch {
+            let why = format!(
+                "{} recorded it in epoch {}, but it began in epoch {}",
+                report.process, report.epoch, run.epoch
+            );
+            self.fail(id, Some(why.clone()));
+            return Err(ControlError::Stale(why));
+        }
         if let Some(why) = report.refused {
             self.fail(id, Some(format!("{} refused it: {why}", report.process)));
             return Ok(None);
@@ -230,7 +268,7 @@ impl Coordinator {
         for (name, messages) in report.channels {
             let channel = topo
                 .channel_by_name(&name)
-                .ok_or_else(|| format!("unknown channel {name:?}"))?;
+                .ok_or_else(|| ControlError::BadRequest(format!("unknown channel {name:?}")))?;
             channels.push(RecordedChannel { channel, messages });
         }
         run.assembler
@@ -240,13 +278,18 @@ impl Coordinator {
                 state: report.state,
                 channels,
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ControlError::BadRequest(e.to_string()))?;
         tracing::debug!(snapshot = %id, process = %report.process, ms = run.started.elapsed().as_secs_f64() * 1e3, "report");
         run.parts[process.index()] = report.part;
         run.in_store |= report.state_in_store;
         if run.assembler.is_complete() {
-            let mut run = self.running.remove(&id).ok_or("vanished")?;
-            let snapshot = run.assembler.finish().map_err(|e| e.to_string())?;
+            let Some(mut run) = self.running.remove(&id) else {
+                return Ok(None);
+            };
+            let snapshot = run
+                .assembler
+                .finish()
+                .map_err(|e| ControlError::BadRequest(e.to_string()))?;
             let duration = run.started.elapsed();
             self.metrics.observe_duration(duration);
             Metrics::inc(&self.metrics.snapshots_completed, 1);
@@ -262,7 +305,7 @@ impl Coordinator {
                         .channel_ids()
                         .map(|c| self.topology.channel_name(c))
                         .collect();
-                    Manifest::new(id.0, &self.cluster, &self.app, parts, channels)
+                    Manifest::new(id.0, run.epoch, &self.cluster, &self.app, parts, channels)
                 });
             self.push(Finished {
                 started: run.started,
@@ -297,27 +340,90 @@ impl Coordinator {
         }
     }
 
-    /// Starts a new epoch for a rollback: snapshots in progress are abandoned
-    /// (reported as failed), and their late reports are refused.
-    pub fn begin_epoch(&mut self) -> u64 {
-        self.epoch += 1;
+    /// A rollback begins: no snapshot starts or commits until it ends, and
+    /// snapshots in progress are abandoned (failed, and aborted everywhere).
+    pub fn begin_rollback(&mut self) {
         self.rolling_back = true;
         let ids: Vec<SnapshotId> = self.running.keys().copied().collect();
         for id in ids {
-            self.fail(id, None);
+            self.fail(id, Some("a rollback began".into()));
         }
-        self.epoch
     }
 
-    /// The current epoch.
-    pub fn epoch(&self) -> u64 {
+    /// The cluster is now in `epoch` (established from the store, or begun by
+    /// a rollback).
+    pub fn enter_epoch(&mut self, epoch: u64) {
+        self.epoch = Some(epoch);
+    }
+
+    /// The current epoch, once established.
+    pub fn epoch(&self) -> Option<u64> {
         self.epoch
     }
 
     /// The current epoch, and whether a rollback into it is still under way
     /// (nodes then report older epochs without having failed).
-    pub fn epoch_state(&self) -> (u64, bool) {
+    pub fn epoch_state(&self) -> (Option<u64>, bool) {
         (self.epoch, self.rolling_back)
+    }
+
+    /// Whether `manifest` may be committed now: its snapshot completed in the
+    /// current epoch and no rollback is under way. A snapshot begun before a
+    /// rollback never commits after it.
+    pub fn committable(&self, manifest: &Manifest) -> Result<(), ControlError> {
+        if self.rolling_back {
+            return Err(ControlError::RollbackUnderway);
+        }
+        if self.epoch != Some(manifest.epoch) {
+            return Err(ControlError::Stale(format!(
+                "snapshot {} was taken in epoch {}; the cluster is in epoch {}",
+                manifest.snapshot,
+                manifest.epoch,
+                self.epoch
+                    .map_or("(none yet)".to_string(), |e| e.to_string())
+            )));
+        }
+        Ok(())
+    }
+
+    /// Snapshots retention must not touch: in progress, or being read.
+    pub fn live(&self) -> std::collections::BTreeSet<u64> {
+        self.running
+            .keys()
+            .map(|id| id.0)
+            .chain(self.pinned.iter().copied())
+            .collect()
+    }
+
+    /// Uncommitted snapshots that failed here, for retention to collect.
+    pub fn dead(&self) -> std::collections::BTreeSet<u64> {
+        self.dead.clone()
+    }
+
+    /// Forgets dead snapshots that retention has collected.
+    pub fn collected(&mut self, ids: &std::collections::BTreeSet<u64>) {
+        self.dead.retain(|id| !ids.contains(id));
+    }
+
+    /// Failed snapshots whose abort every node must hear: (id, epoch).
+    pub fn take_aborts(&mut self) -> Vec<(SnapshotId, u64)> {
+        std::mem::take(&mut self.aborts)
+    }
+
+    /// A complete snapshot could not be committed: it fails, and its parts
+    /// become dead.
+    pub fn commit_failed(&mut self, id: SnapshotId, why: String) {
+        if let Some(f) = self.finished.iter_mut().find(|f| f.summary.id == id) {
+            let (processes, channels) = (Vec::new(), Vec::new());
+            f.summary.status = SnapshotStatus::Failed {
+                missing_processes: processes,
+                missing_channels: channels,
+                reason: Some(why),
+            };
+            f.snapshot = None;
+            Metrics::inc(&self.metrics.snapshots_failed, 1);
+        }
+        self.dead.insert(id.0);
     }
 
     /// Keeps `id` from retention while a rollback reads it.
@@ -333,7 +439,7 @@ impl Coordinator {
             self.pinned.remove(&id);
         }
         if rolled_back {
-            self.last_rollback = Some((id, self.epoch));
+            self.last_rollback = Some((id, self.epoch.unwrap_or_default()));
         }
     }
 
@@ -354,6 +460,15 @@ impl Coordinator {
         let (missing_processes, missing_channels) = run.assembler.missing();
         warn!(snapshot = %id, ?missing_processes, ?missing_channels, ?reason, "snapshot failed");
         Metrics::inc(&self.metrics.snapshots_failed, 1);
+        self.dead.insert(id.0);
+        while self.dead.len() > MAX_DEAD {
+            // Past the bound, the store's age rule collects them instead.
+            self.dead.pop_first();
+        }
+        self.aborts.push((id, run.epoch));
+        while self.aborts.len() > MAX_IN_PROGRESS * 4 {
+            self.aborts.remove(0);
+        }
         let duration = run.started.elapsed();
         let status = SnapshotStatus::Failed {
             missing_processes,
@@ -446,13 +561,24 @@ mod tests {
 
     fn coordinator(timeout: Duration) -> Coordinator {
         let topo = Arc::new(Topology::new(["a", "b"], &[("a", "b"), ("b", "a")]).unwrap());
-        Coordinator::new(topo, "c", "bank", timeout, 2, Arc::new(Metrics::default()))
+        let mut c = Coordinator::new(topo, "c", "bank", timeout, 2, Arc::new(Metrics::default()));
+        c.enter_epoch(0);
+        c
+    }
+
+    /// Registers the next id, as the id lease would hand it out.
+    fn start(c: &mut Coordinator, next: &mut u64, initiator: &str) -> SnapshotId {
+        let id = SnapshotId(*next);
+        *next += 1;
+        c.register(id, initiator).unwrap();
+        id
     }
 
     fn report(id: SnapshotId, p: &str, ch: &str, msgs: Vec<Value>) -> LocalReport {
         LocalReport {
             snapshot: id,
             process: p.into(),
+            epoch: 0,
             state: json!({"balance": 1}),
             channels: vec![(ch.into(), msgs)],
             part: None,
@@ -464,7 +590,7 @@ mod tests {
     #[test]
     fn reports_assemble_into_the_shared_shape() {
         let mut c = coordinator(Duration::from_secs(60));
-        let id = c.allocate("a");
+        let id = start(&mut c, &mut 0, "a");
         c.report(report(id, "a", "b->a", vec![json!({"amount": 4})]))
             .unwrap();
         assert!(matches!(
@@ -474,11 +600,13 @@ mod tests {
         assert!(
             c.report(report(id, "a", "b->a", vec![]))
                 .unwrap_err()
+                .to_string()
                 .contains("already reported")
         );
         assert!(
             c.report(report(id, "zed", "b->a", vec![]))
                 .unwrap_err()
+                .to_string()
                 .contains("unknown process")
         );
         c.report(report(id, "b", "a->b", vec![])).unwrap();
@@ -492,6 +620,7 @@ mod tests {
         assert!(
             c.report(report(id, "b", "a->b", vec![]))
                 .unwrap_err()
+                .to_string()
                 .contains("not in progress")
         );
     }
@@ -499,7 +628,8 @@ mod tests {
     #[test]
     fn late_snapshots_fail_naming_what_they_lacked() {
         let mut c = coordinator(Duration::ZERO);
-        let id = c.allocate("b");
+        let mut next = 0;
+        let id = start(&mut c, &mut next, "b");
         c.report(report(id, "a", "b->a", vec![])).unwrap();
         std::thread::sleep(Duration::from_millis(2));
         c.expire();
@@ -521,11 +651,77 @@ mod tests {
         );
         // Only the most recent `keep` (2) finished snapshots are kept.
         for _ in 0..3 {
-            c.allocate("a");
+            start(&mut c, &mut next, "a");
             std::thread::sleep(Duration::from_millis(2));
             c.expire();
         }
         assert!(c.get(id).is_none());
         assert_eq!(c.list().len(), 2);
+    }
+
+    /// Invariant: a snapshot begun in an older epoch is never committed, and
+    /// no snapshot starts while a rollback is under way.
+    #[test]
+    fn a_snapshot_racing_a_rollback_never_commits() {
+        let mut c = coordinator(Duration::from_secs(60));
+        let mut next = 0;
+        let id = start(&mut c, &mut next, "a");
+        c.report(report(id, "a", "b->a", vec![])).unwrap();
+        c.begin_rollback();
+        assert!(matches!(
+            c.register(SnapshotId(99), "a"),
+            Err(ControlError::RollbackUnderway)
+        ));
+        // The rollback failed the snapshot in progress; its late report is refused.
+        assert!(c.report(report(id, "b", "a->b", vec![])).is_err());
+        assert!(
+            c.take_aborts().contains(&(id, 0)),
+            "every node hears the abort"
+        );
+        assert!(
+            c.dead().contains(&id.0),
+            "its parts are for retention to collect"
+        );
+        // A manifest of the old epoch, however it got here, is not committable.
+        let old = Manifest::new(id.0, 0, "c", "bank", vec![], vec![]);
+        assert!(matches!(
+            c.committable(&old),
+            Err(ControlError::RollbackUnderway)
+        ));
+        c.enter_epoch(1);
+        c.unpin(None, true);
+        assert!(matches!(c.committable(&old), Err(ControlError::Stale(_))));
+        // A report recorded in another epoch than its snapshot fails it.
+        let id2 = start(&mut c, &mut next, "a");
+        let err = c.report(report(id2, "a", "b->a", vec![])).unwrap_err();
+        assert!(err.to_string().contains("epoch 0"), "{err}");
+        let id3 = start(&mut c, &mut next, "a");
+        let mut r = report(id3, "a", "b->a", vec![]);
+        r.epoch = 1;
+        c.report(r).unwrap();
+        let mut r = report(id3, "b", "a->b", vec![]);
+        r.epoch = 1;
+        r.part = None;
+        c.report(r).unwrap();
+        assert_eq!(c.get(id3).unwrap().0.status, SnapshotStatus::Complete);
+    }
+
+    #[test]
+    fn no_more_than_the_bound_are_in_progress() {
+        let mut c = coordinator(Duration::from_secs(60));
+        let mut next = 0;
+        for _ in 0..MAX_IN_PROGRESS {
+            start(&mut c, &mut next, "a");
+        }
+        assert!(matches!(c.may_start(), Err(ControlError::Busy(_))));
+        let fresh = Coordinator::new(
+            Arc::new(Topology::new(["a", "b"], &[("a", "b"), ("b", "a")]).unwrap()),
+            "c",
+            "bank",
+            Duration::from_secs(1),
+            2,
+            Arc::new(Metrics::default()),
+        );
+        assert!(matches!(fresh.may_start(), Err(ControlError::NotReady)));
     }
 }

@@ -16,11 +16,13 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{error, warn};
 
-use crate::aligned::Aligning;
+use crate::baselines::aligned::Aligning;
 use crate::config::SnapshotMode;
+use crate::control::ControlError;
 use crate::coordinator::LocalReport;
 use crate::error::Result;
 use crate::metrics::Metrics;
+use crate::peers::PeerBook;
 use crate::tracefile::{States, TraceWriter, write_states};
 use crate::transport::{In, Out, Outbound, Outbounds};
 use cairn_store::Part;
@@ -28,10 +30,11 @@ use cairn_store::Part;
 /// A request to the driver from the admin API or the coordinator.
 #[derive(Debug)]
 pub(crate) enum Control {
-    /// Start snapshot `id` here.
+    /// Start snapshot `id`, handed out in `epoch`, here.
     Start {
         id: SnapshotId,
-        reply: oneshot::Sender<std::result::Result<StartOutcome, String>>,
+        epoch: u64,
+        reply: oneshot::Sender<std::result::Result<StartOutcome, ControlError>>,
     },
     /// Roll back to this node's part of a snapshot, in a new epoch.
     Rollback {
@@ -39,7 +42,14 @@ pub(crate) enum Control {
         part: Box<Part>,
         /// Messages the snapshot recorded on each channel, by name.
         in_flight: std::collections::BTreeMap<String, u64>,
-        reply: oneshot::Sender<std::result::Result<usize, String>>,
+        reply: oneshot::Sender<std::result::Result<usize, ControlError>>,
+    },
+    /// Give up snapshot `id` of `epoch` here (it failed or timed out);
+    /// answers whether it was being recorded.
+    Abort {
+        id: SnapshotId,
+        epoch: u64,
+        reply: oneshot::Sender<bool>,
     },
     /// Stop the world: hold the application's own sends until resumed.
     Pause { reply: oneshot::Sender<()> },
@@ -56,7 +66,7 @@ pub(crate) struct Driver<P: Process> {
     pub outbound: Outbounds<P::Message>,
     pub inbound: mpsc::Receiver<In<P::Message>>,
     pub control: mpsc::Receiver<Control>,
-    pub reports: mpsc::UnboundedSender<PendingReport>,
+    pub reports: mpsc::Sender<PendingReport>,
     pub room: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     pub trace: Option<TraceWriter>,
@@ -81,9 +91,71 @@ pub(crate) struct Driver<P: Process> {
     pub(crate) last_aligned: Option<SnapshotId>,
     /// Since when a stop-the-world coordinator has held this node's sends.
     pub(crate) paused: Option<Instant>,
+    /// This node's incarnation and its peers'.
+    pub(crate) peers: Option<Arc<PeerBook>>,
+    /// `snapshots.max_recorded_bytes`, applied to every new engine.
+    pub(crate) engine_limit: Option<u64>,
+    /// Messages sent and received per channel in this epoch.
+    pub(crate) counts: Arc<ChannelCounts>,
+    /// When each snapshot still recording here began: one older than twice
+    /// the snapshot timeout is given up even if no abort came.
+    recording_since: std::collections::BTreeMap<SnapshotId, Instant>,
+    pub(crate) snapshot_timeout: Duration,
     /// Reused buffers: the channels with room, and the application's sends.
     open: Vec<ChannelId>,
     sends: Vec<(ChannelId, P::Message)>,
+}
+
+/// Messages sent and received on each channel (by channel id) in the
+/// current epoch, a received count including re-delivered ones.
+#[derive(Debug)]
+pub(crate) struct ChannelCounts {
+    pub sent: Vec<std::sync::atomic::AtomicU64>,
+    pub received: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl ChannelCounts {
+    pub fn new(channels: usize) -> Self {
+        let zeros = || (0..channels).map(|_| 0.into()).collect();
+        ChannelCounts {
+            sent: zeros(),
+            received: zeros(),
+        }
+    }
+
+    fn reset(&self) {
+        for c in self.sent.iter().chain(&self.received) {
+            c.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn add(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Local snapshots waiting for the reporter. When it is this far behind, a
+/// further snapshot is given up here instead of queued.
+pub(crate) const REPORT_QUEUE: usize = 64;
+
+/// The outbound queue length at which the driver stops taking inbound
+/// messages, per channel, as a multiple of the send window.
+///
+/// Why no cycle of full queues deadlocks: spontaneous sends (`on_tick`)
+/// wait for room below the window, so only sends made while handling a
+/// message can push a queue past it. The driver stops taking inbound
+/// messages only while some outbound queue holds more than `HARD_LIMIT`
+/// windows, and the link tasks drain outbound queues without the driver.
+/// A deadlock would need every node of a cycle above the hard limit at
+/// once, i.e. more than `HARD_LIMIT` windows of messages in flight on each
+/// channel of the cycle. Messages enter the system only through
+/// spontaneous sends (at most one window per channel) and through handlers
+/// that send more than they receive; with `HARD_LIMIT` at least the number
+/// of channels, the first alone can never fill a cycle, so only an
+/// application whose handlers multiply messages without end reaches the
+/// limit, and there the pause holds memory bounded instead of growing it.
+pub(crate) fn hard_limit(channels: usize) -> usize {
+    crate::transport::HIGH_WATER * channels.max(16)
 }
 
 impl<P: Process> Driver<P> {
@@ -96,7 +168,7 @@ impl<P: Process> Driver<P> {
         outbound: Outbounds<P::Message>,
         inbound: mpsc::Receiver<In<P::Message>>,
         control: mpsc::Receiver<Control>,
-        reports: mpsc::UnboundedSender<PendingReport>,
+        reports: mpsc::Sender<PendingReport>,
         room: Arc<Notify>,
         metrics: Arc<Metrics>,
         trace: Option<TraceWriter>,
@@ -104,6 +176,7 @@ impl<P: Process> Driver<P> {
         epoch_tx: watch::Sender<u64>,
     ) -> Result<Self> {
         let epoch = *epoch_tx.borrow();
+        let topology_channels = topology.channel_count();
         Ok(Driver {
             engine: Engine::new(&topology, me)?,
             clock: VectorClock::new(me, topology.process_count()),
@@ -130,6 +203,11 @@ impl<P: Process> Driver<P> {
             aligning: None,
             last_aligned: None,
             paused: None,
+            peers: None,
+            engine_limit: None,
+            counts: Arc::new(ChannelCounts::new(topology_channels)),
+            recording_since: std::collections::BTreeMap::new(),
+            snapshot_timeout: Duration::from_secs(5),
             open: Vec::new(),
             sends: Vec::new(),
         })
@@ -142,9 +220,13 @@ impl<P: Process> Driver<P> {
             Pace::PerSecond(r) => Some(tokio::time::interval(Duration::from_secs_f64(1.0 / r))),
             _ => None,
         };
+        let mut expiry = tokio::time::interval(Duration::from_millis(250));
+        let hard = hard_limit(self.topology.channel_count());
         loop {
-            let continuous = pace == Pace::Continuous && !self.sends_held();
+            let restarted = self.peers.as_ref().is_some_and(|p| p.needs_restore());
+            let continuous = pace == Pace::Continuous && !self.sends_held() && !restarted;
             let room = continuous && self.outbound.any_room();
+            let taking = !self.outbound.any_over(hard);
             let room_freed = self.room.clone();
             // Each step is timed: while it runs, no message is processed.
             tokio::select! {
@@ -155,7 +237,7 @@ impl<P: Process> Driver<P> {
                     self.on_control(c);
                     self.metrics.note_pause(step.elapsed());
                 }
-                Some(first) = self.inbound.recv() => {
+                Some(first) = self.inbound.recv(), if taking => {
                     let step = Instant::now();
                     self.on_inbound(first);
                     for _ in 0..255 {
@@ -167,10 +249,12 @@ impl<P: Process> Driver<P> {
                     self.metrics.note_pause(step.elapsed());
                 }
                 _ = tick_or_never(&mut timer) => {
-                    if !self.sends_held() {
+                    if !self.sends_held() && !restarted {
                         self.on_tick();
                     }
                 }
+                _ = expiry.tick() => self.expire_recordings(),
+                _ = room_freed.notified(), if !taking => {}
                 _ = tokio::task::yield_now(), if room => {
                     let step = Instant::now();
                     for _ in 0..32 {
@@ -203,16 +287,32 @@ impl<P: Process> Driver<P> {
 
     fn on_control(&mut self, c: Control) {
         match c {
-            Control::Start { id, reply } => {
-                let r = match self.mode {
-                    SnapshotMode::ChandyLamport => {
-                        let r = self.engine.start_snapshot(id).map_err(|e| e.to_string());
-                        self.pump();
-                        r
+            Control::Start { id, epoch, reply } => {
+                let r = if epoch != self.epoch {
+                    Err(ControlError::Stale(format!(
+                        "snapshot {id} belongs to epoch {epoch}; this node is in epoch {}",
+                        self.epoch
+                    )))
+                } else {
+                    match self.mode {
+                        SnapshotMode::ChandyLamport => {
+                            let r = self
+                                .engine
+                                .start_snapshot(id)
+                                .map_err(|e| ControlError::Refused(e.to_string()));
+                            self.pump();
+                            r
+                        }
+                        SnapshotMode::Aligned | SnapshotMode::StopTheWorld => {
+                            self.start_aligned(id).map_err(ControlError::Refused)
+                        }
                     }
-                    SnapshotMode::Aligned | SnapshotMode::StopTheWorld => self.start_aligned(id),
                 };
                 let _ = reply.send(r);
+            }
+            Control::Abort { id, epoch, reply } => {
+                let was = epoch == self.epoch && self.abort(id);
+                let _ = reply.send(was);
             }
             Control::Pause { reply } => {
                 self.pause();
@@ -228,7 +328,10 @@ impl<P: Process> Driver<P> {
                 in_flight,
                 reply,
             } => {
-                let _ = reply.send(self.rollback(epoch, *part, &in_flight));
+                let r = self
+                    .rollback(epoch, *part, &in_flight)
+                    .map_err(ControlError::Refused);
+                let _ = reply.send(r);
             }
         }
     }
@@ -242,10 +345,11 @@ impl<P: Process> Driver<P> {
                 channel,
                 message,
                 vc,
+                bytes,
                 ..
             } => {
                 if let Some((message, vc)) = self.admit(channel, message, vc) {
-                    self.process_data(channel, message, vc);
+                    self.process_data(channel, message, vc, bytes);
                 }
             }
             In::Marker {
@@ -282,14 +386,16 @@ impl<P: Process> Driver<P> {
         channel: ChannelId,
         message: P::Message,
         vc: Option<Vec<u64>>,
+        bytes: u64,
     ) {
         {
             {
-                if let Err(e) = self.engine.handle_message(channel, &message) {
+                if let Err(e) = self.engine.handle_sized_message(channel, &message, bytes) {
                     error!("engine refused a message: {e}");
                     return;
                 }
                 Metrics::inc(&self.metrics.messages_received, 1);
+                ChannelCounts::add(&self.counts.received[channel.index()]);
                 if self.trace.is_some() {
                     let seq = self.seq_in.entry(channel).or_insert(0);
                     let event = Event::Receive {
@@ -368,7 +474,14 @@ impl<P: Process> Driver<P> {
         self.epoch = epoch;
         self.epoch_tx.send_replace(epoch);
         self.abandon_alignment();
+        let limit = self.engine_limit;
         self.engine = Engine::new(&self.topology, self.me).map_err(|e| e.to_string())?;
+        self.engine.set_recording_limit(limit);
+        self.recording_since.clear();
+        self.counts.reset();
+        if let Some(p) = &self.peers {
+            p.restored();
+        }
         self.seq_in.clear();
         // On each outgoing channel the receiver re-delivers what the snapshot
         // recorded; new messages are numbered after those, as in one run.
@@ -408,6 +521,7 @@ impl<P: Process> Driver<P> {
                 epoch,
                 message,
                 vc: None,
+                bytes: 0,
             });
         }
         Metrics::inc(&self.metrics.rollbacks, 1);
@@ -462,6 +576,7 @@ impl<P: Process> Driver<P> {
                         }
                     });
                     Metrics::inc(&self.metrics.messages_sent, 1);
+                    ChannelCounts::add(&self.counts.sent[channel.index()]);
                     if let Some(o) = self.outbound.get(channel) {
                         o.push(Out::Data {
                             epoch: self.epoch,
@@ -485,6 +600,7 @@ impl<P: Process> Driver<P> {
                     tracing::debug!(%snapshot, "recording");
                     self.tick_trace(|_| Event::Record { snapshot });
                     Metrics::inc(&self.metrics.snapshots_recorded, 1);
+                    self.recording_since.insert(snapshot, Instant::now());
                     let state = self.process.state();
                     if let Err(e) = self.engine.record_state(snapshot, state) {
                         error!("{e}");
@@ -493,7 +609,22 @@ impl<P: Process> Driver<P> {
                 Output::ChannelRecorded { .. } => {}
                 Output::LocalSnapshotComplete(local) => {
                     tracing::debug!(snapshot = %local.snapshot, "local snapshot complete");
+                    self.recording_since.remove(&local.snapshot);
                     self.send_report(local)
+                }
+                Output::RecordingAbandoned {
+                    snapshot,
+                    channel,
+                    bytes,
+                } => {
+                    self.recording_since.remove(&snapshot);
+                    Metrics::inc(&self.metrics.snapshots_aborted, 1);
+                    let why = format!(
+                        "its recorded channel state reached {bytes} bytes on channel {}, over snapshots.max_recorded_bytes",
+                        self.topology.channel_name(channel)
+                    );
+                    warn!(%snapshot, "snapshot given up here: {why}");
+                    self.send_refusal(snapshot, why);
                 }
             }
         }
@@ -504,9 +635,57 @@ impl<P: Process> Driver<P> {
     pub(crate) fn send_report(&mut self, local: cairn_core::LocalSnapshot<P::Message, P::State>) {
         let topology = self.topology.clone();
         let metrics = self.metrics.clone();
-        let _ = self
-            .reports
-            .send(Box::new(move || encode_report(&topology, &metrics, local)));
+        let (id, epoch) = (local.snapshot, self.epoch);
+        let pending: PendingReport =
+            Box::new(move || encode_report(&topology, &metrics, epoch, local));
+        if self.reports.try_send(pending).is_err() {
+            // The reporter is far behind (a slow store): give this one up
+            // rather than queue without bound; the coordinator times it out.
+            Metrics::inc(&self.metrics.snapshots_aborted, 1);
+            warn!(snapshot = %id, "snapshot given up here: {REPORT_QUEUE} local snapshots are already waiting for the store");
+        }
+    }
+
+    /// Tells the coordinator this node gave snapshot `id` up, and why.
+    pub(crate) fn send_refusal(&mut self, id: SnapshotId, why: String) {
+        let report = LocalReport {
+            snapshot: id,
+            process: self.topology.name(self.me).to_string(),
+            epoch: self.epoch,
+            state: serde_json::Value::Null,
+            channels: Vec::new(),
+            part: None,
+            refused: Some(why),
+            state_in_store: false,
+        };
+        let _ = self.reports.try_send(Box::new(move || Ok(report)));
+    }
+
+    /// Gives up snapshot `id` here; whether it was being recorded.
+    fn abort(&mut self, id: SnapshotId) -> bool {
+        self.recording_since.remove(&id);
+        let was = self.engine.abort(id);
+        if was {
+            Metrics::inc(&self.metrics.snapshots_aborted, 1);
+            tracing::debug!(snapshot = %id, "snapshot aborted here");
+        }
+        was
+    }
+
+    /// Gives up recordings older than twice the snapshot timeout: their
+    /// snapshot has failed, whether or not its abort reached this node.
+    fn expire_recordings(&mut self) {
+        let limit = self.snapshot_timeout * 2;
+        let late: Vec<SnapshotId> = self
+            .recording_since
+            .iter()
+            .filter(|(_, t)| t.elapsed() > limit)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            warn!(snapshot = %id, "snapshot given up here: no marker came within twice the snapshot timeout");
+            self.abort(id);
+        }
     }
 
     /// Ticks the vector clock and writes the event, when tracing; returns the
@@ -558,6 +737,7 @@ impl std::io::Write for Counted {
 fn encode_report<M: serde::Serialize, S: serde::Serialize>(
     topology: &Topology,
     metrics: &Metrics,
+    epoch: u64,
     local: cairn_core::LocalSnapshot<M, S>,
 ) -> serde_json::Result<LocalReport> {
     let mut bytes = 0u64;
@@ -577,6 +757,7 @@ fn encode_report<M: serde::Serialize, S: serde::Serialize>(
     Ok(LocalReport {
         snapshot: local.snapshot,
         process: topology.name(local.process).to_string(),
+        epoch,
         state: serde_json::to_value(&local.state)?,
         channels,
         part: None,

@@ -34,6 +34,10 @@ pub enum Error {
     /// A peer is in another epoch (a rollback is under way): refused for now.
     #[error("epoch mismatch: {0}")]
     Epoch(String),
+    /// A peer or this node restarted and lost its state: no messages are
+    /// exchanged until a restore.
+    #[error("restarted: {0}")]
+    Restarted(String),
     /// An admin API request failed.
     #[error("admin API {url}: {problem}")]
     Admin {

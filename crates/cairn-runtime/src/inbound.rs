@@ -16,8 +16,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
+use crate::peers::{PeerBook, Seen};
 use crate::transport::{ACK_EVERY, HANDSHAKE_TIMEOUT, In};
-use crate::wire::{self, Frame, Hello};
+use crate::wire::{self, Frame, Hello, RejectKind};
 
 /// The receiving side of every incoming channel of one node.
 #[derive(Debug)]
@@ -29,15 +30,35 @@ pub(crate) struct Inbound<M> {
     pub to_driver: mpsc::Sender<In<M>>,
     /// This node's epoch: only senders in the same epoch are admitted.
     pub epoch: watch::Receiver<u64>,
+    /// The incarnations of this node and its peers.
+    pub peers: Arc<PeerBook>,
     /// Per incoming channel: the next sequence number, and which connection owns it.
     slots: Mutex<HashMap<ChannelId, Arc<Slot>>>,
 }
 
 #[derive(Debug)]
 struct Slot {
-    /// The epoch the channel is in, and the next sequence number in it.
-    next_seq: tokio::sync::Mutex<(u64, u64)>,
+    /// The epoch the channel is in, the sender's incarnation, and the next
+    /// sequence number: a new epoch or a new life of the sender starts the
+    /// numbering afresh.
+    next_seq: tokio::sync::Mutex<(u64, u64, u64)>,
     owner: watch::Sender<u64>,
+}
+
+/// Why a hello was refused.
+#[derive(Debug)]
+struct Refusal {
+    kind: RejectKind,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(kind: RejectKind, reason: impl Into<String>) -> Self {
+        Refusal {
+            kind,
+            reason: reason.into(),
+        }
+    }
 }
 
 impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
@@ -48,6 +69,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         max_frame_bytes: usize,
         to_driver: mpsc::Sender<In<M>>,
         epoch: watch::Receiver<u64>,
+        peers: Arc<PeerBook>,
     ) -> Self {
         Inbound {
             cluster,
@@ -56,6 +78,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             max_frame_bytes,
             to_driver,
             epoch,
+            peers,
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -109,20 +132,31 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             .map_err(|_| Error::Protocol("no hello within 5 s".into()))?
             .ok_or_else(|| Error::Protocol("closed before hello".into()))?
             .map_err(|e| Error::Protocol(e.to_string()))?;
-        let admitted =
-            wire::decode_hello(&first).and_then(|h| self.admit(&h).map(|c| (c, h.epoch)));
-        let (channel, their_epoch) = match admitted {
+        let admitted = match wire::decode_hello(&first) {
+            Ok(h) => self.admit(&h).map(|(c, seen_as)| (c, h, seen_as)),
+            Err(e) => Err(Refusal::new(RejectKind::Refused, e.to_string())),
+        };
+        let (channel, hello, seen_as) = match admitted {
             Ok(c) => c,
-            Err(e) => {
+            Err(refusal) => {
                 let reject = Frame::<()>::Reject {
-                    reason: e.to_string(),
+                    reason: refusal.reason.clone(),
+                    kind: refusal.kind,
                 };
                 if let Ok(bytes) = wire::encode(&reject) {
                     let _ = writer.send(bytes).await;
                 }
-                return Err(e);
+                return Err(match refusal.kind {
+                    RejectKind::Epoch => Error::Epoch(refusal.reason),
+                    // Logged once, when the restart was first seen.
+                    RejectKind::SenderRestarted | RejectKind::ReceiverRestarted => {
+                        Error::Restarted(refusal.reason)
+                    }
+                    RejectKind::Refused => Error::Protocol(refusal.reason),
+                });
             }
         };
+        let their_epoch = hello.epoch;
         let name = self.topology.channel_name(channel);
         let slot = self.slot(channel);
         // Take the channel over from any older connection, then wait for it to let go.
@@ -130,15 +164,18 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         let generation = *slot.owner.borrow();
         let mut owner = slot.owner.subscribe();
         let mut guard = slot.next_seq.lock().await;
-        if guard.0 != their_epoch {
-            *guard = (their_epoch, 1); // a new epoch starts the channel afresh
+        if (guard.0, guard.1) != (their_epoch, hello.incarnation) {
+            // A new epoch, or the sender restored into one: start afresh.
+            *guard = (their_epoch, hello.incarnation, 1);
         }
-        let next_seq = &mut guard.1;
+        let next_seq = &mut guard.2;
         let mut epoch = self.epoch.clone();
         epoch.borrow_and_update();
         writer
             .send(wire::encode(&Frame::<()>::Welcome {
                 next_seq: *next_seq,
+                incarnation: self.peers.me,
+                peer_incarnation: seen_as,
             })?)
             .await
             .map_err(|e| Error::io("sending welcome", e))?;
@@ -193,6 +230,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                             epoch: e,
                             message,
                             vc,
+                            bytes: bytes.len() as u64,
                         },
                     ),
                     Frame::Marker {
@@ -249,11 +287,17 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         }
     }
 
-    /// Checks a hello against the configuration: the cluster, a known node,
-    /// and a channel from that node to this one.
-    fn admit(&self, hello: &Hello) -> Result<ChannelId> {
+    /// Checks a hello against the configuration (the cluster, a known node,
+    /// and a channel from that node to this one), then the lives and epochs
+    /// of both ends (see [`crate::peers`]). Returns the channel and how this
+    /// node knew the sender before.
+    fn admit(
+        &self,
+        hello: &Hello,
+    ) -> std::result::Result<(ChannelId, Option<(u64, u64)>), Refusal> {
+        let refused = |reason: String| Refusal::new(RejectKind::Refused, reason);
         if hello.cluster != self.cluster {
-            return Err(Error::Protocol(format!(
+            return Err(refused(format!(
                 "node {:?} belongs to cluster {:?}, this node to {:?}",
                 hello.node, hello.cluster, self.cluster
             )));
@@ -261,7 +305,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         let from = self
             .topology
             .process(&hello.node)
-            .ok_or_else(|| Error::Protocol(format!("unknown node id {:?}", hello.node)))?;
+            .ok_or_else(|| refused(format!("unknown node id {:?}", hello.node)))?;
         let channel = self
             .topology
             .channel_by_name(&hello.channel)
@@ -270,7 +314,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                 ch.from == from && ch.to == self.me
             })
             .ok_or_else(|| {
-                Error::Protocol(format!(
+                refused(format!(
                     "node {:?} has no channel {:?} to {}",
                     hello.node,
                     hello.channel,
@@ -278,13 +322,41 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                 ))
             })?;
         let mine = *self.epoch.borrow();
-        if hello.epoch != mine {
-            return Err(Error::Epoch(format!(
-                "node {:?} is in epoch {}, this node in epoch {mine}",
-                hello.node, hello.epoch
-            )));
+        let me = self.topology.name(self.me);
+        if self.peers.judge_me(hello.peer_incarnation, mine) == Seen::Restarted
+            || self.peers.needs_restore()
+        {
+            return Err(Refusal::new(
+                RejectKind::ReceiverRestarted,
+                format!("node {me} restarted and lost its state; it needs a restore"),
+            ));
         }
-        Ok(channel)
+        if self
+            .peers
+            .judge(from.index(), hello.incarnation, hello.epoch)
+            == Seen::Restarted
+        {
+            return Err(Refusal::new(
+                RejectKind::SenderRestarted,
+                format!(
+                    "node {} restarted (incarnation {:016x}) and lost its state; it needs a restore",
+                    hello.node, hello.incarnation
+                ),
+            ));
+        }
+        if hello.epoch != mine {
+            return Err(Refusal::new(
+                RejectKind::Epoch,
+                format!(
+                    "node {:?} is in epoch {}, this node in epoch {mine}",
+                    hello.node, hello.epoch
+                ),
+            ));
+        }
+        let seen_as = self.peers.known(from.index());
+        self.peers
+            .adopt(from.index(), hello.incarnation, hello.epoch);
+        Ok((channel, seen_as))
     }
 
     fn slot(&self, channel: ChannelId) -> Arc<Slot> {
@@ -293,7 +365,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             .entry(channel)
             .or_insert_with(|| {
                 Arc::new(Slot {
-                    next_seq: tokio::sync::Mutex::new((0, 1)),
+                    next_seq: tokio::sync::Mutex::new((0, 0, 1)),
                     owner: watch::channel(0).0,
                 })
             })

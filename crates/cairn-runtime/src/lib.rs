@@ -18,24 +18,27 @@
 #![warn(missing_docs)]
 
 mod admin;
-mod aligned;
+mod baselines;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod coordinator;
 mod driver;
 mod error;
 mod inbound;
 pub mod metrics;
 mod node;
-mod raw;
-mod stop_world;
+mod peers;
+mod shared;
 pub mod tracefile;
 mod transport;
 pub mod wire;
 
-pub use admin::{IdAnswer, IdRequest, NodeRollback, RollbackRequest};
+pub use baselines::raw::run_raw_node;
 pub use config::ClusterConfig;
+pub use control::ControlError;
+pub use control::initiation::{IdAnswer, IdRequest};
+pub use control::recovery::{NodeRollback, RollbackRequest};
 pub use error::{Error, Result};
 pub use node::run_node;
-pub use raw::run_raw_node;

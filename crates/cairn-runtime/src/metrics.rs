@@ -42,6 +42,17 @@ pub struct Metrics {
     /// input held blocked or sends held paused. Reset by
     /// `POST /metrics/reset-peaks`.
     pub longest_pause_us: AtomicU64,
+    /// Connection attempts by this node's channel senders.
+    pub connect_attempts: AtomicU64,
+    /// Peers seen restarted (a new incarnation with lost state).
+    pub peer_restarts: AtomicU64,
+    /// 1 while this node restarted and waits for a restore, else 0.
+    pub needs_restore: AtomicU64,
+    /// Snapshots this node gave up locally: aborted by the coordinator,
+    /// timed out here, over the recording limit, or its reporter backlogged.
+    pub snapshots_aborted: AtomicU64,
+    /// Orders refused as stale or unauthorised (a forged or stale rollback, say).
+    pub orders_refused: AtomicU64,
     durations: Mutex<Histogram>,
 }
 
@@ -146,6 +157,26 @@ impl Metrics {
                 "Markers sent.",
                 &self.markers_sent,
             ),
+            (
+                "cairn_connect_attempts_total",
+                "Connection attempts by channel senders.",
+                &self.connect_attempts,
+            ),
+            (
+                "cairn_peer_restarts_total",
+                "Peers seen restarted with their state lost.",
+                &self.peer_restarts,
+            ),
+            (
+                "cairn_snapshots_aborted_total",
+                "Snapshots given up at this node.",
+                &self.snapshots_aborted,
+            ),
+            (
+                "cairn_orders_refused_total",
+                "Orders refused as stale or unauthorised.",
+                &self.orders_refused,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -154,6 +185,12 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
+        let name = "cairn_needs_restore";
+        let _ = writeln!(
+            out,
+            "# HELP {name} 1 while this node restarted and waits for a restore.\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {}",
+            self.needs_restore.load(Ordering::Relaxed)
+        );
         let name = "cairn_longest_pause_microseconds";
         let _ = writeln!(
             out,

@@ -12,14 +12,18 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::admin::{self, Shared};
+use crate::admin;
 use crate::client;
 use crate::config::ClusterConfig;
+use crate::control::commit::{accept_report, run_committer};
+use crate::control::failure::run_coordinator_timers;
 use crate::coordinator::Coordinator;
-use crate::driver::{Driver, PendingReport};
+use crate::driver::{ChannelCounts, Driver, PendingReport, REPORT_QUEUE};
 use crate::error::{Error, Result};
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
+use crate::peers::{PeerBook, new_incarnation};
+use crate::shared::{COMMIT_QUEUE, Shared};
 use crate::tracefile::TraceWriter;
 use crate::transport::{Identity, Outbound, Outbounds, SenderLinks, run_outbound};
 use cairn_store::{Part, StoredChannel};
@@ -66,12 +70,17 @@ pub async fn run_node<P: Process>(
     let metrics = Arc::new(Metrics::default());
     let room = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
+    let names: Vec<String> = config.nodes.iter().map(|n| n.id.clone()).collect();
+    let peers = Arc::new(PeerBook::new(new_incarnation(), names, metrics.clone()));
+    let counts = Arc::new(ChannelCounts::new(topo.channel_count()));
+    let mut pendings = std::collections::HashMap::new();
 
     // Channel senders.
     let id = Identity {
         cluster: config.cluster.clone(),
         node: name.clone(),
         max_frame_bytes: config.max_frame_bytes,
+        peers: peers.clone(),
     };
     let mut outbound = Outbounds::new(topo.channel_count());
     for &c in topo.outgoing(me) {
@@ -84,10 +93,13 @@ pub async fn run_node<P: Process>(
                 pending: pending.clone(),
             },
         );
-        let address = config.nodes[topo.channel(c).to.index()].address.clone();
+        pendings.insert(c, pending.clone());
+        let to = topo.channel(c).to.index();
+        let address = config.nodes[to].address.clone();
         tasks.spawn(run_outbound::<P::Message>(
             id.clone(),
             topo.channel_name(c),
+            to,
             address,
             rx,
             SenderLinks {
@@ -110,6 +122,7 @@ pub async fn run_node<P: Process>(
         config.max_frame_bytes,
         in_tx,
         epoch_rx.clone(),
+        peers.clone(),
     ));
     tasks.spawn(inbound.run(listener, stop_rx.clone(), cut_rx.clone()));
 
@@ -125,16 +138,7 @@ pub async fn run_node<P: Process>(
         )))
     });
     let (control_tx, control_rx) = mpsc::channel(64);
-    let (commit_tx, commit_rx) = mpsc::unbounded_channel();
-    if let Some(c) = &coordinator {
-        tasks.spawn(admin::run_committer(
-            store.clone(),
-            c.clone(),
-            config.snapshots.retain,
-            commit_rx,
-            stop_rx.clone(),
-        ));
-    }
+    let (commit_tx, commit_rx) = mpsc::channel(COMMIT_QUEUE);
     let shared = Arc::new(Shared {
         config: config.clone(),
         me,
@@ -148,8 +152,21 @@ pub async fn run_node<P: Process>(
         epoch: epoch_rx.clone(),
         initial: initial_json.clone(),
         stop_world: tokio::sync::Mutex::new(()),
+        peers: peers.clone(),
+        ids: tokio::sync::Mutex::new(Default::default()),
+        gate: tokio::sync::Mutex::new(()),
+        counts: counts.clone(),
+        pending: pendings,
     });
-    let (report_tx, report_rx) = mpsc::unbounded_channel();
+    if let Some(c) = &coordinator {
+        tasks.spawn(run_committer(
+            shared.clone(),
+            c.clone(),
+            commit_rx,
+            stop_rx.clone(),
+        ));
+    }
+    let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
     // The reporter encodes and persists local snapshots on a thread of its
     // own, so that a large state never stalls the driver's thread.
     let kept_initial = serde_json::to_vec(&initial_json)
@@ -203,12 +220,17 @@ pub async fn run_node<P: Process>(
         seed,
         epoch_tx,
     )?;
-    info!(node = %name, address = %node.address, admin = %node.admin, app = %config.app.name, "node running");
+    info!(node = %name, address = %node.address, admin = %node.admin, app = %config.app.name, incarnation = format_args!("{:016x}", shared.peers.me), "node running");
     let mut driver = driver;
     driver.trace_dir = config.trace_dir.clone();
     driver.name = name.clone();
     driver.epoch_initial = Some(initial);
     driver.mode = config.snapshots.mode;
+    driver.peers = Some(peers);
+    driver.counts = counts;
+    driver.snapshot_timeout = config.snapshots.timeout;
+    driver.engine_limit = Some(config.snapshots.max_recorded_bytes);
+    driver.engine.set_recording_limit(driver.engine_limit);
     let written = driver.run(shutdown).await;
     let _ = stop_tx.send(true);
     written?;
@@ -253,7 +275,7 @@ const KEEP_INITIAL_BYTES: usize = 64 << 10;
 async fn run_reporter(
     shared: Arc<Shared>,
     initial: Option<serde_json::Value>,
-    mut reports: mpsc::UnboundedReceiver<PendingReport>,
+    mut reports: mpsc::Receiver<PendingReport>,
     mut stop: watch::Receiver<bool>,
 ) {
     let config = shared.config.clone();
@@ -282,6 +304,7 @@ async fn run_reporter(
                 .map(|(name, messages)| StoredChannel { name, messages })
                 .collect(),
             initial: initial.clone(),
+            epoch: report.epoch,
         };
         while report.refused.is_none() {
             match shared.store.write_part(&part).await {
@@ -294,6 +317,12 @@ async fn run_reporter(
                         report.state = std::mem::take(&mut part.state);
                     }
                     report.part = Some(r);
+                    break;
+                }
+                Err(e @ cairn_store::Error::Conflict { .. }) => {
+                    // Never replaced: this snapshot fails, saying why.
+                    error!(snapshot = %report.snapshot, "{e}");
+                    report.refused = Some(format!("its part could not be written: {e}"));
                     break;
                 }
                 Err(e) if Instant::now() < deadline => {
@@ -312,7 +341,7 @@ async fn run_reporter(
             .map(|c| (c.name, c.messages))
             .collect();
         if let Some(c) = &shared.coordinator {
-            if let Err(e) = admin::accept_report(&shared, c, report) {
+            if let Err(e) = accept_report(&shared, c, report) {
                 warn!("own report refused: {e}");
             }
             continue;
@@ -337,100 +366,6 @@ async fn run_reporter(
                 Err(e) => {
                     error!(snapshot = %report.snapshot, "giving up on the report: {e}");
                     break;
-                }
-            }
-        }
-    }
-}
-
-/// The coordinator starts a snapshot every interval, expires late ones, and
-/// watches every node's heartbeat: a node silent for the failure timeout is
-/// failed, and once every node answers again (a supervisor restarts the
-/// dead) the cluster rolls back to the newest good snapshot.
-async fn run_coordinator_timers(
-    shared: Arc<Shared>,
-    coordinator: Arc<Mutex<Coordinator>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut expire = tokio::time::interval(Duration::from_millis(50));
-    let mut interval = shared.config.snapshots.interval.map(|d| {
-        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        i
-    });
-    let failure_timeout = shared.config.snapshots.failure_timeout;
-    let mut heartbeat = tokio::time::interval(Duration::from_millis(100));
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let nodes = shared.config.nodes.clone();
-    let mut last_ok: Vec<Instant> = vec![Instant::now(); nodes.len()];
-    let mut failed: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
-    let mut pids: Vec<Option<u64>> = vec![None; nodes.len()];
-    // A cluster that starts over a store with snapshots resumes from one:
-    // the operator's restore point if `cairn restore` left one, else the newest good one.
-    let mut resume: Option<Option<u64>> = match shared.store.take_restore_point().await {
-        Ok(Some(id)) => Some(Some(id)),
-        Ok(None) => match shared.store.list().await {
-            Ok(ids) if !ids.is_empty() => Some(None),
-            _ => None,
-        },
-        Err(e) => {
-            warn!("cannot read the restore point: {e}");
-            None
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = expire.tick() => coordinator.lock().unwrap_or_else(|p| p.into_inner()).expire(),
-            _ = heartbeat.tick(), if failure_timeout.is_some() || resume.is_some() => {
-                let limit = failure_timeout.unwrap_or_default();
-                let before = coordinator.lock().unwrap_or_else(|p| p.into_inner()).epoch_state();
-                let polls = nodes.iter().enumerate().filter(|(i, _)| *i != shared.me.index()).map(|(i, n)| async move {
-                    let answer = tokio::time::timeout(Duration::from_millis(250), client::get_json::<serde_json::Value>(n.admin, "/status")).await;
-                    (i, answer.ok().and_then(|r| r.ok()).map(|(_, v)| v))
-                });
-                let answers = futures_util::future::join_all(polls).await;
-                let all_up = answers.iter().all(|(_, a)| a.is_some());
-                let after = coordinator.lock().unwrap_or_else(|p| p.into_inner()).epoch_state();
-                // Mid-rollback, a node not yet rolled back is behind without having failed.
-                let settled = before == after && !after.1;
-                let epoch = after.0;
-                for (i, answer) in answers {
-                    match answer {
-                        Some(v) => {
-                            last_ok[i] = Instant::now();
-                            // A node that restarted lost its state, however fast it came back.
-                            let pid = v["pid"].as_u64();
-                            let restarted = pids[i].is_some() && pid != pids[i];
-                            let behind = settled && v["epoch"].as_u64().is_some_and(|e| e < epoch);
-                            if (restarted || behind) && failed.insert(i) {
-                                warn!(node = %nodes[i].id, "node failed: it restarted and lost its state");
-                            }
-                            pids[i] = pid;
-                        }
-                        None if last_ok[i].elapsed() > limit && failed.insert(i) => {
-                            warn!(node = %nodes[i].id, "node failed: no heartbeat for {limit:?}");
-                        }
-                        None => {}
-                    }
-                }
-                if (!failed.is_empty() || resume.is_some()) && all_up {
-                    match admin::roll_back(&shared, &coordinator, resume.flatten()).await {
-                        Ok(v) => {
-                            info!(snapshot = %v["snapshot"], epoch = %v["epoch"], "recovered: the cluster rolled back");
-                            failed.clear();
-                            resume = None;
-                        }
-                        Err((_, e)) => warn!("recovery failed, retrying: {e}"),
-                    }
-                }
-            }
-            _ = async { match &mut interval { Some(i) => { i.tick().await; } None => std::future::pending().await } } => {
-                if !failed.is_empty() || resume.is_some() {
-                    continue; // no snapshots while a node is down or the cluster resumes
-                }
-                if let Err(e) = admin::start_here(&shared).await {
-                    warn!("could not start a scheduled snapshot: {e}");
                 }
             }
         }

@@ -21,7 +21,9 @@ use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION};
+use crate::peers::{PeerBook, Seen};
+use crate::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION, RejectKind};
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 /// How long a peer has to say hello, or to answer one.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,6 +63,8 @@ pub(crate) enum In<M> {
         epoch: u64,
         message: M,
         vc: Option<Vec<u64>>,
+        /// The frame's size on the wire (0 for a re-delivered message).
+        bytes: u64,
     },
     Marker {
         channel: ChannelId,
@@ -113,6 +117,14 @@ impl<M> Outbounds<M> {
     pub fn any_room(&self) -> bool {
         self.0.iter().flatten().any(Outbound::has_room)
     }
+
+    /// Whether any channel holds more than `limit` frames.
+    pub fn any_over(&self, limit: usize) -> bool {
+        self.0
+            .iter()
+            .flatten()
+            .any(|o| o.pending.load(Ordering::Relaxed) > limit)
+    }
 }
 
 /// Who this node is, as its channel senders introduce it.
@@ -121,7 +133,24 @@ pub(crate) struct Identity {
     pub cluster: String,
     pub node: String,
     pub max_frame_bytes: usize,
+    /// This process's incarnation and what it knows of its peers'.
+    pub peers: Arc<PeerBook>,
 }
+
+/// Reconnect delays: exponential from 250 ms to 2 s with jitter, so a
+/// channel never tries more than about four times a second, and channels
+/// that failed together do not retry in step.
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// A connection that stayed up this long starts the back-off afresh.
+const HEALTHY: Duration = Duration::from_secs(1);
 
 /// Runs the sender of one channel until shutdown: connect, say hello, resend
 /// what the peer has not acknowledged, then stream frames and read acks.
@@ -146,6 +175,7 @@ pub(crate) struct SenderLinks {
 pub(crate) async fn run_outbound<M: Serialize>(
     id: Identity,
     channel: String,
+    peer: usize,
     address: String,
     mut rx: mpsc::UnboundedReceiver<Out<M>>,
     links: SenderLinks,
@@ -164,7 +194,10 @@ pub(crate) async fn run_outbound<M: Serialize>(
     // is encoded once, and again only if it must be resent.
     let mut unacked: VecDeque<(u64, Out<M>)> = VecDeque::new();
     let mut carry: Vec<Out<M>> = Vec::new();
-    let mut backoff = Duration::from_millis(20);
+    let mut delays = backoff();
+    // The first attempt, and the first after a healthy connection ends, go
+    // at once; every attempt after a failure waits for the next delay.
+    let mut wait: Option<Duration> = None;
     // Forgets the old epoch: its unacknowledged frames will never be wanted.
     let reset =
         |current: &mut u64, next_seq: &mut u64, unacked: &mut VecDeque<(u64, Out<M>)>, now: u64| {
@@ -178,10 +211,23 @@ pub(crate) async fn run_outbound<M: Serialize>(
         if *shutdown.borrow() {
             return;
         }
+        if let Some(d) = wait.take() {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(d) => {}
+            }
+        }
         let now = *epoch.borrow_and_update();
         if now != current {
             reset(&mut current, &mut next_seq, &mut unacked, now);
         }
+        let next_wait = delays.next().unwrap_or(Duration::from_secs(2));
+        if id.peers.needs_restore() {
+            // This node lost its state: it sends nothing until a rollback.
+            wait = Some(next_wait);
+            continue;
+        }
+        Metrics::inc(&metrics.connect_attempts, 1);
         let stream = tokio::select! {
             _ = shutdown.changed() => return,
             s = TcpStream::connect(&address) => s,
@@ -190,11 +236,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
             Ok(s) => s,
             Err(e) => {
                 debug!(%channel, %address, "connect failed: {e}");
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                wait = Some(next_wait);
                 continue;
             }
         };
@@ -202,19 +244,18 @@ pub(crate) async fn run_outbound<M: Serialize>(
         let (r, w) = stream.into_split();
         let mut reader = FramedRead::new(r, wire::codec(id.max_frame_bytes));
         let mut writer = FramedWrite::new(w, wire::codec(id.max_frame_bytes));
-        let resume = match handshake(&id, &channel, current, &mut reader, &mut writer).await {
+        let resume = match handshake(&id, &channel, peer, current, &mut reader, &mut writer).await {
             Ok(n) => n,
             Err(e) => {
                 debug!(%channel, %address, "handshake failed: {e}");
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    _ = tokio::time::sleep(backoff.max(Duration::from_millis(50))) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                wait = Some(next_wait);
                 continue;
             }
         };
-        backoff = Duration::from_millis(20);
+        let connected_at = tokio::time::Instant::now();
+        // Whatever ends this connection, the next attempt waits unless it
+        // stayed up long enough to count as healthy.
+        wait = Some(next_wait);
         acknowledge(&mut unacked, resume, &pending, &room);
         info!(%channel, epoch = current, resend = unacked.len(), "channel connected");
         Metrics::inc(&metrics.connections, 1);
@@ -311,6 +352,10 @@ pub(crate) async fn run_outbound<M: Serialize>(
                 break;
             }
         }
+        if connected_at.elapsed() >= HEALTHY {
+            delays = backoff();
+            wait = None;
+        }
     }
 }
 
@@ -355,6 +400,7 @@ fn acknowledge<M>(
 async fn handshake(
     id: &Identity,
     channel: &str,
+    peer: usize,
     epoch: u64,
     reader: &mut FramedRead<
         tokio::net::tcp::OwnedReadHalf,
@@ -373,6 +419,8 @@ async fn handshake(
         channel: channel.to_string(),
         auth: Vec::new(),
         epoch,
+        incarnation: id.peers.me,
+        peer_incarnation: id.peers.known(peer),
     };
     writer
         .send(wire::encode(&hello)?)
@@ -384,8 +432,39 @@ async fn handshake(
         .ok_or_else(|| Error::Protocol("peer closed the connection after hello".into()))?
         .map_err(|e| Error::Protocol(e.to_string()))?;
     match wire::decode::<Frame<()>>(&reply)? {
-        Frame::Welcome { next_seq } => Ok(next_seq),
-        Frame::Reject { reason } => Err(Error::Protocol(format!(
+        Frame::Welcome {
+            next_seq,
+            incarnation,
+            peer_incarnation,
+        } => {
+            if id.peers.judge_me(peer_incarnation, epoch) == Seen::Restarted {
+                return Err(Error::Restarted(format!(
+                    "{channel}: the peer knew an earlier life of this node"
+                )));
+            }
+            if id.peers.judge(peer, incarnation, epoch) == Seen::Restarted {
+                return Err(Error::Restarted(format!(
+                    "{channel}: the peer restarted and lost its state"
+                )));
+            }
+            id.peers.adopt(peer, incarnation, epoch);
+            Ok(next_seq)
+        }
+        Frame::Reject {
+            reason,
+            kind: RejectKind::SenderRestarted,
+        } => {
+            id.peers.mark_needs_restore();
+            Err(Error::Restarted(reason))
+        }
+        Frame::Reject {
+            reason,
+            kind: RejectKind::ReceiverRestarted | RejectKind::Epoch,
+        } => Err(Error::Epoch(reason)),
+        Frame::Reject {
+            reason,
+            kind: RejectKind::Refused,
+        } => Err(Error::Protocol(format!(
             "peer refused the channel: {reason}"
         ))),
         other => Err(Error::Protocol(format!(

@@ -15,7 +15,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 use crate::error::{Error, Result};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first bytes of every hello.
 pub const MAGIC: [u8; 4] = *b"CRN1";
@@ -35,9 +35,30 @@ pub struct Hello {
     pub channel: String,
     /// Reserved for authentication (a cluster key or TLS binding); empty today.
     pub auth: Vec<u8>,
-    /// The sender's epoch (incarnation): it grows with every rollback, and
-    /// a channel connects only between nodes in the same epoch.
+    /// The sender's epoch: it grows with every rollback, and a channel
+    /// connects only between nodes in the same epoch.
     pub epoch: u64,
+    /// The sender's incarnation: a random value chosen when its process
+    /// started. A new one means the process restarted and lost its state.
+    pub incarnation: u64,
+    /// The receiver's incarnation as the sender last saw it, and in which
+    /// epoch; `None` before they ever spoke. A receiver that finds another
+    /// value here restarted since.
+    pub peer_incarnation: Option<(u64, u64)>,
+}
+
+/// Why a receiver refused a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectKind {
+    /// Not a member, another cluster, a wrong channel, a bad hello.
+    Refused,
+    /// The two nodes are in different epochs (a rollback is reaching them).
+    Epoch,
+    /// The sender restarted (a new incarnation) and lost its state: it
+    /// needs a restore before it exchanges messages again.
+    SenderRestarted,
+    /// The receiver restarted and needs a restore.
+    ReceiverRestarted,
 }
 
 /// One frame after the hello.
@@ -47,11 +68,18 @@ pub enum Frame<M> {
     Welcome {
         /// The next sequence number the receiver will accept.
         next_seq: u64,
+        /// The receiver's incarnation.
+        incarnation: u64,
+        /// The sender's incarnation as the receiver last saw it, and in
+        /// which epoch (`None` before they ever spoke).
+        peer_incarnation: Option<(u64, u64)>,
     },
     /// The receiver refuses the connection.
     Reject {
-        /// Why.
+        /// Why, in words.
         reason: String,
+        /// Why, for the sender to act on.
+        kind: RejectKind,
     },
     /// An application message.
     Data {
@@ -144,6 +172,8 @@ mod tests {
             channel: "n1->n2".into(),
             auth: vec![],
             epoch: 0,
+            incarnation: 7,
+            peer_incarnation: Some((3, 0)),
         };
         assert_eq!(decode_hello(&encode(&hello).unwrap()).unwrap(), hello);
         hello.version = 9;

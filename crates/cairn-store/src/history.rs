@@ -364,13 +364,22 @@ mod tests {
         };
         let t2 = at(2);
         assert!(t2.contains(0, 1) && t2.contains(0, 3));
-        assert!(!t2.contains(0, 4), "4 was taken after 3, which epoch 1 restored");
+        assert!(
+            !t2.contains(0, 4),
+            "4 was taken after 3, which epoch 1 restored"
+        );
         assert!(t2.contains(1, 6) && t2.contains(1, 7));
-        assert!(!t2.contains(1, 8), "8 was taken after 7, which epoch 2 restored");
+        assert!(
+            !t2.contains(1, 8),
+            "8 was taken after 7, which epoch 2 restored"
+        );
         assert!(t2.contains(2, 9));
         assert!(!t2.contains(3, 10), "a later epoch is no part of epoch 2");
         let t3 = at(3);
-        assert!(!t3.contains(0, 1) && !t3.contains(2, 9), "epoch 3 began afresh");
+        assert!(
+            !t3.contains(0, 1) && !t3.contains(2, 9),
+            "epoch 3 began afresh"
+        );
         assert!(t3.contains(3, 11));
         let legacy = Timeline {
             records: BTreeMap::new(),

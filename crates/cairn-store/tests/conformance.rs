@@ -206,10 +206,7 @@ async fn conformance(store: Store) {
         .check_complete()
         .unwrap();
     // Leftovers nobody wrote to for `stale_after` are collected.
-    store
-        .write_part(&part(8, "a", 10, vec![]))
-        .await
-        .unwrap();
+    store.write_part(&part(8, "a", 10, vec![])).await.unwrap();
     let mut stale = policy(1, &[], &[]);
     stale.stale_after = Duration::ZERO;
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -247,7 +244,10 @@ async fn identities(store: &Store) {
     let block = store.lease_ids(h.next_id, 10, "n1").await.unwrap();
     assert_eq!(block, 21..31);
     assert!(
-        matches!(store.lease_ids(21, 10, "n2").await, Err(Error::AlreadyExists { .. })),
+        matches!(
+            store.lease_ids(21, 10, "n2").await,
+            Err(Error::AlreadyExists { .. })
+        ),
         "{name}: two writers leased one block"
     );
     assert_eq!(store.history().await.unwrap().next_id, 31, "{name}");
@@ -268,16 +268,25 @@ async fn identities(store: &Store) {
         store.begin_epoch(&record(0, None, None)).await,
         Err(Error::AlreadyExists { .. })
     ));
-    store.begin_epoch(&record(1, Some(0), Some(7))).await.unwrap();
+    store
+        .begin_epoch(&record(1, Some(0), Some(7)))
+        .await
+        .unwrap();
     assert_eq!(store.history().await.unwrap().newest_epoch, Some(1));
     // Snapshot 40 of epoch 0 commits late, after epoch 1 restored 7: it is
     // on an abandoned timeline and never chosen.
     let late = store
-        .write_part(&Part { epoch: 0, ..part(40, "a", 10, vec![("b->a", vec![])]) })
+        .write_part(&Part {
+            epoch: 0,
+            ..part(40, "a", 10, vec![("b->a", vec![])])
+        })
         .await
         .unwrap();
     let late_b = store
-        .write_part(&Part { epoch: 0, ..part(40, "b", 7, vec![("a->b", vec![])]) })
+        .write_part(&Part {
+            epoch: 0,
+            ..part(40, "b", 7, vec![("a->b", vec![])])
+        })
         .await
         .unwrap();
     store

@@ -64,6 +64,7 @@ pub async fn write_floor(root: &Path, nodes: usize, state_bytes: usize) -> Resul
                 state: state.clone(),
                 channels: Vec::new(),
                 initial: None,
+                epoch: 0,
             })
             .collect();
         let t = Instant::now();
@@ -77,7 +78,7 @@ pub async fn write_floor(root: &Path, nodes: usize, state_bytes: usize) -> Resul
             refs.push(r.context("a part write panicked")??);
         }
         store
-            .commit(&Manifest::new(id, "floor", "bank", refs, Vec::new()))
+            .commit(&Manifest::new(id, 0, "floor", "bank", refs, Vec::new()))
             .await?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }

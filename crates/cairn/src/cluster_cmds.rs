@@ -218,13 +218,16 @@ pub async fn status(config: &ClusterConfig, json: bool) -> Result<bool> {
             }
         }
     }
+    if all.iter().any(|v| v["needs_restore"] == true) {
+        healthy = false;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(healthy);
     }
     println!(
-        "{:<10} {:>10} {:>12} {:>12}  channels",
-        "node", "uptime", "sent", "received"
+        "{:<10} {:>10} {:>6} {:>12} {:>12}  channels",
+        "node", "uptime", "epoch", "sent", "received"
     );
     for v in &all {
         if let Some(e) = v.get("error") {
@@ -235,10 +238,17 @@ pub async fn status(config: &ClusterConfig, json: bool) -> Result<bool> {
             );
             continue;
         }
+        let restore = if v["needs_restore"] == true {
+            healthy = false;
+            "  NEEDS RESTORE: it restarted and lost its state; run `cairn restore`"
+        } else {
+            ""
+        };
         println!(
-            "{:<10} {:>9.1}s {:>12} {:>12}  in {} / out {}",
+            "{:<10} {:>9.1}s {:>6} {:>12} {:>12}  in {} / out {}{restore}",
             v["node"].as_str().unwrap_or("?"),
             v["uptime_ms"].as_f64().unwrap_or(0.0) / 1e3,
+            v["epoch"],
             v["messages_sent"],
             v["messages_received"],
             v["incoming"].as_array().map_or(0, Vec::len),

@@ -143,11 +143,10 @@ fn framed(payload: &[u8]) -> Vec<u8> {
     v
 }
 
-fn hello(cluster: &str, node: &str, channel: &str) -> Vec<u8> {
-    hello_in_epoch(cluster, node, channel, 0)
-}
-
-fn hello_in_epoch(cluster: &str, node: &str, channel: &str, epoch: u64) -> Vec<u8> {
+/// A hello as `node`, in `epoch`, in the life `incarnation` (which the test
+/// reads from the real node's status, as anyone on the network can until
+/// links are authenticated).
+fn hello_as(cluster: &str, node: &str, channel: &str, epoch: u64, incarnation: u64) -> Vec<u8> {
     let h = Hello {
         magic: MAGIC,
         version: PROTOCOL_VERSION,
@@ -156,6 +155,8 @@ fn hello_in_epoch(cluster: &str, node: &str, channel: &str, epoch: u64) -> Vec<u
         channel: channel.into(),
         auth: vec![],
         epoch,
+        incarnation,
+        peer_incarnation: None,
     };
     framed(&wire::encode(&h).unwrap())
 }
@@ -163,7 +164,7 @@ fn hello_in_epoch(cluster: &str, node: &str, channel: &str, epoch: u64) -> Vec<u
 fn rejection(answer: &[u8]) -> String {
     assert!(answer.len() > 4, "no answer");
     match wire::decode::<Frame<()>>(&answer[4..]).unwrap() {
-        Frame::Reject { reason } => reason,
+        Frame::Reject { reason, .. } => reason,
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
@@ -182,6 +183,15 @@ async fn bad_frames_leave_the_node_running_with_its_state_intact() {
     )
     .await;
     // Hellos the node must refuse, each by name.
+    let (_, n1): (_, Value) = client::get_json(c.config.nodes[0].admin, "/status")
+        .await
+        .unwrap();
+    let life = n1["incarnation"].as_u64().unwrap();
+    let hello =
+        |cluster: &str, node: &str, channel: &str| hello_as(cluster, node, channel, 0, life);
+    let hello_in_epoch = |cluster: &str, node: &str, channel: &str, epoch: u64| {
+        hello_as(cluster, node, channel, epoch, life)
+    };
     let r = rejection(&send_raw(&target, &hello("bad", "intruder", "intruder->n2")).await);
     assert!(r.contains("unknown node id \"intruder\""), "{r}");
     let r = rejection(&send_raw(&target, &hello("other", "n1", "n1->n2")).await);

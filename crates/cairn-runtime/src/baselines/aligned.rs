@@ -27,7 +27,6 @@ use cairn_core::trace::Event;
 use cairn_core::{ChannelId, LocalSnapshot, Process, RecordedChannel, SnapshotId, StartOutcome};
 use tracing::{error, warn};
 
-use crate::coordinator::LocalReport;
 use crate::driver::Driver;
 use crate::metrics::Metrics;
 use crate::transport::Out;
@@ -218,16 +217,7 @@ impl<P: Process> Driver<P> {
                 a.held.len()
             );
             error!("snapshot {} refused: {why}", a.id);
-            let report = LocalReport {
-                snapshot: a.id,
-                process: self.topology.name(self.me).to_string(),
-                state: serde_json::Value::Null,
-                channels: Vec::new(),
-                part: None,
-                refused: Some(why),
-                state_in_store: false,
-            };
-            let _ = self.reports.send(Box::new(move || Ok(report)));
+            self.send_refusal(a.id, why);
         }
         self.release(a);
     }
@@ -237,7 +227,7 @@ impl<P: Process> Driver<P> {
     fn release(&mut self, a: Aligning<P::Message>) {
         self.send_all(a.held);
         for (channel, message, vc) in a.blocked {
-            self.process_data(channel, message, vc);
+            self.process_data(channel, message, vc, 0);
         }
     }
 

@@ -1,0 +1,302 @@
+//! Rollbacks. The coordinator begins a new epoch by recording it in the
+//! store (create-if-absent, above every recorded epoch, naming the epoch it
+//! continues and the snapshot it restores), then orders every node into it.
+//! A node obeys only an order for the newest recorded epoch, with the
+//! snapshot that record names: a forged or stale order (an absurd epoch, one
+//! nobody began, an old one replayed) is refused and changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use cairn_store::{EpochRecord, Part};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::client;
+use crate::control::ControlError;
+use crate::control::initiation::ask_driver;
+use crate::coordinator::Coordinator;
+use crate::driver::Control;
+use crate::metrics::Metrics;
+use crate::shared::Shared;
+
+/// Asks for a rollback: `{"snapshot": 12}`, or `{}` for the newest good one.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The snapshot to restore; the newest complete, uncorrupted one on the
+    /// current timeline when absent.
+    pub snapshot: Option<u64>,
+}
+
+/// Tells one node to restore its part of `snapshot` in `epoch`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeRollback {
+    /// The new epoch; the store must record it as the newest.
+    pub epoch: u64,
+    /// The snapshot; `None` restarts every process from its initial state
+    /// with empty channels (when no snapshot was ever committed).
+    pub snapshot: Option<u64>,
+    /// How many messages the snapshot recorded on each channel, by name.
+    pub in_flight: BTreeMap<String, u64>,
+}
+
+/// Rolls the cluster back to `snapshot`, or to the newest good one on the
+/// current timeline, or (if there is none) to the initial state. Returns
+/// the epoch, the snapshot and what each node re-delivered.
+///
+/// # Errors
+/// The snapshot is unusable, the store failed, or a node did not follow.
+pub(crate) async fn roll_back(
+    s: &Shared,
+    c: &Arc<Mutex<Coordinator>>,
+    snapshot: Option<u64>,
+) -> Result<serde_json::Value, ControlError> {
+    let lock = || c.lock().unwrap_or_else(|p| p.into_inner());
+    // No commit lands, and no retention runs, until the rollback is over.
+    let _gate = s.gate.lock().await;
+    let current = {
+        let mut co = lock();
+        co.begin_rollback();
+        co.epoch()
+    };
+    let mut pinned = None;
+    let result = async {
+        let chosen = match snapshot {
+            Some(id) => Some(
+                s.store
+                    .load(id, &mut |_, _| {})
+                    .await
+                    .and_then(|snap| snap.check_complete().map(|()| snap))?,
+            ),
+            None => {
+                let (snap, skipped) = s.store.latest_good_in(current).await?;
+                for (id, why) in skipped {
+                    warn!(
+                        snapshot = id,
+                        "skipping a snapshot recovery cannot use: {why}"
+                    );
+                }
+                snap
+            }
+        };
+        let in_flight: BTreeMap<String, u64> = chosen
+            .iter()
+            .flat_map(|s| &s.parts)
+            .flat_map(|p| {
+                p.channels
+                    .iter()
+                    .map(|c| (c.name.clone(), c.messages.len() as u64))
+            })
+            .collect();
+        let snapshot = chosen.map(|s| s.manifest.snapshot);
+        if let Some(id) = snapshot {
+            lock().pin(id);
+            pinned = Some(id);
+        }
+        let epoch = begin_epoch(s, current, snapshot).await?;
+        lock().enter_epoch(epoch);
+        roll_nodes_back(s, epoch, snapshot, &in_flight).await
+    }
+    .await;
+    lock().unpin(pinned, result.is_ok());
+    result
+}
+
+/// Records a new epoch above every recorded one, continuing `current` (or,
+/// for a coordinator that has none yet, the newest recorded).
+async fn begin_epoch(
+    s: &Shared,
+    current: Option<u64>,
+    restored: Option<u64>,
+) -> Result<u64, ControlError> {
+    for _ in 0..8 {
+        let seen = s.store.history().await?;
+        // Epoch 0 is only ever a fresh store's first; a store written
+        // before epochs were recorded ran in an unrecorded epoch 0.
+        let parent = current.max(seen.newest_epoch).unwrap_or(0);
+        let epoch = parent + 1;
+        let record = EpochRecord {
+            epoch,
+            parent: Some(parent),
+            restored,
+            by: s.name().to_string(),
+            incarnation: s.peers.me,
+            created_unix_ms: now_ms(),
+        };
+        match s.store.begin_epoch(&record).await {
+            Ok(()) => return Ok(epoch),
+            Err(cairn_store::Error::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ControlError::Busy(
+        "could not record a new epoch: other writers kept taking them".into(),
+    ))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Records the cluster's first epoch, 0, on a store that has never been
+/// used. Returns `false` if the store was used (the cluster resumes).
+pub(crate) async fn begin_first_epoch(s: &Shared) -> Result<bool, ControlError> {
+    if s.store.history().await?.used {
+        return Ok(false);
+    }
+    let record = EpochRecord {
+        epoch: 0,
+        parent: None,
+        restored: None,
+        by: s.name().to_string(),
+        incarnation: s.peers.me,
+        created_unix_ms: now_ms(),
+    };
+    match s.store.begin_epoch(&record).await {
+        Ok(()) => Ok(true),
+        Err(cairn_store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn roll_nodes_back(
+    s: &Shared,
+    epoch: u64,
+    snapshot: Option<u64>,
+    in_flight: &BTreeMap<String, u64>,
+) -> Result<serde_json::Value, ControlError> {
+    // Every node reads and restores its own part at the same time.
+    let orders = s.config.nodes.iter().enumerate().map(|(i, n)| async move {
+        let order = NodeRollback {
+            epoch,
+            snapshot,
+            in_flight: in_flight.clone(),
+        };
+        let result = if i == s.me.index() {
+            rollback_local(s, &order).await.map_err(|e| e.to_string())
+        } else {
+            match client::post_json::<_, serde_json::Value>(n.admin, "/internal/rollback", &order)
+                .await
+            {
+                Ok((st, v)) if st.is_success() => {
+                    Ok(v["redelivered"].as_u64().unwrap_or(0) as usize)
+                }
+                Ok((st, v)) => Err(format!("{st}: {}", v["error"].as_str().unwrap_or(""))),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        (n, result)
+    });
+    let mut nodes = serde_json::Map::new();
+    for (n, result) in futures_util::future::join_all(orders).await {
+        match result {
+            Ok(count) => {
+                nodes.insert(n.id.clone(), json!({ "redelivered": count }));
+            }
+            Err(problem) => {
+                let to = snapshot.map_or("its initial state".to_string(), |id| {
+                    format!("snapshot {id}")
+                });
+                return Err(ControlError::Peer {
+                    node: n.id.clone(),
+                    problem: format!("did not roll back to {to}: {problem}"),
+                });
+            }
+        }
+    }
+    info!(?snapshot, epoch, "cluster rolled back");
+    Ok(json!({ "snapshot": snapshot, "epoch": epoch, "nodes": nodes }))
+}
+
+/// Checks a rollback order against the store, reads this node's part of
+/// the snapshot and hands it to the driver. Returns how many recorded
+/// messages were re-delivered.
+///
+/// # Errors
+/// [`ControlError::Stale`] for an order of an epoch the store does not
+/// record as the newest, or with another snapshot than its record names;
+/// the part is missing or unreadable; the driver refused it.
+pub(crate) async fn rollback_local(
+    s: &Shared,
+    order: &NodeRollback,
+) -> Result<usize, ControlError> {
+    if let Err(e) = check_order(s, order).await {
+        Metrics::inc(&s.metrics.orders_refused, 1);
+        warn!(epoch = order.epoch, snapshot = ?order.snapshot, "rollback order refused: {e}");
+        return Err(e);
+    }
+    let me = s.name().to_string();
+    let part = match order.snapshot {
+        // No snapshot to go back to: start over from the initial state.
+        None => Part {
+            snapshot: 0,
+            process: me,
+            state: s.initial.clone(),
+            channels: Vec::new(),
+            initial: None,
+            epoch: order.epoch,
+        },
+        Some(id) => {
+            let manifest = s.store.manifest(id).await?;
+            let part_ref = manifest
+                .parts
+                .iter()
+                .find(|p| p.process == me)
+                .ok_or_else(|| {
+                    ControlError::BadRequest(format!("snapshot {id} has no part for {me}"))
+                })?;
+            s.store.read_part(part_ref).await?
+        }
+    };
+    ask_driver(s, |reply| Control::Rollback {
+        epoch: order.epoch,
+        part: Box::new(part),
+        in_flight: order.in_flight.clone(),
+        reply,
+    })
+    .await?
+}
+
+async fn check_order(s: &Shared, order: &NodeRollback) -> Result<(), ControlError> {
+    let mine = *s.epoch.borrow();
+    if order.epoch <= mine {
+        return Err(ControlError::Stale(format!(
+            "epoch {} is not newer than this node's epoch {mine}",
+            order.epoch
+        )));
+    }
+    let record = match s.store.epoch_record(order.epoch).await {
+        Ok(r) => r,
+        Err(cairn_store::Error::NotFound { .. }) => {
+            return Err(ControlError::Stale(format!(
+                "epoch {} was never begun: the store has no record of it",
+                order.epoch
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if record.restored != order.snapshot {
+        return Err(ControlError::Stale(format!(
+            "epoch {} restores {}, not {}",
+            order.epoch,
+            name(record.restored),
+            name(order.snapshot)
+        )));
+    }
+    let newest = s.store.history().await?.newest_epoch;
+    if newest != Some(order.epoch) {
+        return Err(ControlError::Stale(format!(
+            "epoch {} is not the newest: the store records epoch {}",
+            order.epoch,
+            newest.map_or("none".into(), |e| e.to_string())
+        )));
+    }
+    Ok(())
+}
+
+fn name(snapshot: Option<u64>) -> String {
+    snapshot.map_or("the initial state".into(), |id| format!("snapshot {id}"))
+}

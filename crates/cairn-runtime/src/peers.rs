@@ -1,0 +1,200 @@
+//! Which life of each peer this node has spoken with, so that a restarted
+//! peer (a new incarnation) is noticed on any link, in either direction, and
+//! never has its frames silently taken for old ones.
+//!
+//! The rules, for a peer seen with incarnation `i` in epoch `e`:
+//! - A peer is known as the `(incarnation, epoch)` of the last link accepted
+//!   with it. Links are accepted only between nodes in the same epoch.
+//! - A different incarnation in an epoch no newer than the known one means
+//!   the peer restarted and lost its state: it needs a restore (a rollback),
+//!   and its links are refused until then. A different incarnation in a
+//!   newer epoch is the peer restored by a rollback, and is adopted.
+//! - The same rule, applied by a peer to this node (the hello and welcome
+//!   carry how each side last saw the other), tells this node that it is the
+//!   one that restarted. It then sends and accepts nothing until a rollback
+//!   gives it a state again.
+
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tracing::warn;
+
+use crate::metrics::Metrics;
+
+/// What a peer's incarnation means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// As known, or never seen: the link may proceed.
+    Known,
+    /// The peer restarted since it was last seen.
+    Restarted,
+}
+
+/// This node's incarnation and what it knows of its peers'.
+#[derive(Debug)]
+pub(crate) struct PeerBook {
+    /// This process's incarnation.
+    pub me: u64,
+    names: Vec<String>,
+    known: Mutex<Vec<Option<(u64, u64)>>>,
+    restarted: Mutex<BTreeSet<(usize, u64)>>,
+    needs_restore: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+/// A fresh random incarnation for this process.
+pub(crate) fn new_incarnation() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // RandomState is seeded from the operating system's randomness.
+    RandomState::new().hash_one((std::process::id(), t)) | 1
+}
+
+impl PeerBook {
+    /// A book for the nodes `names` (by process index), for a process of
+    /// incarnation `me`.
+    pub fn new(me: u64, names: Vec<String>, metrics: Arc<Metrics>) -> Self {
+        PeerBook {
+            me,
+            known: Mutex::new(vec![None; names.len()]),
+            names,
+            restarted: Mutex::new(BTreeSet::new()),
+            needs_restore: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// How `peer` was last seen: `(incarnation, epoch)`.
+    pub fn known(&self, peer: usize) -> Option<(u64, u64)> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())[peer]
+    }
+
+    /// Judges `peer` presenting `incarnation` in `epoch`. A restart is
+    /// logged and counted once per incarnation.
+    pub fn judge(&self, peer: usize, incarnation: u64, epoch: u64) -> Seen {
+        let restarted = self
+            .known(peer)
+            .is_some_and(|(i, e)| i != incarnation && epoch <= e);
+        if !restarted {
+            return Seen::Known;
+        }
+        let first = self
+            .restarted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((peer, incarnation));
+        if first {
+            Metrics::inc(&self.metrics.peer_restarts, 1);
+            warn!(
+                peer = %self.names[peer],
+                incarnation = format_args!("{incarnation:016x}"),
+                "peer restarted: a new incarnation, its state is lost; its links are refused until a restore"
+            );
+        }
+        Seen::Restarted
+    }
+
+    /// Records that a link with `peer` was accepted in `epoch`.
+    pub fn adopt(&self, peer: usize, incarnation: u64, epoch: u64) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known[peer].is_none_or(|(_, e)| epoch >= e) {
+            known[peer] = Some((incarnation, epoch));
+        }
+    }
+
+    /// Judges how a peer last saw this node (`(incarnation, epoch)`) against
+    /// this node's incarnation in `my_epoch`: if it saw another life in an
+    /// epoch no older than this node's, this node restarted and needs a restore.
+    pub fn judge_me(&self, seen_as: Option<(u64, u64)>, my_epoch: u64) -> Seen {
+        match seen_as {
+            Some((i, e)) if i != self.me && my_epoch <= e => {
+                self.mark_needs_restore();
+                Seen::Restarted
+            }
+            _ => Seen::Known,
+        }
+    }
+
+    /// This node restarted and lost its state: it exchanges no messages
+    /// until a rollback.
+    pub fn mark_needs_restore(&self) {
+        if !self.needs_restore.swap(true, Ordering::Relaxed) {
+            self.metrics.needs_restore.store(1, Ordering::Relaxed);
+            warn!(
+                "this node restarted and its peers knew an earlier life of it: it needs a restore \
+                 (automatic recovery rolls the cluster back; with recovery off, run `cairn restore`)"
+            );
+        }
+    }
+
+    /// Whether this node needs a restore.
+    pub fn needs_restore(&self) -> bool {
+        self.needs_restore.load(Ordering::Relaxed)
+    }
+
+    /// Peers seen restarted since the last rollback, by name.
+    pub fn restarted_peers(&self) -> Vec<String> {
+        let r = self.restarted.lock().unwrap_or_else(|p| p.into_inner());
+        let ids: BTreeSet<usize> = r.iter().map(|(p, _)| *p).collect();
+        ids.into_iter().map(|p| self.names[p].clone()).collect()
+    }
+
+    /// A rollback gave every node a state again: restarts are settled.
+    pub fn restored(&self) {
+        self.needs_restore.store(false, Ordering::Relaxed);
+        self.metrics.needs_restore.store(0, Ordering::Relaxed);
+        self.restarted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book() -> PeerBook {
+        PeerBook::new(
+            100,
+            vec!["a".into(), "b".into()],
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    #[test]
+    fn a_new_incarnation_is_a_restart_unless_a_newer_epoch_restored_it() {
+        let b = book();
+        assert_eq!(b.judge(1, 7, 0), Seen::Known, "never seen");
+        b.adopt(1, 7, 0);
+        assert_eq!(b.judge(1, 7, 0), Seen::Known);
+        assert_eq!(b.judge(1, 8, 0), Seen::Restarted, "same epoch, new life");
+        assert_eq!(b.restarted_peers(), vec!["b".to_string()]);
+        b.adopt(1, 7, 2);
+        assert_eq!(
+            b.judge(1, 9, 0),
+            Seen::Restarted,
+            "back in epoch 0: a fresh process"
+        );
+        assert_eq!(b.judge(1, 9, 3), Seen::Known, "restored into a newer epoch");
+        b.restored();
+        assert!(b.restarted_peers().is_empty());
+    }
+
+    #[test]
+    fn a_node_learns_it_restarted_from_how_peers_saw_it() {
+        let b = book();
+        assert_eq!(b.judge_me(None, 0), Seen::Known);
+        assert_eq!(b.judge_me(Some((100, 0)), 0), Seen::Known);
+        assert!(!b.needs_restore());
+        assert_eq!(b.judge_me(Some((55, 4)), 0), Seen::Restarted);
+        assert!(b.needs_restore());
+        b.restored();
+        assert!(!b.needs_restore());
+        // A peer that saw an older life in an older epoch than ours is merely behind.
+        assert_eq!(b.judge_me(Some((55, 1)), 2), Seen::Known);
+    }
+}

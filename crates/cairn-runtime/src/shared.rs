@@ -1,0 +1,66 @@
+//! What a node's tasks share: its config, its driver's control queue, its
+//! store, its peers, and (on the coordinator) the coordinator's state.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_core::ProcessId;
+use cairn_store::{Manifest, Store};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::ClusterConfig;
+use crate::control::initiation::IdBlock;
+use crate::coordinator::Coordinator;
+use crate::driver::{ChannelCounts, Control};
+use crate::metrics::Metrics;
+use crate::peers::PeerBook;
+
+/// Manifests waiting for the committer. A full queue fails the snapshot
+/// instead of growing.
+pub(crate) const COMMIT_QUEUE: usize = 64;
+
+/// What a node's tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Arc<ClusterConfig>,
+    pub me: ProcessId,
+    pub control: mpsc::Sender<Control>,
+    pub metrics: Arc<Metrics>,
+    pub coordinator: Option<Arc<Mutex<Coordinator>>>,
+    pub cut: watch::Sender<u64>,
+    pub started: Instant,
+    pub store: Store,
+    /// Manifests to commit, one after another (coordinator only).
+    pub commits: mpsc::Sender<Manifest>,
+    /// The node's epoch.
+    pub epoch: watch::Receiver<u64>,
+    /// The process's initial state, for a rollback when no snapshot exists.
+    pub initial: serde_json::Value,
+    /// One stop-the-world snapshot at a time.
+    pub stop_world: tokio::sync::Mutex<()>,
+    /// This node's incarnation and its peers'.
+    pub peers: Arc<PeerBook>,
+    /// Snapshot ids leased from the store (coordinator only).
+    pub ids: tokio::sync::Mutex<IdBlock>,
+    /// Held by a commit (with its retention) and by a whole rollback, so
+    /// that no commit lands while a rollback chooses and begins its epoch.
+    pub gate: tokio::sync::Mutex<()>,
+    /// Messages sent and received per channel in this epoch.
+    pub counts: Arc<ChannelCounts>,
+    /// Frames queued or unacknowledged per outgoing channel.
+    pub pending:
+        std::collections::HashMap<cairn_core::ChannelId, Arc<std::sync::atomic::AtomicUsize>>,
+}
+
+impl Shared {
+    /// This node's id.
+    pub fn name(&self) -> &str {
+        self.config.topology.name(self.me)
+    }
+
+    /// Leftovers of uncommitted snapshots nobody has written to for this
+    /// long are collected even when this coordinator did not see them fail.
+    pub fn stale_after(&self) -> Duration {
+        (self.config.snapshots.timeout * 4).max(Duration::from_secs(30))
+    }
+}
