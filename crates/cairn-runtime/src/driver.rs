@@ -293,6 +293,11 @@ impl<P: Process> Driver<P> {
                         "snapshot {id} belongs to epoch {epoch}; this node is in epoch {}",
                         self.epoch
                     )))
+                } else if self.peers.as_ref().is_some_and(|p| p.needs_restore()) {
+                    Err(ControlError::Refused(
+                        "this node restarted and lost its state; it records nothing until a restore"
+                            .into(),
+                    ))
                 } else {
                     match self.mode {
                         SnapshotMode::ChandyLamport => {

@@ -215,6 +215,8 @@ pub(crate) async fn run_outbound<M: Serialize>(
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(d) => {}
+                // A rollback settles restarts and epochs: try again at once.
+                _ = epoch.changed() => delays = backoff(),
             }
         }
         let now = *epoch.borrow_and_update();
@@ -276,6 +278,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
             continue;
         }
         cut.borrow_and_update();
+        let mut moved = false;
         loop {
             // Frames held over from an epoch change go first.
             let batch: Vec<Out<M>> = if carry.is_empty() {
@@ -288,7 +291,10 @@ pub(crate) async fn run_outbound<M: Serialize>(
                         info!(%channel, "connection cut on request");
                         break;
                     }
-                    _ = epoch.changed() => break,
+                    _ = epoch.changed() => {
+                        moved = true;
+                        break;
+                    }
                     out = rx.recv() => {
                         let Some(first) = out else { return };
                         let mut batch = vec![first];
@@ -325,6 +331,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
             if *epoch.borrow() != current {
                 // The node rolled back: keep the new epoch's frames for the new connection.
                 carry = batch;
+                moved = true;
                 break;
             }
             let mut ok = true;
@@ -352,7 +359,8 @@ pub(crate) async fn run_outbound<M: Serialize>(
                 break;
             }
         }
-        if connected_at.elapsed() >= HEALTHY {
+        // A rollback is no failure: reconnect in the new epoch at once.
+        if moved || connected_at.elapsed() >= HEALTHY {
             delays = backoff();
             wait = None;
         }

@@ -6,6 +6,7 @@
 //! rollback is reading or a snapshot still in progress.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cairn_core::SnapshotId;
 use cairn_store::{Manifest, Retention};
@@ -49,26 +50,45 @@ pub(crate) async fn run_committer(
     mut manifests: mpsc::Receiver<Manifest>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut last_retention = Instant::now();
     loop {
         let m = tokio::select! {
             m = manifests.recv() => m,
             _ = stop.changed() => {
                 while let Ok(m) = manifests.try_recv() {
-                    commit_one(&shared, &coordinator, m).await;
+                    commit_one(&shared, &coordinator, m, true).await;
                 }
                 return;
             }
         };
         let Some(m) = m else { return };
-        commit_one(&shared, &coordinator, m).await;
+        // Retention runs once the committer has caught up, or at least
+        // every RETENTION_EVERY: at a high snapshot rate it would otherwise
+        // cost more than the commits.
+        let retain = manifests.is_empty() || last_retention.elapsed() >= RETENTION_EVERY;
+        commit_one(&shared, &coordinator, m, retain).await;
+        if retain {
+            last_retention = Instant::now();
+        }
     }
 }
 
-async fn commit_one(s: &Shared, coordinator: &Mutex<Coordinator>, manifest: Manifest) {
+/// The longest the committer goes without applying retention while busy.
+const RETENTION_EVERY: Duration = Duration::from_millis(500);
+
+async fn commit_one(
+    s: &Shared,
+    coordinator: &Mutex<Coordinator>,
+    manifest: Manifest,
+    retain: bool,
+) {
     let lock = || coordinator.lock().unwrap_or_else(|p| p.into_inner());
     let id = SnapshotId(manifest.snapshot);
     let _gate = s.gate.lock().await;
-    if let Err(e) = lock().committable(&manifest) {
+    let began = Instant::now();
+    // Bound first: the coordinator's lock must be released before the branch takes it again.
+    let committable = lock().committable(&manifest);
+    if let Err(e) = committable {
         warn!(snapshot = %id, "not committed: {e}");
         lock().commit_failed(id, format!("not committed: {e}"));
         return;
@@ -79,6 +99,9 @@ async fn commit_one(s: &Shared, coordinator: &Mutex<Coordinator>, manifest: Mani
         return;
     }
     lock().mark_durable(id);
+    if !retain {
+        return;
+    }
     let policy = {
         let c = lock();
         Retention {
@@ -100,4 +123,5 @@ async fn commit_one(s: &Shared, coordinator: &Mutex<Coordinator>, manifest: Mani
         }
         Err(e) => warn!("retention failed: {e}"),
     }
+    debug!(snapshot = %id, ms = began.elapsed().as_secs_f64() * 1e3, "committed");
 }

@@ -53,8 +53,10 @@ pub(crate) async fn roll_back(
     snapshot: Option<u64>,
 ) -> Result<serde_json::Value, ControlError> {
     let lock = || c.lock().unwrap_or_else(|p| p.into_inner());
+    info!(?snapshot, "rollback requested");
     // No commit lands, and no retention runs, until the rollback is over.
     let _gate = s.gate.lock().await;
+    info!(?snapshot, "rollback begins");
     let current = {
         let mut co = lock();
         co.begin_rollback();

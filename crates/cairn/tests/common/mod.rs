@@ -52,14 +52,43 @@ pub fn write_app_config(
     interval_ms: u64,
     app: &str,
 ) -> (PathBuf, PathBuf) {
+    write_full_config(
+        name,
+        nodes,
+        channels,
+        interval_ms,
+        app,
+        "",
+        "timeout_ms = 10000",
+    )
+}
+
+/// A config with `top` added to the top-level keys and `snapshots` to the
+/// `[snapshots]` table.
+pub fn write_full_config(
+    name: &str,
+    nodes: usize,
+    channels: &str,
+    interval_ms: u64,
+    app: &str,
+    top: &str,
+    snapshots: &str,
+) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("cairn-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let ports = free_ports(2 * nodes);
     let mut toml = format!(
-        "cluster = \"{name}\"\ncoordinator = \"n1\"\nchannels = {channels}\ntrace_dir = {:?}\ndata_dir = {:?}\n\n[debug]\nallow_cut = true\n\n[app]\n{app}\n\n[snapshots]\ninterval_ms = {interval_ms}\ntimeout_ms = 10000\nkeep = 10000\n",
+        "cluster = \"{name}\"\ncoordinator = \"n1\"\nchannels = {channels}\ntrace_dir = {:?}\ndata_dir = {:?}\n{top}\n\n[debug]\nallow_cut = true\n\n[app]\n{app}\n\n[snapshots]\ninterval_ms = {interval_ms}\n{}{snapshots}\n",
         dir.join("traces"),
         dir.join("data"),
+        // Tests read every snapshot back, so the coordinator keeps them all
+        // unless the test says otherwise.
+        if snapshots.contains("keep") {
+            ""
+        } else {
+            "keep = 10000\n"
+        },
     );
     for i in 0..nodes {
         toml += &format!(
@@ -87,6 +116,25 @@ impl TestCluster {
         app: &str,
     ) -> Self {
         Self::start_with_env(name, nodes, channels, interval_ms, app, &[]).await
+    }
+
+    /// A cluster from a config written by [`write_full_config`].
+    pub async fn start_from(dir: PathBuf, path: PathBuf) -> Self {
+        let config = ClusterConfig::load(&path).unwrap();
+        let exe = Path::new(env!("CARGO_BIN_EXE_cairn"));
+        // CAIRN_TEST_LOG sets the nodes' log filter when debugging a test.
+        let log = std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        let mut sup = Supervisor::spawn(exe, &path, &config, &[("RUST_LOG", &log)]).unwrap();
+        sup.wait_ready(&config, Duration::from_secs(30))
+            .await
+            .unwrap();
+        TestCluster {
+            dir,
+            path,
+            config,
+            sup: Some(sup),
+            keep_files: false,
+        }
     }
 
     /// As [`TestCluster::start_app`], with extra environment variables for every node.
@@ -135,6 +183,29 @@ impl TestCluster {
                         .unwrap();
                 assert!(status.is_success());
                 out.push(doc);
+            }
+        }
+        out
+    }
+
+    /// The complete snapshots the coordinator still holds whose summary
+    /// passes `keep`, in the shared JSON shape (failed ones are skipped).
+    pub async fn snapshots_where(
+        &self,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Vec<SnapshotDoc<Value, Value>> {
+        let (_, list): (_, Vec<Value>) = client::get_json(self.coordinator(), "/snapshots")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for s in list.iter().filter(|s| s["status"] == "complete" && keep(s)) {
+            let (status, doc): (_, Value) =
+                client::get_json(self.coordinator(), &format!("/snapshots/{}", s["id"]))
+                    .await
+                    .unwrap();
+            // One may leave the coordinator's memory between the list and the read.
+            if status.is_success() {
+                out.push(serde_json::from_value(doc).unwrap());
             }
         }
         out
