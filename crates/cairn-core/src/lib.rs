@@ -66,6 +66,7 @@
 mod engine;
 mod error;
 mod ids;
+pub mod link;
 mod named_map;
 pub mod oracle;
 mod process;

@@ -17,8 +17,9 @@ use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::peers::{PeerBook, Seen};
-use crate::transport::{ACK_EVERY, HANDSHAKE_TIMEOUT, In};
+use crate::transport::{HANDSHAKE_TIMEOUT, In};
 use crate::wire::{self, Frame, Hello, RejectKind};
+use cairn_core::link::{Delivery, RecvHalf};
 
 /// The receiving side of every incoming channel of one node.
 #[derive(Debug)]
@@ -38,10 +39,9 @@ pub(crate) struct Inbound<M> {
 
 #[derive(Debug)]
 struct Slot {
-    /// The epoch the channel is in, the sender's incarnation, and the next
-    /// sequence number: a new epoch or a new life of the sender starts the
-    /// numbering afresh.
-    next_seq: tokio::sync::Mutex<(u64, u64, u64)>,
+    /// The channel's receiving end of the link protocol; the connection
+    /// that owns the channel holds it.
+    link: tokio::sync::Mutex<RecvHalf>,
     owner: watch::Sender<u64>,
 }
 
@@ -163,25 +163,20 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         slot.owner.send_modify(|g| *g += 1);
         let generation = *slot.owner.borrow();
         let mut owner = slot.owner.subscribe();
-        let mut guard = slot.next_seq.lock().await;
-        if (guard.0, guard.1) != (their_epoch, hello.incarnation) {
-            // A new epoch, or the sender restored into one: start afresh.
-            *guard = (their_epoch, hello.incarnation, 1);
-        }
-        let next_seq = &mut guard.2;
+        let mut link = slot.link.lock().await;
+        let next_seq = link.on_hello(their_epoch, hello.incarnation);
         let mut epoch = self.epoch.clone();
         epoch.borrow_and_update();
         writer
             .send(wire::encode(&Frame::<()>::Welcome {
-                next_seq: *next_seq,
+                next_seq,
                 incarnation: self.peers.me,
                 peer_incarnation: seen_as,
             })?)
             .await
             .map_err(|e| Error::io("sending welcome", e))?;
-        info!(channel = %name, next_seq = *next_seq, "incoming channel connected");
+        info!(channel = %name, next_seq, "incoming channel connected");
         cut.borrow_and_update();
-        let mut acked = *next_seq;
         let mut ack_timer = tokio::time::interval(Duration::from_millis(5));
         loop {
             let frame = tokio::select! {
@@ -196,9 +191,8 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                     continue;
                 }
                 _ = ack_timer.tick() => {
-                    if acked != *next_seq {
-                        acked = *next_seq;
-                        let ack = wire::encode(&Frame::<()>::Ack { next_seq: acked })?;
+                    if let Some(next_seq) = link.poll_ack(true) {
+                        let ack = wire::encode(&Frame::<()>::Ack { next_seq })?;
                         writer.send(ack).await.map_err(|e| Error::io("sending ack", e))?;
                     }
                     continue;
@@ -254,25 +248,20 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                         )));
                     }
                 };
-                let duplicate = seq < *next_seq; // resent, already delivered
-                if seq > *next_seq {
-                    return Err(Error::Protocol(format!(
-                        "channel {name}: frame {seq} arrived, expected {}",
-                        *next_seq
-                    )));
-                }
-                if !duplicate {
-                    if self.to_driver.send(item).await.is_err() {
-                        return Ok(()); // the node is shutting down
-                    }
-                    *next_seq += 1;
-                    if *next_seq - acked >= ACK_EVERY {
-                        acked = *next_seq;
-                        let ack = wire::encode(&Frame::<()>::Ack { next_seq: acked })?;
-                        writer
-                            .send(ack)
-                            .await
-                            .map_err(|e| Error::io("sending ack", e))?;
+                match link.on_frame(seq) {
+                    Err(gap) => return Err(Error::Protocol(format!("channel {name}: {gap}"))),
+                    Ok(Delivery::Duplicate) => {} // resent, already delivered
+                    Ok(Delivery::Deliver) => {
+                        if self.to_driver.send(item).await.is_err() {
+                            return Ok(()); // the node is shutting down
+                        }
+                        if let Some(next_seq) = link.poll_ack(false) {
+                            let ack = wire::encode(&Frame::<()>::Ack { next_seq })?;
+                            writer
+                                .send(ack)
+                                .await
+                                .map_err(|e| Error::io("sending ack", e))?;
+                        }
                     }
                 }
                 budget -= 1;
@@ -365,7 +354,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             .entry(channel)
             .or_insert_with(|| {
                 Arc::new(Slot {
-                    next_seq: tokio::sync::Mutex::new((0, 0, 1)),
+                    link: tokio::sync::Mutex::new(RecvHalf::new()),
                     owner: watch::channel(0).0,
                 })
             })

@@ -1,36 +1,21 @@
 //! Which life of each peer this node has spoken with, so that a restarted
 //! peer (a new incarnation) is noticed on any link, in either direction, and
-//! never has its frames silently taken for old ones.
-//!
-//! The rules, for a peer seen with incarnation `i` in epoch `e`:
-//! - A peer is known as the `(incarnation, epoch)` of the last link accepted
-//!   with it. Links are accepted only between nodes in the same epoch.
-//! - A different incarnation in an epoch no newer than the known one means
-//!   the peer restarted and lost its state: it needs a restore (a rollback),
-//!   and its links are refused until then. A different incarnation in a
-//!   newer epoch is the peer restored by a rollback, and is adopted.
-//! - The same rule, applied by a peer to this node (the hello and welcome
-//!   carry how each side last saw the other), tells this node that it is the
-//!   one that restarted. It then sends and accepts nothing until a rollback
-//!   gives it a state again.
+//! never has its frames silently taken for old ones. The rules are
+//! [`cairn_core::link::Incarnations`]'s; this wrapper shares them between a
+//! node's link tasks, logs and counts each restart once, and holds the
+//! node's own "needs restore" flag: a node that learns it restarted sends
+//! and accepts nothing until a rollback gives it a state again.
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use cairn_core::link::Incarnations;
+pub(crate) use cairn_core::link::Seen;
 use tracing::warn;
 
 use crate::metrics::Metrics;
-
-/// What a peer's incarnation means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Seen {
-    /// As known, or never seen: the link may proceed.
-    Known,
-    /// The peer restarted since it was last seen.
-    Restarted,
-}
 
 /// This node's incarnation and what it knows of its peers'.
 #[derive(Debug)]
@@ -38,7 +23,7 @@ pub(crate) struct PeerBook {
     /// This process's incarnation.
     pub me: u64,
     names: Vec<String>,
-    known: Mutex<Vec<Option<(u64, u64)>>>,
+    known: Mutex<Incarnations>,
     restarted: Mutex<BTreeSet<(usize, u64)>>,
     needs_restore: AtomicBool,
     metrics: Arc<Metrics>,
@@ -59,7 +44,7 @@ impl PeerBook {
     pub fn new(me: u64, names: Vec<String>, metrics: Arc<Metrics>) -> Self {
         PeerBook {
             me,
-            known: Mutex::new(vec![None; names.len()]),
+            known: Mutex::new(Incarnations::new(me, names.len())),
             names,
             restarted: Mutex::new(BTreeSet::new()),
             needs_restore: AtomicBool::new(false),
@@ -69,16 +54,18 @@ impl PeerBook {
 
     /// How `peer` was last seen: `(incarnation, epoch)`.
     pub fn known(&self, peer: usize) -> Option<(u64, u64)> {
-        self.known.lock().unwrap_or_else(|p| p.into_inner())[peer]
+        self.book().known(peer)
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Incarnations> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Judges `peer` presenting `incarnation` in `epoch`. A restart is
     /// logged and counted once per incarnation.
     pub fn judge(&self, peer: usize, incarnation: u64, epoch: u64) -> Seen {
-        let restarted = self
-            .known(peer)
-            .is_some_and(|(i, e)| i != incarnation && epoch <= e);
-        if !restarted {
+        let seen = self.book().judge(peer, incarnation, epoch);
+        if seen == Seen::Known {
             return Seen::Known;
         }
         let first = self
@@ -99,23 +86,18 @@ impl PeerBook {
 
     /// Records that a link with `peer` was accepted in `epoch`.
     pub fn adopt(&self, peer: usize, incarnation: u64, epoch: u64) {
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        if known[peer].is_none_or(|(_, e)| epoch >= e) {
-            known[peer] = Some((incarnation, epoch));
-        }
+        self.book().adopt(peer, incarnation, epoch);
     }
 
     /// Judges how a peer last saw this node (`(incarnation, epoch)`) against
     /// this node's incarnation in `my_epoch`: if it saw another life in an
     /// epoch no older than this node's, this node restarted and needs a restore.
     pub fn judge_me(&self, seen_as: Option<(u64, u64)>, my_epoch: u64) -> Seen {
-        match seen_as {
-            Some((i, e)) if i != self.me && my_epoch <= e => {
-                self.mark_needs_restore();
-                Seen::Restarted
-            }
-            _ => Seen::Known,
+        let seen = self.book().judge_me(seen_as, my_epoch);
+        if seen == Seen::Restarted {
+            self.mark_needs_restore();
         }
+        seen
     }
 
     /// This node restarted and lost its state: it exchanges no messages

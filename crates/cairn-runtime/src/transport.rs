@@ -5,7 +5,6 @@
 //! connections. This file is the sending side; [`crate::inbound`] the
 //! receiving one.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,13 +23,12 @@ use crate::metrics::Metrics;
 use crate::peers::{PeerBook, Seen};
 use crate::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION, RejectKind};
 use backon::{BackoffBuilder, ExponentialBuilder};
+use cairn_core::link::SendHalf;
 
 /// How long a peer has to say hello, or to answer one.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames a sender keeps queued or unacknowledged before the application waits.
 pub(crate) const HIGH_WATER: usize = 2048;
-/// The receiver acknowledges at least this often, in frames.
-pub(crate) const ACK_EVERY: u64 = 128;
 
 /// What the driver hands a channel's sender.
 #[derive(Debug)]
@@ -189,24 +187,21 @@ pub(crate) async fn run_outbound<M: Serialize>(
         mut shutdown,
     } = links;
     let mut current = *epoch.borrow_and_update();
-    let mut next_seq = 1u64;
-    // Unacknowledged frames are kept as they came (not encoded), so a frame
-    // is encoded once, and again only if it must be resent.
-    let mut unacked: VecDeque<(u64, Out<M>)> = VecDeque::new();
+    // The link protocol's sending end. Unacknowledged frames are kept as
+    // they came (not encoded), so a frame is encoded once, and again only
+    // if it must be resent.
+    let mut link: SendHalf<Out<M>> = SendHalf::new(current);
     let mut carry: Vec<Out<M>> = Vec::new();
     let mut delays = backoff();
     // The first attempt, and the first after a healthy connection ends, go
     // at once; every attempt after a failure waits for the next delay.
     let mut wait: Option<Duration> = None;
-    // Forgets the old epoch: its unacknowledged frames will never be wanted.
-    let reset =
-        |current: &mut u64, next_seq: &mut u64, unacked: &mut VecDeque<(u64, Out<M>)>, now: u64| {
-            *current = now;
-            *next_seq = 1;
-            pending.fetch_sub(unacked.len(), Ordering::Relaxed);
-            unacked.clear();
+    let freed = |n: usize| {
+        if n > 0 {
+            pending.fetch_sub(n, Ordering::Relaxed);
             room.notify_waiters();
-        };
+        }
+    };
     loop {
         if *shutdown.borrow() {
             return;
@@ -221,7 +216,9 @@ pub(crate) async fn run_outbound<M: Serialize>(
         }
         let now = *epoch.borrow_and_update();
         if now != current {
-            reset(&mut current, &mut next_seq, &mut unacked, now);
+            // Forgets the old epoch: its unacknowledged frames are never wanted.
+            current = now;
+            freed(link.set_epoch(now));
         }
         let next_wait = delays.next().unwrap_or(Duration::from_secs(2));
         if id.peers.needs_restore() {
@@ -258,15 +255,15 @@ pub(crate) async fn run_outbound<M: Serialize>(
         // Whatever ends this connection, the next attempt waits unless it
         // stayed up long enough to count as healthy.
         wait = Some(next_wait);
-        acknowledge(&mut unacked, resume, &pending, &room);
-        info!(%channel, epoch = current, resend = unacked.len(), "channel connected");
+        freed(link.on_ack(resume));
+        info!(%channel, epoch = current, resend = link.unacked(), "channel connected");
         Metrics::inc(&metrics.connections, 1);
-        Metrics::inc(&metrics.frames_resent, unacked.len() as u64);
+        Metrics::inc(&metrics.frames_resent, link.unacked() as u64);
         let mut failed = false;
         // Every one of them was encoded once already, so it encodes again.
-        let resend: Vec<Bytes> = unacked
-            .iter()
-            .filter_map(|(seq, out)| encode_out(*seq, out).ok())
+        let resend: Vec<Bytes> = link
+            .on_welcome(resume)
+            .filter_map(|(seq, out)| encode_out(seq, out).ok())
             .collect();
         for bytes in resend {
             if writer.feed(bytes).await.is_err() {
@@ -308,7 +305,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
                     }
                     frame = reader.next() => {
                         match frame.map(|f| f.map_err(|e| Error::Protocol(e.to_string())).and_then(|b| wire::decode::<Frame<()>>(&b))) {
-                            Some(Ok(Frame::Ack { next_seq })) => acknowledge(&mut unacked, next_seq, &pending, &room),
+                            Some(Ok(Frame::Ack { next_seq })) => freed(link.on_ack(next_seq)),
                             Some(Ok(other)) => {
                                 warn!(%channel, "unexpected frame from the receiver: {other:?}");
                                 break;
@@ -340,7 +337,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
                     pending.fetch_sub(1, Ordering::Relaxed);
                     continue; // from before a rollback: never sent
                 }
-                let bytes = match encode_out(next_seq, &out) {
+                let bytes = match encode_out(link.next_seq(), &out) {
                     Ok(b) => b,
                     Err(e) => {
                         warn!(%channel, "dropping a frame that cannot be encoded: {e}");
@@ -348,8 +345,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
                         continue;
                     }
                 };
-                unacked.push_back((next_seq, out));
-                next_seq += 1;
+                link.push(out);
                 if ok && writer.feed(bytes).await.is_err() {
                     // Keep numbering the rest: they are resent after the reconnect.
                     ok = false;
@@ -385,23 +381,6 @@ fn encode_out<M: Serialize>(seq: u64, out: &Out<M>) -> Result<Bytes> {
             snapshot: *snapshot,
             vc: vc.clone(),
         }),
-    }
-}
-
-fn acknowledge<M>(
-    unacked: &mut VecDeque<(u64, Out<M>)>,
-    next_seq: u64,
-    pending: &AtomicUsize,
-    room: &Notify,
-) {
-    let mut freed = 0;
-    while unacked.front().is_some_and(|(s, _)| *s < next_seq) {
-        unacked.pop_front();
-        freed += 1;
-    }
-    if freed > 0 {
-        pending.fetch_sub(freed, Ordering::Relaxed);
-        room.notify_waiters();
     }
 }
 

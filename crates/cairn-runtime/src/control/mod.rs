@@ -5,10 +5,10 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`initiation`] | snapshot ids (leased from the store) and starting a snapshot at a node |
-//! | [`commit`] | committing manifests, fenced by epoch, then retention |
-//! | [`recovery`] | rollbacks: a new epoch recorded in the store, every node restoring its part |
-//! | [`failure`] | the coordinator's timers: heartbeats, failure detection, scheduled snapshots, aborts |
+//! | `initiation` | snapshot ids (leased from the store) and starting a snapshot at a node |
+//! | `commit` | committing manifests, fenced by epoch, then retention |
+//! | `recovery` | rollbacks: a new epoch recorded in the store, every node restoring its part |
+//! | `failure` | the coordinator's timers: heartbeats, failure detection, scheduled snapshots, aborts |
 
 pub(crate) mod commit;
 pub(crate) mod failure;
