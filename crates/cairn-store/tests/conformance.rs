@@ -315,13 +315,41 @@ async fn memory_backend_conforms() {
 async fn local_directory_backend_conforms() {
     let dir = std::env::temp_dir().join(format!("cairn-store-conformance-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    conformance(Store::open(dir.to_str().unwrap()).unwrap()).await;
+    let store = Store::open(dir.to_str().unwrap()).unwrap();
+    conformance(store.clone()).await;
     // No staging file is left behind.
     let leftovers = walk(&dir)
         .into_iter()
         .filter(|p| p.contains(".staging"))
         .count();
     assert_eq!(leftovers, 0);
+    // A staging file left by a process killed mid-write is collected once
+    // it is stale, and not before.
+    let folder = dir.join(cairn_store::format::snapshot_dir(99));
+    std::fs::create_dir_all(&folder).unwrap();
+    let stale = folder.join(".part-n1.cbor.4242.0.staging");
+    let fresh = folder.join(".part-n2.cbor.4242.1.staging");
+    for f in [&stale, &fresh] {
+        std::fs::write(f, b"half a part").unwrap();
+    }
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    let policy = Retention {
+        keep: 10,
+        stale_after: Duration::from_secs(600),
+        ..Retention::default()
+    };
+    store.retain(&policy).await.unwrap();
+    assert!(!stale.exists(), "a stale staging file was kept");
+    assert!(
+        fresh.exists(),
+        "a staging file still being written was deleted"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -19,17 +19,18 @@
 //! this way without recording channel state: its held sends would be part of
 //! the recorded state but of no channel. Such a snapshot is refused (the
 //! node logs why and does not report it), never recorded wrong.
+//!
+//! This file holds the alignment itself, with no I/O and no reference to the
+//! driver; the driver carries out its steps (`driver/alignment.rs`).
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use cairn_core::trace::Event;
-use cairn_core::{ChannelId, LocalSnapshot, Process, RecordedChannel, SnapshotId, StartOutcome};
-use tracing::{error, warn};
+use cairn_core::{ChannelId, SnapshotId};
 
-use crate::driver::Driver;
-use crate::metrics::Metrics;
-use crate::transport::Out;
+/// Messages blocked on inputs whose marker has come, in arrival order, with
+/// their vector clocks when tracing.
+pub(crate) type Blocked<M> = VecDeque<(ChannelId, M, Option<Vec<u64>>)>;
 
 /// An aligned snapshot under way at one node.
 #[derive(Debug)]
@@ -39,214 +40,113 @@ pub(crate) struct Aligning<M> {
     marked: Vec<bool>,
     remaining: usize,
     since: Instant,
-    /// Messages from inputs already marked, in arrival order, with their
-    /// vector clocks when tracing.
-    blocked: VecDeque<(ChannelId, M, Option<Vec<u64>>)>,
+    blocked: Blocked<M>,
     /// Sends the application made while the node was aligning.
     held: Vec<(ChannelId, M)>,
 }
 
-impl<P: Process> Driver<P> {
-    /// Whether the application's sends are held: paused by a stop-the-world
-    /// coordinator, or while aligning.
-    pub(crate) fn sends_held(&self) -> bool {
-        self.paused.is_some() || self.aligning.is_some()
-    }
-
-    /// Starts aligned snapshot `id` here (as an initiator).
-    pub(crate) fn start_aligned(&mut self, id: SnapshotId) -> Result<StartOutcome, String> {
-        self.supersede(id);
-        match &self.aligning {
-            Some(a) if a.id == id => return Ok(StartOutcome::AlreadyRecorded),
-            Some(a) => {
-                return Err(format!(
-                    "snapshot {} is still aligning here; aligned snapshots run one at a time",
-                    a.id
-                ));
-            }
-            None if self.last_aligned.is_some_and(|last| last >= id) => {
-                return Ok(StartOutcome::AlreadyRecorded);
-            }
-            None => {}
-        }
-        self.begin_aligning(id);
-        self.maybe_aligned();
-        Ok(StartOutcome::Started)
-    }
-
-    fn begin_aligning(&mut self, id: SnapshotId) {
-        let inputs = self.topology.incoming(self.me).len();
-        self.aligning = Some(Aligning {
+impl<M> Aligning<M> {
+    /// Snapshot `id` begins aligning over `inputs` incoming channels.
+    pub fn new(id: SnapshotId, inputs: usize) -> Self {
+        Aligning {
             id,
             marked: vec![false; inputs],
             remaining: inputs,
             since: Instant::now(),
             blocked: VecDeque::new(),
             held: Vec::new(),
-        });
-        let outgoing: Vec<ChannelId> = self.topology.outgoing(self.me).to_vec();
-        for channel in outgoing {
-            let vc = self.tick_trace(|_| Event::MarkerSend {
-                channel,
-                snapshot: id,
-            });
-            Metrics::inc(&self.metrics.markers_sent, 1);
-            if let Some(o) = self.outbound.get(channel) {
-                o.push(Out::Marker {
-                    epoch: self.epoch,
-                    snapshot: id.0,
-                    vc,
-                });
-            }
         }
     }
 
-    /// A marker of a newer snapshot means the one still aligning here has
-    /// failed (the coordinator starts one only when the last has settled):
-    /// give it up, replaying what it blocked and releasing what it held.
-    fn supersede(&mut self, id: SnapshotId) {
-        if self.aligning.as_ref().is_some_and(|a| a.id < id) {
-            if let Some(a) = self.aligning.take() {
-                warn!("snapshot {} abandoned here: snapshot {id} began", a.id);
-                self.metrics.note_pause(a.since.elapsed());
-                self.release(a);
+    /// The snapshot.
+    pub fn id(&self) -> SnapshotId {
+        self.id
+    }
+
+    /// Since when it has been aligning.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// The marker of snapshot `id` on input `input` (its index among the
+    /// incoming channels). Returns whether it counted: a marker of another
+    /// snapshot, or a second one on the same input, does not.
+    pub fn mark(&mut self, id: SnapshotId, input: Option<usize>) -> bool {
+        match input {
+            Some(i) if id == self.id && !self.marked[i] => {
+                self.marked[i] = true;
+                self.remaining -= 1;
+                true
             }
+            _ => false,
         }
     }
 
-    /// A marker arrived in aligned or stop-the-world mode.
-    pub(crate) fn on_aligned_marker(&mut self, channel: ChannelId, id: SnapshotId) {
-        self.supersede(id);
-        if self.aligning.is_none() {
-            if self.last_aligned.is_some_and(|last| last >= id) {
-                let name = self.topology.channel_name(channel);
-                warn!("ignored a late marker of snapshot {id} on channel {name}");
-                return;
-            }
-            self.begin_aligning(id);
-        }
-        let index = self
-            .topology
-            .incoming(self.me)
-            .iter()
-            .position(|&c| c == channel);
-        let Some(a) = self.aligning.as_mut() else {
-            return;
-        };
-        match index {
-            Some(i) if a.id == id && !a.marked[i] => {
-                a.marked[i] = true;
-                a.remaining -= 1;
-            }
-            _ => {
-                let aligning = a.id;
-                let name = self.topology.channel_name(channel);
-                warn!(
-                    "ignored a marker of snapshot {id} on channel {name} while aligning {aligning}"
-                );
-                return;
-            }
-        }
-        self.maybe_aligned();
+    /// Whether markers have arrived on every input.
+    pub fn is_aligned(&self) -> bool {
+        self.remaining == 0
     }
 
-    /// Takes a message in aligned mode: blocked if its input's marker came.
-    /// Returns the message when it should be processed now.
-    pub(crate) fn admit(
+    /// Takes a message from input `input`: blocked if that input's marker
+    /// came, else given back to be processed now.
+    pub fn admit(
         &mut self,
+        input: Option<usize>,
         channel: ChannelId,
-        message: P::Message,
+        message: M,
         vc: Option<Vec<u64>>,
-    ) -> Option<(P::Message, Option<Vec<u64>>)> {
-        let Some(a) = self.aligning.as_mut() else {
-            return Some((message, vc));
-        };
-        let index = self
-            .topology
-            .incoming(self.me)
-            .iter()
-            .position(|&c| c == channel);
-        if index.is_some_and(|i| a.marked[i]) {
-            a.blocked.push_back((channel, message, vc));
+    ) -> Option<(M, Option<Vec<u64>>)> {
+        if input.is_some_and(|i| self.marked[i]) {
+            self.blocked.push_back((channel, message, vc));
             None
         } else {
             Some((message, vc))
         }
     }
 
-    /// Holds the application's sends while aligning (leaving `sends` empty).
-    pub(crate) fn hold(&mut self, sends: &mut Vec<(ChannelId, P::Message)>) {
-        if let Some(a) = self.aligning.as_mut() {
-            a.held.append(sends);
-        }
+    /// Holds the application's sends (leaving `sends` empty).
+    pub fn hold(&mut self, sends: &mut Vec<(ChannelId, M)>) {
+        self.held.append(sends);
     }
 
-    /// Records once markers have arrived on every input, then replays what
-    /// was blocked and releases what was held.
-    fn maybe_aligned(&mut self) {
-        if self.aligning.as_ref().is_none_or(|a| a.remaining > 0) {
-            return;
-        }
-        let Some(a) = self.aligning.take() else {
-            return;
-        };
-        self.last_aligned = Some(a.id);
-        self.metrics.note_pause(a.since.elapsed());
-        self.tick_trace(|_| Event::Record { snapshot: a.id });
-        Metrics::inc(&self.metrics.snapshots_recorded, 1);
-        if a.held.is_empty() {
-            let local = LocalSnapshot {
-                snapshot: a.id,
-                process: self.me,
-                state: self.process.state(),
-                channels: self
-                    .topology
-                    .incoming(self.me)
-                    .iter()
-                    .map(|&channel| RecordedChannel {
-                        channel,
-                        messages: Vec::new(),
-                    })
-                    .collect(),
-            };
-            self.send_report(local);
-        } else {
-            let why = format!(
-                "the application sent {} message(s) while handling messages during alignment, which an aligned \
-                 snapshot cannot record; use snapshots.mode = \"chandy-lamport\" for this application",
-                a.held.len()
-            );
-            error!("snapshot {} refused: {why}", a.id);
-            self.send_refusal(a.id, why);
-        }
-        self.release(a);
+    /// How many sends are held.
+    pub fn held(&self) -> usize {
+        self.held.len()
     }
 
-    /// Sends what an alignment held (the application made those sends
-    /// first), then processes what it blocked.
-    fn release(&mut self, a: Aligning<P::Message>) {
-        self.send_all(a.held);
-        for (channel, message, vc) in a.blocked {
-            self.process_data(channel, message, vc, 0);
-        }
+    /// Ends the alignment: what was held (to send first), and what was
+    /// blocked (to process after).
+    pub fn into_parts(self) -> (Vec<(ChannelId, M)>, Blocked<M>) {
+        (self.held, self.blocked)
     }
+}
 
-    /// Stop the world: holds spontaneous sends until resumed.
-    pub(crate) fn pause(&mut self) {
-        self.paused.get_or_insert_with(Instant::now);
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// Resumes spontaneous sends after a stop-the-world snapshot.
-    pub(crate) fn resume(&mut self) {
-        if let Some(since) = self.paused.take() {
-            self.metrics.note_pause(since.elapsed());
-        }
-    }
-
-    /// Forgets an alignment in progress (a rollback starts a new epoch).
-    pub(crate) fn abandon_alignment(&mut self) {
-        self.aligning = None;
-        self.last_aligned = None;
-        self.paused = None;
+    #[test]
+    fn an_input_is_blocked_once_its_marker_came_until_all_are_in() {
+        let (a, b) = (ChannelId(0), ChannelId(1));
+        let mut al: Aligning<u8> = Aligning::new(SnapshotId(3), 2);
+        assert_eq!(al.admit(Some(0), a, 1, None), Some((1, None)));
+        assert!(al.mark(SnapshotId(3), Some(0)));
+        assert!(
+            !al.mark(SnapshotId(3), Some(0)),
+            "a second marker on one input"
+        );
+        assert!(
+            !al.mark(SnapshotId(4), Some(1)),
+            "another snapshot's marker"
+        );
+        assert_eq!(al.admit(Some(0), a, 2, None), None, "blocked");
+        assert_eq!(al.admit(Some(1), b, 3, None), Some((3, None)));
+        al.hold(&mut vec![(b, 9)]);
+        assert!(!al.is_aligned());
+        assert!(al.mark(SnapshotId(3), Some(1)));
+        assert!(al.is_aligned());
+        let (held, blocked) = al.into_parts();
+        assert_eq!(held, vec![(b, 9)]);
+        assert_eq!(blocked, VecDeque::from(vec![(a, 2, None)]));
     }
 }

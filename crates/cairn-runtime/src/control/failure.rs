@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::client;
+use crate::control::ControlError;
 use crate::control::initiation::{ask_driver, start_here};
 use crate::control::recovery::{begin_first_epoch, roll_back};
 use crate::coordinator::Coordinator;
@@ -168,8 +169,13 @@ pub(crate) async fn run_coordinator_timers(
                 if !failed.is_empty() || resume.is_some() {
                     continue; // no snapshots while a node is down or the cluster resumes
                 }
-                if let Err(e) = start_here(&shared).await {
-                    warn!("could not start a scheduled snapshot: {e}");
+                match start_here(&shared).await {
+                    Ok(_) => {}
+                    // Expected while snapshots back up or a rollback runs: not worth a warning each tick.
+                    Err(e @ (ControlError::Busy(_) | ControlError::RollbackUnderway | ControlError::NotReady)) => {
+                        debug!("no scheduled snapshot this time: {e}");
+                    }
+                    Err(e) => warn!("could not start a scheduled snapshot: {e}"),
                 }
             }
         }

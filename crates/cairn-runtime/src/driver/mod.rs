@@ -16,6 +16,9 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{error, warn};
 
+mod alignment;
+mod report;
+
 use crate::baselines::aligned::Aligning;
 use crate::config::SnapshotMode;
 use crate::control::ControlError;
@@ -26,6 +29,8 @@ use crate::peers::PeerBook;
 use crate::tracefile::{States, TraceWriter, write_states};
 use crate::transport::{In, Out, Outbound, Outbounds};
 use cairn_store::Part;
+use report::encode_report;
+pub(crate) use report::{ChannelCounts, PendingReport};
 
 /// A request to the driver from the admin API or the coordinator.
 #[derive(Debug)]
@@ -104,34 +109,6 @@ pub(crate) struct Driver<P: Process> {
     /// Reused buffers: the channels with room, and the application's sends.
     open: Vec<ChannelId>,
     sends: Vec<(ChannelId, P::Message)>,
-}
-
-/// Messages sent and received on each channel (by channel id) in the
-/// current epoch, a received count including re-delivered ones.
-#[derive(Debug)]
-pub(crate) struct ChannelCounts {
-    pub sent: Vec<std::sync::atomic::AtomicU64>,
-    pub received: Vec<std::sync::atomic::AtomicU64>,
-}
-
-impl ChannelCounts {
-    pub fn new(channels: usize) -> Self {
-        let zeros = || (0..channels).map(|_| 0.into()).collect();
-        ChannelCounts {
-            sent: zeros(),
-            received: zeros(),
-        }
-    }
-
-    fn reset(&self) {
-        for c in self.sent.iter().chain(&self.received) {
-            c.store(0, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    fn add(counter: &std::sync::atomic::AtomicU64) {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// Local snapshots waiting for the reporter. When it is this far behind, a
@@ -309,7 +286,7 @@ impl<P: Process> Driver<P> {
                             r
                         }
                         SnapshotMode::Aligned | SnapshotMode::StopTheWorld => {
-                            self.start_aligned(id).map_err(ControlError::Refused)
+                            self.start_aligned(id)
                         }
                     }
                 };
@@ -719,56 +696,6 @@ impl<P: Process> Driver<P> {
             }
         }
     }
-}
-
-/// A local snapshot for the reporter to encode.
-pub(crate) type PendingReport = Box<dyn FnOnce() -> serde_json::Result<LocalReport> + Send>;
-
-/// Counts the bytes written to it and keeps none.
-struct Counted(u64);
-
-impl std::io::Write for Counted {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A local snapshot in the shape it travels in (JSON values).
-fn encode_report<M: serde::Serialize, S: serde::Serialize>(
-    topology: &Topology,
-    metrics: &Metrics,
-    epoch: u64,
-    local: cairn_core::LocalSnapshot<M, S>,
-) -> serde_json::Result<LocalReport> {
-    let mut bytes = 0u64;
-    let mut channels = Vec::new();
-    for rc in local.channels {
-        let mut messages = Vec::with_capacity(rc.messages.len());
-        for m in &rc.messages {
-            let v = serde_json::to_value(m)?;
-            let mut counted = Counted(0);
-            serde_json::to_writer(&mut counted, &v)?;
-            bytes += counted.0;
-            messages.push(v);
-        }
-        channels.push((topology.channel_name(rc.channel), messages));
-    }
-    Metrics::inc(&metrics.recorded_channel_bytes, bytes);
-    Ok(LocalReport {
-        snapshot: local.snapshot,
-        process: topology.name(local.process).to_string(),
-        epoch,
-        state: serde_json::to_value(&local.state)?,
-        channels,
-        part: None,
-        refused: None,
-        state_in_store: false,
-    })
 }
 
 async fn tick_or_never(timer: &mut Option<tokio::time::Interval>) {

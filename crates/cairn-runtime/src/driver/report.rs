@@ -1,0 +1,84 @@
+//! What the driver hands the reporter, and the per-channel counts it keeps.
+
+use cairn_core::Topology;
+
+use crate::coordinator::LocalReport;
+use crate::metrics::Metrics;
+
+/// Messages sent and received on each channel (by channel id) in the
+/// current epoch, a received count including re-delivered ones.
+#[derive(Debug)]
+pub(crate) struct ChannelCounts {
+    pub sent: Vec<std::sync::atomic::AtomicU64>,
+    pub received: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl ChannelCounts {
+    pub fn new(channels: usize) -> Self {
+        let zeros = || (0..channels).map(|_| 0.into()).collect();
+        ChannelCounts {
+            sent: zeros(),
+            received: zeros(),
+        }
+    }
+
+    pub(super) fn reset(&self) {
+        for c in self.sent.iter().chain(&self.received) {
+            c.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn add(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A local snapshot for the reporter to encode.
+pub(crate) type PendingReport = Box<dyn FnOnce() -> serde_json::Result<LocalReport> + Send>;
+
+/// Counts the bytes written to it and keeps none.
+struct Counted(u64);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A local snapshot in the shape it travels in (JSON values).
+pub(super) fn encode_report<M: serde::Serialize, S: serde::Serialize>(
+    topology: &Topology,
+    metrics: &Metrics,
+    epoch: u64,
+    local: cairn_core::LocalSnapshot<M, S>,
+) -> serde_json::Result<LocalReport> {
+    let mut bytes = 0u64;
+    let mut channels = Vec::new();
+    for rc in local.channels {
+        let mut messages = Vec::with_capacity(rc.messages.len());
+        for m in &rc.messages {
+            let v = serde_json::to_value(m)?;
+            let mut counted = Counted(0);
+            serde_json::to_writer(&mut counted, &v)?;
+            bytes += counted.0;
+            messages.push(v);
+        }
+        channels.push((topology.channel_name(rc.channel), messages));
+    }
+    Metrics::inc(&metrics.recorded_channel_bytes, bytes);
+    Ok(LocalReport {
+        snapshot: local.snapshot,
+        process: topology.name(local.process).to_string(),
+        epoch,
+        state: serde_json::to_value(&local.state)?,
+        channels,
+        part: None,
+        refused: None,
+        state_in_store: false,
+    })
+}
