@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! cluster = "demo"            # connections from another cluster are refused
-//! coordinator = "n1"          # assembles global snapshots
+//! coordinator = "n1"          # assembles global snapshots; or candidates in order, ["n1", "n2"]; default: every node
 //! channels = "complete"       # or [["n1", "n2"], ["n2", "n1"], ...]
 //! data_dir = "cairn-data"     # optional
 //! store = "s3://bucket/pre"   # optional: where snapshots go (default <data_dir>/snapshots)
@@ -62,8 +62,11 @@ pub struct ClusterConfig {
     pub nodes: Vec<NodeConfig>,
     /// Processes and channels.
     pub topology: Arc<Topology>,
-    /// The node that assembles global snapshots.
+    /// The node that assembles global snapshots: the first candidate.
     pub coordinator: ProcessId,
+    /// The nodes that may coordinate, in order (`coordinator = "n1"` or
+    /// `coordinator = ["n1", "n2"]`; every node, in config order, when absent).
+    pub candidates: Vec<ProcessId>,
     /// The application every node runs.
     pub app: AppConfig,
     /// When snapshots are taken and given up on.
@@ -175,7 +178,7 @@ pub struct SnapshotConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     cluster: String,
-    coordinator: String,
+    coordinator: Option<RawCandidates>,
     channels: RawChannels,
     nodes: Vec<RawNode>,
     app: toml::Table,
@@ -187,6 +190,13 @@ struct RawConfig {
     max_frame_bytes: Option<u64>,
     #[serde(default)]
     debug: RawDebug,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCandidates {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -258,7 +268,10 @@ impl ClusterConfig {
             raw.cluster = v;
         }
         if let Some((_, v)) = var("CAIRN_COORDINATOR") {
-            raw.coordinator = v;
+            // A comma-separated list of candidates, or one node.
+            raw.coordinator = Some(RawCandidates::Many(
+                v.split(',').map(|c| c.trim().to_string()).collect(),
+            ));
         }
         if let Some((_, v)) = var("CAIRN_DATA_DIR") {
             raw.data_dir = Some(v.into());
@@ -347,7 +360,7 @@ impl ClusterConfig {
             }
             RawChannels::List(list) => list.clone(),
         };
-        let topology = Topology::new(names, &pairs).map_err(|e| {
+        let topology = Topology::new(names.clone(), &pairs).map_err(|e| {
             let key = if matches!(
                 e,
                 cairn_core::Error::DuplicateProcess(_) | cairn_core::Error::BadProcessName(_)
@@ -371,12 +384,25 @@ impl ClusterConfig {
                 ),
             ));
         }
-        let coordinator = topology.process(&raw.coordinator).ok_or_else(|| {
-            err(
-                "coordinator",
-                format!("{:?} is not a node", raw.coordinator),
-            )
-        })?;
+        let named: Vec<String> = match &raw.coordinator {
+            None => names.clone(),
+            Some(RawCandidates::One(c)) => vec![c.clone()],
+            Some(RawCandidates::Many(list)) => list.clone(),
+        };
+        if named.is_empty() {
+            return Err(err("coordinator", "name at least one candidate".into()));
+        }
+        let mut candidates: Vec<ProcessId> = Vec::new();
+        for c in &named {
+            let p = topology
+                .process(c)
+                .ok_or_else(|| err("coordinator", format!("{c:?} is not a node")))?;
+            if candidates.contains(&p) {
+                return Err(err("coordinator", format!("{c:?} is named twice")));
+            }
+            candidates.push(p);
+        }
+        let coordinator = candidates[0];
         let name = match raw.app.remove("name") {
             Some(toml::Value::String(s)) => s,
             _ => {
@@ -418,6 +444,7 @@ impl ClusterConfig {
             nodes,
             topology: Arc::new(topology),
             coordinator,
+            candidates,
             app: AppConfig { name, params },
             snapshots: SnapshotConfig {
                 mode,
@@ -524,6 +551,31 @@ admin = "127.0.0.1:8002"
             (k == "CAIRN_SNAPSHOT_MODE").then(|| "aligned".to_string())
         });
         assert_eq!(env.unwrap().snapshots.mode, SnapshotMode::Aligned);
+    }
+
+    #[test]
+    fn the_coordinator_is_one_node_a_list_of_candidates_or_every_node() {
+        let c = parse(BASE).unwrap();
+        assert_eq!(c.candidates, vec![ProcessId(0)]);
+        let list =
+            parse(&BASE.replace(r#"coordinator = "a""#, r#"coordinator = ["b", "a"]"#)).unwrap();
+        assert_eq!(list.candidates, vec![ProcessId(1), ProcessId(0)]);
+        assert_eq!(list.coordinator, ProcessId(1));
+        let all = parse(&BASE.replace("coordinator = \"a\"\n", "")).unwrap();
+        assert_eq!(all.candidates, vec![ProcessId(0), ProcessId(1)]);
+        assert!(
+            problem(&BASE.replace(r#"coordinator = "a""#, r#"coordinator = ["a", "a"]"#))
+                .contains("named twice")
+        );
+        assert!(
+            problem(&BASE.replace(r#"coordinator = "a""#, "coordinator = []"))
+                .contains("at least one")
+        );
+        let env = ClusterConfig::parse(Path::new("c.toml"), BASE, |k| {
+            (k == "CAIRN_COORDINATOR").then(|| "b, a".to_string())
+        })
+        .unwrap();
+        assert_eq!(env.candidates, vec![ProcessId(1), ProcessId(0)]);
     }
 
     #[test]

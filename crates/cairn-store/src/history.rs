@@ -9,6 +9,7 @@
 //! | `epochs/<E>` (20 digits) | create-if-absent, when epoch `E` begins | [`EpochRecord`]: the epoch it continues and the snapshot it restored |
 //! | `control/ids/<end>` (20 digits) | create-if-absent, before ids below `end` are used | [`IdLease`]: the block of ids `[from, end)` |
 //! | `control/RESTORE` | by `cairn restore` on a stopped cluster | the snapshot id to start from |
+//! | `terms/<T>` (20 digits) | create-if-absent, by the candidate that becomes coordinator of term `T` | [`TermRecord`]: its node id and incarnation |
 //!
 //! Rules: a coordinator hands out only ids it has leased, and leases start
 //! above every id the store has seen (any `snapshots/` folder, committed or
@@ -29,6 +30,7 @@ use crate::snapshot::{RESTORE_KEY, Store, StoredSnapshot};
 
 const EPOCHS: &str = "epochs";
 const ID_LEASES: &str = "control/ids";
+const TERMS: &str = "terms";
 
 /// The record of one epoch: a timeline that began with a rollback (or, for
 /// the first, with the cluster's first start).
@@ -58,6 +60,20 @@ pub struct IdLease {
     pub to: u64,
     /// The node that leased it.
     pub holder: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+}
+
+/// Who coordinates in one term: the store decides, since exactly one
+/// candidate's create-if-absent write of `terms/<T>` succeeds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermRecord {
+    /// The term.
+    pub term: u64,
+    /// The node that won it.
+    pub node: String,
+    /// That node's incarnation.
+    pub incarnation: u64,
     /// When, in milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
 }
@@ -179,6 +195,59 @@ impl Store {
             problem: e.to_string(),
         })?;
         self.backend.put(&key, Bytes::from(bytes), true).await
+    }
+
+    /// Claims term `record.term` for `record.node`, create-if-absent:
+    /// returns the record that holds the term, the claimant's if it won,
+    /// the earlier winner's if not.
+    ///
+    /// # Errors
+    /// The backend failed, or the existing record is unreadable.
+    pub async fn claim_term(&self, record: &TermRecord) -> Result<TermRecord> {
+        let key = numbered(TERMS, record.term);
+        let bytes = serde_json::to_vec(record).map_err(|e| Error::Backend {
+            key: key.clone(),
+            problem: e.to_string(),
+        })?;
+        match self.backend.put(&key, Bytes::from(bytes), true).await {
+            Ok(()) => Ok(record.clone()),
+            Err(Error::AlreadyExists { .. }) => self.term(record.term).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The record of term `term`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if nobody claimed it; [`Error::Corrupt`].
+    pub async fn term(&self, term: u64) -> Result<TermRecord> {
+        let key = numbered(TERMS, term);
+        let record: TermRecord = decode(&key, &self.backend.get(&key).await?)?;
+        if record.term != term {
+            return Err(Error::Corrupt {
+                key,
+                problem: format!("it records term {}", record.term),
+            });
+        }
+        Ok(record)
+    }
+
+    /// The newest term anybody claimed, if any.
+    ///
+    /// # Errors
+    /// The backend failed, or its record is unreadable.
+    pub async fn newest_term(&self) -> Result<Option<TermRecord>> {
+        let newest = self
+            .backend
+            .list(TERMS)
+            .await?
+            .iter()
+            .filter_map(|k| number_of(TERMS, k))
+            .max();
+        match newest {
+            Some(t) => self.term(t).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The record of epoch `epoch`.

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_store::{EpochRecord, Error, Manifest, Part, PartRef, Retention, Store, StoredChannel};
+use cairn_store::{
+    EpochRecord, Error, Manifest, Part, PartRef, Retention, Store, StoredChannel, TermRecord,
+};
 use serde_json::json;
 
 fn part(id: u64, process: &str, state: u64, channels: Vec<(&str, Vec<u64>)>) -> Part {
@@ -304,6 +306,48 @@ async fn identities(store: &Store) {
     assert_eq!(good.unwrap().manifest.snapshot, 7, "{name}: {skipped:?}");
     assert!(skipped[0].1.contains("abandon") || skipped[0].1.contains("does not continue"));
     assert_eq!(store.take_restore_point().await.unwrap(), Some(7));
+    racing_candidates(store).await;
+}
+
+/// Several candidates claim each term at once: exactly one wins, every
+/// time, and every candidate learns who.
+async fn racing_candidates(store: &Store) {
+    let name = store.url().to_string();
+    assert!(store.newest_term().await.unwrap().is_none());
+    for term in 1..=25u64 {
+        let mut claims = tokio::task::JoinSet::new();
+        for n in 0..5u64 {
+            let store = store.clone();
+            claims.spawn(async move {
+                let mine = TermRecord {
+                    term,
+                    node: format!("n{n}"),
+                    incarnation: 100 + n,
+                    created_unix_ms: 0,
+                };
+                (mine.node.clone(), store.claim_term(&mine).await.unwrap())
+            });
+        }
+        let mut winners = std::collections::BTreeSet::new();
+        let mut won = 0;
+        while let Some(r) = claims.join_next().await {
+            let (me, holder) = r.unwrap();
+            if holder.node == me {
+                won += 1;
+            }
+            winners.insert(holder.node);
+        }
+        assert_eq!(won, 1, "{name}: term {term} was won {won} times");
+        assert_eq!(
+            winners.len(),
+            1,
+            "{name}: term {term} has two holders: {winners:?}"
+        );
+        assert_eq!(
+            store.newest_term().await.unwrap().unwrap().node,
+            *winners.first().unwrap()
+        );
+    }
 }
 
 #[tokio::test]

@@ -23,15 +23,22 @@ use crate::driver::Control;
 use crate::shared::Shared;
 
 /// Why a node counts as failed, from its answer to the heartbeat.
+///
+/// Only a new incarnation is judged from an answer taken while a rollback
+/// was under way or the epoch moved: the other signs may be from before it.
 fn failed_because(
     v: &serde_json::Value,
     known: Option<u64>,
     restarted_by_peers: &BTreeSet<String>,
     behind: bool,
+    settled: bool,
 ) -> Option<&'static str> {
     let incarnation = v["incarnation"].as_u64();
     if known.is_some() && incarnation != known {
         return Some("it restarted (a new incarnation) and lost its state");
+    }
+    if !settled {
+        return None;
     }
     if v["needs_restore"].as_bool() == Some(true) {
         return Some("it says it restarted and needs a restore");
@@ -135,7 +142,7 @@ pub(crate) async fn run_coordinator_timers(
                             last_ok[i] = Instant::now();
                             let behind = settled
                                 && epoch.is_some_and(|e| v["epoch"].as_u64().is_some_and(|n| n < e));
-                            if let Some(why) = failed_because(&v, incarnations[i], &restarted_by_peers, behind) {
+                            if let Some(why) = failed_because(&v, incarnations[i], &restarted_by_peers, behind, settled) {
                                 if failed.insert(i) {
                                     warn!(node = %nodes[i].id, "node failed: {why}");
                                 }
