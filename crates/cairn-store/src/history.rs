@@ -112,6 +112,35 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T> {
 }
 
 impl Store {
+    /// Writes `value` as JSON under `key`, create-if-absent.
+    async fn create_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(|e| Error::Backend {
+            key: key.to_string(),
+            problem: e.to_string(),
+        })?;
+        self.backend.put(key, Bytes::from(bytes), true).await
+    }
+
+    /// Reads the record `<folder>/<n>`, checking that it names `n` (its
+    /// `what` field, read by `number`).
+    async fn read_numbered<T: for<'de> Deserialize<'de>>(
+        &self,
+        folder: &str,
+        n: u64,
+        what: &str,
+        number: impl Fn(&T) -> u64,
+    ) -> Result<T> {
+        let key = numbered(folder, n);
+        let record: T = decode(&key, &self.backend.get(&key).await?)?;
+        if number(&record) != n {
+            return Err(Error::Corrupt {
+                key,
+                problem: format!("it records {what} {}", number(&record)),
+            });
+        }
+        Ok(record)
+    }
+
     /// Scans the store for every identity it has seen.
     ///
     /// # Errors
@@ -164,18 +193,13 @@ impl Store {
     /// (scan the [`history`](Self::history) again and lease above it).
     pub async fn lease_ids(&self, from: u64, count: u64, holder: &str) -> Result<Range<u64>> {
         let to = from.saturating_add(count.max(1));
-        let key = numbered(ID_LEASES, to);
         let lease = IdLease {
             from,
             to,
             holder: holder.to_string(),
             created_unix_ms: now_ms(),
         };
-        let bytes = serde_json::to_vec(&lease).map_err(|e| Error::Backend {
-            key: key.clone(),
-            problem: e.to_string(),
-        })?;
-        self.backend.put(&key, Bytes::from(bytes), true).await?;
+        self.create_json(&numbered(ID_LEASES, to), &lease).await?;
         for old in self.backend.list(ID_LEASES).await? {
             if number_of(ID_LEASES, &old).is_some_and(|n| n < to) {
                 self.backend.delete(&old).await?;
@@ -189,12 +213,8 @@ impl Store {
     /// # Errors
     /// [`Error::AlreadyExists`] if the epoch was already begun.
     pub async fn begin_epoch(&self, record: &EpochRecord) -> Result<()> {
-        let key = numbered(EPOCHS, record.epoch);
-        let bytes = serde_json::to_vec(record).map_err(|e| Error::Backend {
-            key: key.clone(),
-            problem: e.to_string(),
-        })?;
-        self.backend.put(&key, Bytes::from(bytes), true).await
+        self.create_json(&numbered(EPOCHS, record.epoch), record)
+            .await
     }
 
     /// Claims term `record.term` for `record.node`, create-if-absent:
@@ -204,12 +224,10 @@ impl Store {
     /// # Errors
     /// The backend failed, or the existing record is unreadable.
     pub async fn claim_term(&self, record: &TermRecord) -> Result<TermRecord> {
-        let key = numbered(TERMS, record.term);
-        let bytes = serde_json::to_vec(record).map_err(|e| Error::Backend {
-            key: key.clone(),
-            problem: e.to_string(),
-        })?;
-        match self.backend.put(&key, Bytes::from(bytes), true).await {
+        match self
+            .create_json(&numbered(TERMS, record.term), record)
+            .await
+        {
             Ok(()) => Ok(record.clone()),
             Err(Error::AlreadyExists { .. }) => self.term(record.term).await,
             Err(e) => Err(e),
@@ -221,15 +239,8 @@ impl Store {
     /// # Errors
     /// [`Error::NotFound`] if nobody claimed it; [`Error::Corrupt`].
     pub async fn term(&self, term: u64) -> Result<TermRecord> {
-        let key = numbered(TERMS, term);
-        let record: TermRecord = decode(&key, &self.backend.get(&key).await?)?;
-        if record.term != term {
-            return Err(Error::Corrupt {
-                key,
-                problem: format!("it records term {}", record.term),
-            });
-        }
-        Ok(record)
+        self.read_numbered(TERMS, term, "term", |r: &TermRecord| r.term)
+            .await
     }
 
     /// The newest term anybody claimed, if any.
@@ -255,15 +266,8 @@ impl Store {
     /// # Errors
     /// [`Error::NotFound`] if it was never begun; [`Error::Corrupt`].
     pub async fn epoch_record(&self, epoch: u64) -> Result<EpochRecord> {
-        let key = numbered(EPOCHS, epoch);
-        let record: EpochRecord = decode(&key, &self.backend.get(&key).await?)?;
-        if record.epoch != epoch {
-            return Err(Error::Corrupt {
-                key,
-                problem: format!("it records epoch {}", record.epoch),
-            });
-        }
-        Ok(record)
+        self.read_numbered(EPOCHS, epoch, "epoch", |r: &EpochRecord| r.epoch)
+            .await
     }
 
     /// Every epoch record, by epoch.

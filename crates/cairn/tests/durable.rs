@@ -10,19 +10,8 @@ use cairn_apps::bank::{Balance, BankModel, Transfer};
 use cairn_core::{GlobalSnapshot, SnapshotDoc};
 use cairn_runtime::client;
 use cairn_store::Store;
-use common::{ONE_AT_A_TIME, TestCluster};
+use common::{ONE_AT_A_TIME, TestCluster, cairn, text};
 use serde_json::Value;
-
-fn cairn(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 #[tokio::test]
 async fn snapshots_are_committed_and_verified_from_the_store() {

@@ -13,7 +13,7 @@ use cairn_apps::bank::{Balance, BankModel, Transfer};
 use cairn_core::{GlobalSnapshot, SnapshotDoc};
 use cairn_runtime::{ClusterConfig, client};
 use cairn_store::Store;
-use common::{ONE_AT_A_TIME, TestCluster};
+use common::{ONE_AT_A_TIME, TestCluster, signal};
 use serde_json::Value;
 
 const BANK: &str = "name = \"bank\"\ninitial_balance = 1000";
@@ -26,14 +26,6 @@ async fn restart_after_exit(c: &mut TestCluster, id: &str, limit: Duration) {
         .unwrap_or_else(|_| panic!("{id} did not exit within {limit:?}"));
     assert_eq!(exited, id);
     c.supervisor().restart(id).unwrap();
-}
-
-fn kill9(pid: u32) {
-    let ok = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }
 
 async fn status(c: &TestCluster, node: usize) -> Option<Value> {
@@ -143,7 +135,7 @@ async fn a_node_killed_mid_snapshot_is_recovered_by_rolling_back() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     // Snapshots run every 40 ms, so the kill lands in the middle of one.
     let pid = c.supervisor().pid("n3").unwrap();
-    kill9(pid);
+    signal(pid, "-9");
     restart_after_exit(&mut c, "n3", Duration::from_secs(5)).await;
     let epoch = wait_for_recovery(&c).await;
     check_after_recovery(c, epoch).await;
@@ -266,12 +258,7 @@ async fn cairn_cluster_restarts_a_killed_node_and_the_cluster_recovers() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (dir, path) = common::write_app_config("supervised", 3, "\"complete\"", 50, BANK);
     let config = ClusterConfig::load(&path).unwrap();
-    let mut cluster = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["cluster", "--config", path.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut cluster = common::spawn_cairn_cluster(&path);
     let deadline = Instant::now() + Duration::from_secs(30);
     let pid = loop {
         if let Ok((_, v)) = client::get_json::<Value>(config.nodes[2].admin, "/status").await {
@@ -281,7 +268,7 @@ async fn cairn_cluster_restarts_a_killed_node_and_the_cluster_recovers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    kill9(pid);
+    signal(pid, "-9");
     // cairn cluster brings n3 back with a new pid, and the coordinator rolls the cluster back.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -313,11 +300,7 @@ async fn cairn_cluster_restarts_a_killed_node_and_the_cluster_recovers() {
         .unwrap();
     let epoch = v["last_rollback"]["epoch"].as_u64().unwrap();
     let snaps = snapshots_after_recovery(&config, epoch).await;
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &cluster.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    signal(cluster.id().unwrap(), "-INT");
     let status = tokio::time::timeout(Duration::from_secs(15), cluster.wait())
         .await
         .unwrap()
@@ -334,7 +317,7 @@ async fn a_failure_before_any_snapshot_restarts_the_cluster_from_its_initial_sta
     let mut c = TestCluster::start_app("nosnap", 3, "\"complete\"", 0, BANK).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = c.supervisor().pid("n2").unwrap();
-    kill9(pid);
+    signal(pid, "-9");
     restart_after_exit(&mut c, "n2", Duration::from_secs(5)).await;
     let epoch = wait_for_recovery(&c).await;
     let (_, v) = client::get_json::<Value>(c.config.coordinator_admin(), "/status")

@@ -20,19 +20,8 @@ use std::time::{Duration, Instant};
 
 use cairn_runtime::{ClusterConfig, client};
 use cairn_store::Store;
-use common::{BANK, ONE_AT_A_TIME, TestCluster, write_full_config};
+use common::{BANK, ONE_AT_A_TIME, TestCluster, cairn, signal, text, write_full_config};
 use serde_json::{Value, json};
-
-fn cairn(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 async fn status(config: &ClusterConfig, node: usize) -> Option<Value> {
     client::get_json::<Value>(config.nodes[node].admin, "/status")
@@ -197,12 +186,7 @@ async fn kill_9_of_the_coordinator_under_cairn_cluster_loses_nothing() {
     );
     let config = ClusterConfig::load(&path).unwrap();
     let store = Store::open(&config.store).unwrap();
-    let mut cluster = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["cluster", "--config", path.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut cluster = common::spawn_cairn_cluster(&path);
     let ready_with = |pid: Option<u64>| {
         let config = &config;
         async move {
@@ -226,13 +210,7 @@ async fn kill_9_of_the_coordinator_under_cairn_cluster_loses_nothing() {
     let first = highest_id(&config, &store).await;
     assert!(first >= 10, "only {first} snapshots before the kill");
     let pid = v["pid"].as_u64().unwrap();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(pid as u32, "-9");
     let v = ready_with(Some(pid)).await;
     let ready = Instant::now();
     assert!(
@@ -247,9 +225,7 @@ async fn kill_9_of_the_coordinator_under_cairn_cluster_loses_nothing() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Ctrl-C stops the cluster cleanly.
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &cluster.id().unwrap().to_string()])
-        .status();
+    signal(cluster.id().unwrap(), "-INT");
     let stopped = tokio::time::timeout(Duration::from_secs(20), cluster.wait()).await;
     assert!(stopped.is_ok(), "cairn cluster did not stop on Ctrl-C");
     let ids = all_verify(&config.store, &store).await;
@@ -323,13 +299,7 @@ async fn a_node_restarted_with_recovery_off_waits_for_a_restore_and_loses_nothin
     let mut c = TestCluster::start_from(dir, path.clone()).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pid = c.supervisor().pid("n3").unwrap();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(pid as u32, "-9");
     let (exited, _) = tokio::time::timeout(Duration::from_secs(10), c.supervisor().next_exit())
         .await
         .unwrap();
@@ -670,16 +640,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-fn signal(pid: u32, sig: &str) {
-    assert!(
-        std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
 }
 
 /// The bound every node's resident memory stays under in the run below.

@@ -15,6 +15,38 @@ use serde_json::Value;
 
 pub const BALANCE: u64 = 1000;
 
+/// Runs the `cairn` binary with `args` and collects what it printed.
+pub fn cairn(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Printed bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Starts `cairn cluster --config path`, killed when dropped.
+pub fn spawn_cairn_cluster(path: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["cluster", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Sends `sig` (`-9`, `-INT`, `-STOP`, `-CONT`) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {sig} {pid} failed");
+}
+
 /// Cluster tests run one at a time: each loads both cores.
 pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -120,11 +152,19 @@ impl TestCluster {
 
     /// A cluster from a config written by [`write_full_config`].
     pub async fn start_from(dir: PathBuf, path: PathBuf) -> Self {
+        Self::launch(dir, path, &[]).await
+    }
+
+    /// Starts every node of the config at `path` with `env` added, and
+    /// waits until the cluster is ready. `CAIRN_TEST_LOG` sets the nodes'
+    /// log filter when debugging a test.
+    async fn launch(dir: PathBuf, path: PathBuf, env: &[(&str, &str)]) -> Self {
         let config = ClusterConfig::load(&path).unwrap();
         let exe = Path::new(env!("CARGO_BIN_EXE_cairn"));
-        // CAIRN_TEST_LOG sets the nodes' log filter when debugging a test.
         let log = std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "warn".into());
-        let mut sup = Supervisor::spawn(exe, &path, &config, &[("RUST_LOG", &log)]).unwrap();
+        let mut all_env = vec![("RUST_LOG", log.as_str())];
+        all_env.extend_from_slice(env);
+        let mut sup = Supervisor::spawn(exe, &path, &config, &all_env).unwrap();
         sup.wait_ready(&config, Duration::from_secs(30))
             .await
             .unwrap();
@@ -147,21 +187,7 @@ impl TestCluster {
         env: &[(&str, &str)],
     ) -> Self {
         let (dir, path) = write_app_config(name, nodes, channels, interval_ms, app);
-        let config = ClusterConfig::load(&path).unwrap();
-        let exe = Path::new(env!("CARGO_BIN_EXE_cairn"));
-        let mut all_env = vec![("RUST_LOG", "warn")];
-        all_env.extend_from_slice(env);
-        let mut sup = Supervisor::spawn(exe, &path, &config, &all_env).unwrap();
-        sup.wait_ready(&config, Duration::from_secs(30))
-            .await
-            .unwrap();
-        TestCluster {
-            dir,
-            path,
-            config,
-            sup: Some(sup),
-            keep_files: false,
-        }
+        Self::launch(dir, path, env).await
     }
 
     pub fn coordinator(&self) -> std::net::SocketAddr {
