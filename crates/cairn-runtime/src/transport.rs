@@ -276,6 +276,8 @@ pub(crate) async fn run_outbound<M: Serialize>(
         }
         cut.borrow_and_update();
         let mut moved = false;
+        // The peer acknowledged something on this connection.
+        let mut progressed = false;
         loop {
             // Frames held over from an epoch change go first.
             let batch: Vec<Out<M>> = if carry.is_empty() {
@@ -305,7 +307,11 @@ pub(crate) async fn run_outbound<M: Serialize>(
                     }
                     frame = reader.next() => {
                         match frame.map(|f| f.map_err(|e| Error::Protocol(e.to_string())).and_then(|b| wire::decode::<Frame<()>>(&b))) {
-                            Some(Ok(Frame::Ack { next_seq })) => freed(link.on_ack(next_seq)),
+                            Some(Ok(Frame::Ack { next_seq })) => {
+                                let n = link.on_ack(next_seq);
+                                progressed |= n > 0;
+                                freed(n);
+                            }
                             Some(Ok(other)) => {
                                 warn!(%channel, "unexpected frame from the receiver: {other:?}");
                                 break;
@@ -355,8 +361,10 @@ pub(crate) async fn run_outbound<M: Serialize>(
                 break;
             }
         }
-        // A rollback is no failure: reconnect in the new epoch at once.
-        if moved || connected_at.elapsed() >= HEALTHY {
+        // A connection that carried traffic or lasted, or a rollback, is no
+        // failure: reconnect at once. One that broke without the peer
+        // acknowledging anything counts as a failed attempt.
+        if moved || progressed || connected_at.elapsed() >= HEALTHY {
             delays = backoff();
             wait = None;
         }

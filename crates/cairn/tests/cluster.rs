@@ -63,12 +63,20 @@ async fn cut_connections_lose_and_duplicate_nothing() {
         "only {connections} connections for {channels} channels: the cuts did not bite"
     );
     eprintln!("{connections} connections, {resent} frames resent after cuts");
-    let snaps = c.snapshots().await;
-    assert!(
-        snaps.len() >= 5,
-        "only {} snapshots completed across the cuts",
-        snaps.len()
-    );
+    // Snapshots complete again once the links are back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let snaps = loop {
+        let snaps = c.snapshots().await;
+        if snaps.len() >= 5 {
+            break snaps;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} snapshots completed across the cuts",
+            snaps.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     c.stop_and_check(&BankModel, snaps).await;
 }
 
