@@ -83,7 +83,7 @@ async fn status(State(s): Shr) -> Response {
     let topo = &s.config.topology;
     let m = &s.metrics;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let (recent, last_rollback, ready) = match &s.coordinator {
+    let (recent, last_rollback, ready) = match s.coordinator() {
         Some(c) => {
             let c = c.lock().unwrap_or_else(|p| p.into_inner());
             let list = c.list();
@@ -131,7 +131,9 @@ async fn status(State(s): Shr) -> Response {
         "ready": ready,
         "cluster": s.config.cluster,
         "app": s.config.app.name,
-        "coordinator": topo.name(s.config.coordinator),
+        "coordinator": s.coordinator_name(),
+        "term": s.role.term(),
+        "leading": s.coordinator().is_some(),
         "address": s.config.nodes[s.me.index()].address,
         "uptime_ms": s.started.elapsed().as_millis() as u64,
         "incoming": topo.incoming(s.me).iter().map(|&c| topo.channel_name(c)).collect::<Vec<_>>(),
@@ -158,7 +160,15 @@ async fn start(State(s): Shr) -> Response {
     match start_here(&s).await {
         Ok(id) => {
             let epoch = *s.epoch.borrow();
-            (StatusCode::ACCEPTED, Json(IdAnswer { id, epoch })).into_response()
+            (
+                StatusCode::ACCEPTED,
+                Json(IdAnswer {
+                    id,
+                    epoch,
+                    term: s.role.term(),
+                }),
+            )
+                .into_response()
         }
         Err(e) => failed(e),
     }
@@ -166,12 +176,12 @@ async fn start(State(s): Shr) -> Response {
 
 /// Non-coordinators send snapshot reads to the coordinator.
 fn redirect(s: &Shared, path: &str) -> Response {
-    let url = format!("http://{}{path}", s.config.coordinator_admin());
+    let url = format!("http://{}{path}", s.coordinator_admin());
     Redirect::temporary(&url).into_response()
 }
 
 async fn list(State(s): Shr) -> Response {
-    match &s.coordinator {
+    match s.coordinator() {
         Some(c) => Json(c.lock().unwrap_or_else(|p| p.into_inner()).list()).into_response(),
         None => redirect(&s, "/snapshots"),
     }
@@ -184,7 +194,7 @@ async fn one(State(s): Shr, Path(id): Path<String>) -> Response {
             format!("{id:?} is not a snapshot id"),
         );
     };
-    let Some(c) = &s.coordinator else {
+    let Some(c) = s.coordinator() else {
         return redirect(&s, &format!("/snapshots/{id}"));
     };
     let (found, in_store) = {
@@ -237,10 +247,9 @@ async fn metrics(State(s): Shr) -> Response {
 
 fn coordinator_of(
     s: &Shared,
-) -> Result<&Arc<std::sync::Mutex<crate::coordinator::Coordinator>>, ControlError> {
-    s.coordinator.as_ref().ok_or_else(|| {
-        ControlError::NotCoordinator(s.config.nodes[s.config.coordinator.index()].id.clone())
-    })
+) -> Result<Arc<std::sync::Mutex<crate::coordinator::Coordinator>>, ControlError> {
+    s.coordinator()
+        .ok_or_else(|| ControlError::NotCoordinator(s.coordinator_name().to_string()))
 }
 
 async fn ids(State(s): Shr, Json(req): Json<IdRequest>) -> Response {
@@ -254,8 +263,13 @@ async fn ids(State(s): Shr, Json(req): Json<IdRequest>) -> Response {
             format!("unknown node {:?}", req.initiator),
         );
     }
-    match allocate(&s, c, &req.initiator).await {
-        Ok((id, epoch)) => Json(IdAnswer { id, epoch }).into_response(),
+    match allocate(&s, &c, &req.initiator).await {
+        Ok((id, epoch)) => Json(IdAnswer {
+            id,
+            epoch,
+            term: s.role.term(),
+        })
+        .into_response(),
         Err(e) => failed(e),
     }
 }
@@ -265,7 +279,7 @@ async fn report(State(s): Shr, Json(r): Json<LocalReport>) -> Response {
         Ok(c) => c,
         Err(e) => return failed(e),
     };
-    match accept_report(&s, c, r) {
+    match accept_report(&s, &c, r) {
         Ok(()) => Json(json!({ "ok": true })).into_response(),
         Err(e) => failed(e),
     }
@@ -274,7 +288,7 @@ async fn report(State(s): Shr, Json(r): Json<LocalReport>) -> Response {
 /// The coordinator rolls the whole cluster back to one snapshot: a new
 /// epoch, then every node restores its part of the same snapshot.
 async fn rollback_all(State(s): Shr, Json(req): Json<RollbackRequest>) -> Response {
-    let Some(c) = s.coordinator.clone() else {
+    let Some(c) = s.coordinator() else {
         return redirect(&s, "/rollback");
     };
     match roll_back(&s, &c, req.snapshot).await {
@@ -295,9 +309,37 @@ async fn rollback_here(State(s): Shr, Json(order): Json<NodeRollback>) -> Respon
 struct AbortOrder {
     snapshot: u64,
     epoch: u64,
+    #[serde(default)]
+    term: u64,
+}
+
+/// An order from a coordinator: `{"term": t}`.
+#[derive(Debug, Default, Deserialize)]
+struct Order {
+    #[serde(default)]
+    term: u64,
+}
+
+/// Refuses an order of a term older than the one this node follows, with a
+/// log line and a metric.
+fn stale(s: &Shared, what: &str, term: u64) -> Option<Response> {
+    let known = s.role.term();
+    if term >= known {
+        return None;
+    }
+    s.metrics
+        .orders_refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(term, known, "refused a {what} of an older term");
+    Some(failed(ControlError::Stale(format!(
+        "a {what} of term {term}, older than term {known}, which this node follows"
+    ))))
 }
 
 async fn abort_here(State(s): Shr, Json(order): Json<AbortOrder>) -> Response {
+    if let Some(r) = stale(&s, "abort", order.term) {
+        return r;
+    }
     let id = SnapshotId(order.snapshot);
     match ask_driver(&s, |reply| Control::Abort {
         id,
@@ -311,11 +353,16 @@ async fn abort_here(State(s): Shr, Json(order): Json<AbortOrder>) -> Response {
     }
 }
 
-async fn pause_here(State(s): Shr) -> Response {
+async fn pause_here(State(s): Shr, order: Option<Json<Order>>) -> Response {
+    let order = order.map(|Json(o)| o).unwrap_or_default();
+    if let Some(r) = stale(&s, "pause", order.term) {
+        return r;
+    }
     ok_or_failed(ask_driver(&s, |reply| Control::Pause { reply }).await)
 }
 
 async fn resume_here(State(s): Shr) -> Response {
+    // A resume never hurts, whoever sends it.
     ok_or_failed(ask_driver(&s, |reply| Control::Resume { reply }).await)
 }
 

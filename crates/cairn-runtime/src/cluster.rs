@@ -114,20 +114,24 @@ impl Supervisor {
         self.children.iter().find(|r| r.id == id)?.child.id()
     }
 
-    /// Waits until every node answers `GET /status` and the coordinator
-    /// has established its epoch (over a used store, after resuming).
+    /// Waits until every node answers `GET /status` and one of them
+    /// coordinates, with its epoch established (over a used store, after
+    /// resuming).
     ///
     /// # Errors
     /// A node exited, or was not ready within `timeout`.
     pub async fn wait_ready(&mut self, config: &ClusterConfig, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        let mut coordinator_ready = false;
         for (i, n) in config.nodes.iter().enumerate() {
             loop {
                 if let Ok((status, v)) =
                     client::get_json::<serde_json::Value>(n.admin, "/status").await
                 {
-                    // Only the coordinator says whether it is ready.
-                    if status.is_success() && v["ready"] != false {
+                    if status.is_success() {
+                        if v["leading"] == true && v["ready"] == true {
+                            coordinator_ready = true;
+                        }
                         break;
                     }
                 }
@@ -143,6 +147,26 @@ impl Supervisor {
                         problem: format!("node {} was not ready within {timeout:?}", n.id),
                     });
                 }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // Then until one node coordinates, with its epoch established.
+        while !coordinator_ready {
+            for n in &config.nodes {
+                if let Ok((_, v)) = client::get_json::<serde_json::Value>(n.admin, "/status").await
+                {
+                    if v["leading"] == true && v["ready"] == true {
+                        coordinator_ready = true;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Admin {
+                    url: "GET /status".into(),
+                    problem: format!("no node was a ready coordinator within {timeout:?}"),
+                });
+            }
+            if !coordinator_ready {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -53,6 +53,10 @@ pub struct Metrics {
     pub snapshots_aborted: AtomicU64,
     /// Orders refused as stale or unauthorised (a forged or stale rollback, say).
     pub orders_refused: AtomicU64,
+    /// The highest coordinator term this node has seen.
+    pub term: AtomicU64,
+    /// 1 while this node coordinates, else 0.
+    pub leading: AtomicU64,
     durations: Mutex<Histogram>,
 }
 
@@ -182,6 +186,24 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{node=\"{node}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        for (name, help, v) in [
+            (
+                "cairn_term",
+                "The highest coordinator term this node has seen.",
+                &self.term,
+            ),
+            (
+                "cairn_coordinating",
+                "1 while this node is the coordinator.",
+                &self.leading,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {}",
                 v.load(Ordering::Relaxed)
             );
         }

@@ -2,8 +2,8 @@
 //! on the coordinator, the snapshot timer.
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_core::{Process, ProcessId};
@@ -15,15 +15,14 @@ use tracing::{debug, error, info, warn};
 use crate::admin;
 use crate::client;
 use crate::config::ClusterConfig;
-use crate::control::commit::{accept_report, run_committer};
-use crate::control::failure::run_coordinator_timers;
-use crate::coordinator::Coordinator;
+use crate::control::commit::accept_report;
+use crate::control::role::{Role, run_role};
 use crate::driver::{ChannelCounts, Driver, PendingReport, REPORT_QUEUE};
 use crate::error::{Error, Result};
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::peers::{PeerBook, new_incarnation};
-use crate::shared::{COMMIT_QUEUE, Shared};
+use crate::shared::Shared;
 use crate::tracefile::TraceWriter;
 use crate::transport::{Identity, Outbound, Outbounds, SenderLinks, run_outbound};
 use cairn_store::{Part, StoredChannel};
@@ -126,29 +125,17 @@ pub async fn run_node<P: Process>(
     ));
     tasks.spawn(inbound.run(listener, stop_rx.clone(), cut_rx.clone()));
 
-    // Coordinator, reporter, admin API.
-    let coordinator = (me == config.coordinator).then(|| {
-        Arc::new(Mutex::new(Coordinator::new(
-            topo.clone(),
-            &config.cluster,
-            &config.app.name,
-            config.snapshots.timeout,
-            config.snapshots.keep,
-            metrics.clone(),
-        )))
-    });
+    // Reporter, admin API, and the node's part in choosing the coordinator.
     let (control_tx, control_rx) = mpsc::channel(64);
-    let (commit_tx, commit_rx) = mpsc::channel(COMMIT_QUEUE);
     let shared = Arc::new(Shared {
         config: config.clone(),
         me,
         control: control_tx,
         metrics: metrics.clone(),
-        coordinator: coordinator.clone(),
+        role: Role::new(config.coordinator),
         cut: cut_tx,
         started: Instant::now(),
         store,
-        commits: commit_tx,
         epoch: epoch_rx.clone(),
         initial: initial_json.clone(),
         stop_world: tokio::sync::Mutex::new(()),
@@ -158,14 +145,6 @@ pub async fn run_node<P: Process>(
         counts: counts.clone(),
         pending: pendings,
     });
-    if let Some(c) = &coordinator {
-        tasks.spawn(run_committer(
-            shared.clone(),
-            c.clone(),
-            commit_rx,
-            stop_rx.clone(),
-        ));
-    }
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
     // The reporter encodes and persists local snapshots on a thread of its
     // own, so that a large state never stalls the driver's thread.
@@ -197,13 +176,7 @@ pub async fn run_node<P: Process>(
             error!("admin API stopped: {e}");
         }
     });
-    if let Some(c) = &coordinator {
-        tasks.spawn(run_coordinator_timers(
-            shared.clone(),
-            c.clone(),
-            stop_rx.clone(),
-        ));
-    }
+    tasks.spawn(run_role(shared.clone(), stop_rx.clone()));
 
     let seed = RandomState::new().hash_one((std::process::id(), me.0));
     let driver = Driver::new(
@@ -340,15 +313,15 @@ async fn run_reporter(
             .into_iter()
             .map(|c| (c.name, c.messages))
             .collect();
-        if let Some(c) = &shared.coordinator {
-            if let Err(e) = accept_report(&shared, c, report) {
+        if let Some(c) = shared.coordinator() {
+            if let Err(e) = accept_report(&shared, &c, report) {
                 warn!("own report refused: {e}");
             }
             continue;
         }
         loop {
             match client::post_json::<_, serde_json::Value>(
-                config.coordinator_admin(),
+                shared.coordinator_admin(),
                 "/internal/reports",
                 &report,
             )

@@ -5,11 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_core::ProcessId;
-use cairn_store::{Manifest, Store};
+use cairn_store::Store;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::ClusterConfig;
 use crate::control::initiation::IdBlock;
+use crate::control::role::Role;
 use crate::coordinator::Coordinator;
 use crate::driver::{ChannelCounts, Control};
 use crate::metrics::Metrics;
@@ -26,12 +27,11 @@ pub(crate) struct Shared {
     pub me: ProcessId,
     pub control: mpsc::Sender<Control>,
     pub metrics: Arc<Metrics>,
-    pub coordinator: Option<Arc<Mutex<Coordinator>>>,
     pub cut: watch::Sender<u64>,
     pub started: Instant,
     pub store: Store,
-    /// Manifests to commit, one after another (coordinator only).
-    pub commits: mpsc::Sender<Manifest>,
+    /// Who coordinates, in which term, and what this node leads with.
+    pub role: Role,
     /// The node's epoch.
     pub epoch: watch::Receiver<u64>,
     /// The process's initial state, for a rollback when no snapshot exists.
@@ -56,6 +56,21 @@ impl Shared {
     /// This node's id.
     pub fn name(&self) -> &str {
         self.config.topology.name(self.me)
+    }
+
+    /// The coordinator's state, if this node coordinates now.
+    pub fn coordinator(&self) -> Option<Arc<Mutex<Coordinator>>> {
+        self.role.leading()
+    }
+
+    /// The admin address of the coordinator this node follows.
+    pub fn coordinator_admin(&self) -> std::net::SocketAddr {
+        self.config.nodes[self.role.view().1.index()].admin
+    }
+
+    /// The id of the coordinator this node follows.
+    pub fn coordinator_name(&self) -> &str {
+        self.config.topology.name(self.role.view().1)
     }
 
     /// Leftovers of uncommitted snapshots nobody has written to for this

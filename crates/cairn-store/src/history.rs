@@ -49,6 +49,10 @@ pub struct EpochRecord {
     pub incarnation: u64,
     /// When it began, in milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
+    /// The coordinator's term it was begun in: nodes obey a rollback only
+    /// into an epoch of a term no older than the newest they know.
+    #[serde(default)]
+    pub term: u64,
 }
 
 /// A block of snapshot ids leased by a coordinator before it hands them out.
@@ -326,14 +330,25 @@ impl Store {
         self.latest_good_in(None).await
     }
 
-    /// The timeline of `epoch` (default: the newest recorded one).
+    /// The timeline of `epoch` (default: the current one, see
+    /// [`current_epoch`](Self::current_epoch)).
     ///
     /// # Errors
     /// The backend failed, or an epoch record is unreadable.
     pub async fn timeline(&self, epoch: Option<u64>) -> Result<Timeline> {
         let records = self.epochs().await?;
-        let current = epoch.or_else(|| records.keys().next_back().copied());
+        let current = epoch.or_else(|| current_of(&records).map(|r| r.epoch));
         Ok(Timeline { records, current })
+    }
+
+    /// The current epoch: of the newest coordinator term, the newest epoch.
+    /// An epoch a deposed coordinator begins after a newer term began is
+    /// never current, whatever its number.
+    ///
+    /// # Errors
+    /// The backend failed, or an epoch record is unreadable.
+    pub async fn current_epoch(&self) -> Result<Option<EpochRecord>> {
+        Ok(current_of(&self.epochs().await?).cloned())
     }
 
     pub(crate) async fn restore_point(&self) -> Result<Option<u64>> {
@@ -351,6 +366,10 @@ impl Store {
                 problem: "not a snapshot id".into(),
             })
     }
+}
+
+fn current_of(records: &BTreeMap<u64, EpochRecord>) -> Option<&EpochRecord> {
+    records.values().max_by_key(|r| (r.term, r.epoch))
 }
 
 /// Which snapshots lie on one epoch's timeline: those taken in that epoch,
@@ -415,6 +434,7 @@ mod tests {
                 by: "n1".into(),
                 incarnation: 1,
                 created_unix_ms: 0,
+                term: 0,
             },
         )
     }

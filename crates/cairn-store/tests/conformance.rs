@@ -264,6 +264,7 @@ async fn identities(store: &Store) {
         by: "n1".into(),
         incarnation: 9,
         created_unix_ms: 0,
+        term: 0,
     };
     store.begin_epoch(&record(0, None, None)).await.unwrap();
     assert!(matches!(

@@ -144,11 +144,51 @@ pub async fn cluster(config_path: &Path, config: &ClusterConfig) -> Result<()> {
     Ok(())
 }
 
+/// Every node's `/status`, asked all at once (`None` for a node that did
+/// not answer within a second), in config order.
+async fn statuses(config: &ClusterConfig) -> Vec<Result<Value, String>> {
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, n) in config.nodes.iter().enumerate() {
+        let admin = n.admin;
+        asks.spawn(async move {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(1),
+                client::get_json::<Value>(admin, "/status"),
+            )
+            .await;
+            let v = match answer {
+                Ok(Ok((_, v))) => Ok(v),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer within 1 s".to_string()),
+            };
+            (i, v)
+        });
+    }
+    let mut out: Vec<Result<Value, String>> = vec![Err(String::new()); config.nodes.len()];
+    while let Some(Ok((i, v))) = asks.join_next().await {
+        out[i] = v;
+    }
+    out
+}
+
+/// The current coordinator, as the reachable node that knows the highest
+/// term says; the config's first candidate if no node answers.
+pub async fn find_coordinator(config: &ClusterConfig) -> cairn_core::ProcessId {
+    statuses(config)
+        .await
+        .into_iter()
+        .flatten()
+        .max_by_key(|v| v["term"].as_u64().unwrap_or(0))
+        .and_then(|v| config.topology.process(v["coordinator"].as_str()?))
+        .unwrap_or(config.coordinator)
+}
+
 /// Asks the cluster for a snapshot, shows progress, prints the snapshot JSON.
 pub async fn snapshot(config: &ClusterConfig, at: Option<&str>) -> Result<()> {
+    let coordinator = find_coordinator(config).await;
     let node = match at {
         Some(id) => config.node(id)?,
-        None => config.coordinator,
+        None => coordinator,
     };
     let admin = config.nodes[node.index()].admin;
     let (status, answer): (_, Value) =
@@ -160,7 +200,7 @@ pub async fn snapshot(config: &ClusterConfig, at: Option<&str>) -> Result<()> {
         );
     }
     let id = serde_json::from_value::<IdAnswer>(answer)?.id;
-    let coordinator = config.coordinator_admin();
+    let coordinator = config.nodes[coordinator.index()].admin;
     let started = Instant::now();
     let deadline = started + config.snapshots.timeout + Duration::from_secs(2);
     let tty = std::io::stderr().is_terminal();
@@ -209,12 +249,12 @@ pub async fn snapshot(config: &ClusterConfig, at: Option<&str>) -> Result<()> {
 pub async fn status(config: &ClusterConfig, json: bool) -> Result<bool> {
     let mut all = Vec::new();
     let mut healthy = true;
-    for n in &config.nodes {
-        match client::get_json::<Value>(n.admin, "/status").await {
-            Ok((_, v)) => all.push(v),
+    for (n, answer) in config.nodes.iter().zip(statuses(config).await) {
+        match answer {
+            Ok(v) => all.push(v),
             Err(e) => {
                 healthy = false;
-                all.push(serde_json::json!({ "node": n.id, "error": e.to_string() }));
+                all.push(serde_json::json!({ "node": n.id, "error": e }));
             }
         }
     }
@@ -255,11 +295,27 @@ pub async fn status(config: &ClusterConfig, json: bool) -> Result<bool> {
             v["outgoing"].as_array().map_or(0, Vec::len),
         );
     }
-    if let Some(recent) = all.iter().find_map(|v| v["recent_snapshots"].as_array()) {
+    if let Some(lead) = all
+        .iter()
+        .filter(|v| v["leading"] == true)
+        .max_by_key(|v| v["term"].as_u64().unwrap_or(0))
+    {
         println!(
-            "\nrecent snapshots (coordinator {}):",
-            config.topology.name(config.coordinator)
+            "\ncoordinator {} in term {}",
+            lead["node"].as_str().unwrap_or("?"),
+            lead["term"]
         );
+    } else {
+        healthy = false;
+        println!("\nno node is coordinating");
+    }
+    if let Some(recent) = all
+        .iter()
+        .filter(|v| v["leading"] == true)
+        .max_by_key(|v| v["term"].as_u64().unwrap_or(0))
+        .and_then(|v| v["recent_snapshots"].as_array())
+    {
+        println!("recent snapshots:");
         for s in recent {
             let dur = s["duration_ms"]
                 .as_f64()
@@ -279,13 +335,8 @@ pub async fn status(config: &ClusterConfig, json: bool) -> Result<bool> {
 /// Rolls the running cluster back to a snapshot through the coordinator.
 pub async fn restore(config: &ClusterConfig, snapshot: Option<u64>) -> Result<()> {
     let req = cairn_runtime::RollbackRequest { snapshot };
-    let (status, body): (_, Value) = match client::post_json(
-        config.coordinator_admin(),
-        "/rollback",
-        &req,
-    )
-    .await
-    {
+    let coordinator = config.nodes[find_coordinator(config).await.index()].admin;
+    let (status, body): (_, Value) = match client::post_json(coordinator, "/rollback", &req).await {
         Ok(answer) => answer,
         Err(e) => {
             // A stopped cluster: record the choice; the coordinator rolls back to it at start-up.

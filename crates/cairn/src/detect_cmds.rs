@@ -205,7 +205,8 @@ where
 {
     let name = property.name().to_string();
     let mut detector = Detector::new(property);
-    let coordinator = config.coordinator_admin();
+    let coordinator =
+        config.nodes[crate::cluster_cmds::find_coordinator(config).await.index()].admin;
     let started = Instant::now();
     while started.elapsed() < limit {
         let (status, answer): (_, Value) =

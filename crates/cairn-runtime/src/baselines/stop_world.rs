@@ -19,11 +19,12 @@ use crate::shared::Shared;
 /// Takes one stop-the-world snapshot from the coordinator; returns once the
 /// cluster runs again.
 pub(crate) async fn stop_the_world(s: &Shared) -> Result<SnapshotId, ControlError> {
-    let Some(c) = &s.coordinator else {
+    let Some(c) = s.coordinator() else {
         return Err(ControlError::NotCoordinator(
-            s.config.nodes[s.config.coordinator.index()].id.clone(),
+            s.coordinator_name().to_string(),
         ));
     };
+    let c = &c;
     let _one = s.stop_world.lock().await;
     // The snapshot's clock starts before the world stops: its latency
     // includes pausing every node.
@@ -68,8 +69,9 @@ async fn broadcast(
         .enumerate()
         .filter(|(i, _)| *i != s.me.index())
         .map(|(_, n)| async move {
+            let body = json!({ "term": s.role.term() });
             let problem =
-                match client::post_json::<_, serde_json::Value>(n.admin, path, &json!({})).await {
+                match client::post_json::<_, serde_json::Value>(n.admin, path, &body).await {
                     Ok((st, _)) if st.is_success() => return Ok(()),
                     Ok((st, v)) => format!("{st} {v}"),
                     Err(e) => e.to_string(),

@@ -31,7 +31,8 @@ pub(crate) fn accept_report(
     let manifest = c.lock().unwrap_or_else(|p| p.into_inner()).report(r)?;
     if let Some(m) = manifest {
         let id = SnapshotId(m.snapshot);
-        if s.commits.try_send(m).is_err() {
+        let queued = s.role.lead().is_some_and(|l| l.commits.try_send(m).is_ok());
+        if !queued {
             let why = "the commit queue is full: the store is too slow for this snapshot rate";
             c.lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -78,7 +79,7 @@ const RETENTION_EVERY: Duration = Duration::from_millis(500);
 
 async fn commit_one(
     s: &Shared,
-    coordinator: &Mutex<Coordinator>,
+    coordinator: &Arc<Mutex<Coordinator>>,
     manifest: Manifest,
     retain: bool,
 ) {
@@ -86,8 +87,20 @@ async fn commit_one(
     let id = SnapshotId(manifest.snapshot);
     let _gate = s.gate.lock().await;
     let began = Instant::now();
+    // A coordinator that lost its term commits nothing more.
+    let term_held = s
+        .role
+        .lead()
+        .is_some_and(|l| Arc::ptr_eq(&l.coordinator, coordinator));
     // Bound first: the coordinator's lock must be released before the branch takes it again.
-    let committable = lock().committable(&manifest);
+    let committable = if term_held {
+        lock().committable(&manifest)
+    } else {
+        Err(ControlError::Stale(format!(
+            "this node no longer coordinates (term {} is another's)",
+            s.role.term()
+        )))
+    };
     if let Err(e) = committable {
         warn!(snapshot = %id, "not committed: {e}");
         lock().commit_failed(id, format!("not committed: {e}"));
@@ -106,7 +119,9 @@ async fn commit_one(
         let c = lock();
         Retention {
             keep: s.config.snapshots.retain,
-            epoch: Some(manifest.epoch),
+            // The newest recorded epoch's timeline, not the manifest's: a
+            // late commit never makes retention judge by an old timeline.
+            epoch: None,
             live: c.live(),
             dead: c.dead(),
             stale_after: s.stale_after(),

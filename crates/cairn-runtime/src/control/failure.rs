@@ -193,6 +193,7 @@ pub(crate) async fn run_coordinator_timers(
 /// of `epoch`, without waiting: a node that misses it gives the snapshot up
 /// by itself once it is older than the snapshot timeout.
 fn broadcast_abort(shared: &Arc<Shared>, id: u64, epoch: u64) {
+    let term = shared.role.term();
     for (i, n) in shared.config.nodes.iter().enumerate() {
         if i == shared.me.index() {
             let s = shared.clone();
@@ -207,7 +208,7 @@ fn broadcast_abort(shared: &Arc<Shared>, id: u64, epoch: u64) {
         } else {
             let admin = n.admin;
             tokio::spawn(async move {
-                let body = json!({ "snapshot": id, "epoch": epoch });
+                let body = json!({ "snapshot": id, "epoch": epoch, "term": term });
                 let _ = tokio::time::timeout(
                     Duration::from_secs(1),
                     client::post_json::<_, serde_json::Value>(admin, "/internal/abort", &body),

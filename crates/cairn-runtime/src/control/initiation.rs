@@ -34,6 +34,9 @@ pub struct IdAnswer {
     /// The epoch it was handed out in.
     #[serde(default)]
     pub epoch: u64,
+    /// The term of the coordinator that handed it out.
+    #[serde(default)]
+    pub term: u64,
 }
 
 /// The block of leased ids this coordinator hands out from.
@@ -70,15 +73,15 @@ pub(crate) async fn start_here(s: &Shared) -> Result<SnapshotId, ControlError> {
     if s.config.snapshots.mode == SnapshotMode::StopTheWorld {
         return crate::baselines::stop_world::stop_the_world(s).await;
     }
-    let (id, epoch) = match &s.coordinator {
-        Some(c) => allocate(s, c, s.name()).await?,
+    let (id, epoch) = match s.coordinator() {
+        Some(c) => allocate(s, &c, s.name()).await?,
         None => {
             let req = IdRequest {
                 initiator: s.name().to_string(),
             };
-            let coordinator = s.config.nodes[s.config.coordinator.index()].id.clone();
+            let coordinator = s.coordinator_name().to_string();
             let (status, answer): (_, serde_json::Value) =
-                client::post_json(s.config.coordinator_admin(), "/internal/ids", &req)
+                client::post_json(s.coordinator_admin(), "/internal/ids", &req)
                     .await
                     .map_err(|e| ControlError::Peer {
                         node: coordinator.clone(),
@@ -95,9 +98,17 @@ pub(crate) async fn start_here(s: &Shared) -> Result<SnapshotId, ControlError> {
             }
             let answer: IdAnswer =
                 serde_json::from_value(answer).map_err(|e| ControlError::Peer {
-                    node: coordinator,
+                    node: coordinator.clone(),
                     problem: format!("unexpected answer: {e}"),
                 })?;
+            if answer.term < s.role.term() {
+                return Err(ControlError::Stale(format!(
+                    "{coordinator} handed out snapshot {} in term {}, older than term {}",
+                    answer.id,
+                    answer.term,
+                    s.role.term()
+                )));
+            }
             (answer.id, answer.epoch)
         }
     };

@@ -9,11 +9,13 @@
 //! | `commit` | committing manifests, fenced by epoch, then retention |
 //! | `recovery` | rollbacks: a new epoch recorded in the store, every node restoring its part |
 //! | `failure` | the coordinator's timers: heartbeats, failure detection, scheduled snapshots, aborts |
+//! | `role` | who coordinates: terms claimed in the store, the watch on the coordinator, failover |
 
 pub(crate) mod commit;
 pub(crate) mod failure;
 pub(crate) mod initiation;
 pub(crate) mod recovery;
+pub(crate) mod role;
 
 /// Why a control operation did not happen.
 #[derive(Debug, thiserror::Error)]

@@ -32,6 +32,9 @@ pub struct RollbackRequest {
 /// Tells one node to restore its part of `snapshot` in `epoch`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct NodeRollback {
+    /// The term of the coordinator that orders it.
+    #[serde(default)]
+    pub term: u64,
     /// The new epoch; the store must record it as the newest.
     pub epoch: u64,
     /// The snapshot; `None` restarts every process from its initial state
@@ -56,7 +59,13 @@ pub(crate) async fn roll_back(
     info!(?snapshot, "rollback requested");
     // No commit lands, and no retention runs, until the rollback is over.
     let _gate = s.gate.lock().await;
-    info!(?snapshot, "rollback begins");
+    let term = s
+        .role
+        .lead()
+        .filter(|l| Arc::ptr_eq(&l.coordinator, c))
+        .map(|l| l.term)
+        .ok_or_else(|| ControlError::NotCoordinator(s.coordinator_name().to_string()))?;
+    info!(?snapshot, term, "rollback begins");
     let current = {
         let mut co = lock();
         co.begin_rollback();
@@ -96,9 +105,9 @@ pub(crate) async fn roll_back(
             lock().pin(id);
             pinned = Some(id);
         }
-        let epoch = begin_epoch(s, current, snapshot).await?;
+        let epoch = begin_epoch(s, term, current, snapshot).await?;
         lock().enter_epoch(epoch);
-        roll_nodes_back(s, epoch, snapshot, &in_flight).await
+        roll_nodes_back(s, term, epoch, snapshot, &in_flight).await
     }
     .await;
     lock().unpin(pinned, result.is_ok());
@@ -109,6 +118,7 @@ pub(crate) async fn roll_back(
 /// for a coordinator that has none yet, the newest recorded).
 async fn begin_epoch(
     s: &Shared,
+    term: u64,
     current: Option<u64>,
     restored: Option<u64>,
 ) -> Result<u64, ControlError> {
@@ -125,6 +135,7 @@ async fn begin_epoch(
             by: s.name().to_string(),
             incarnation: s.peers.me,
             created_unix_ms: now_ms(),
+            term,
         };
         match s.store.begin_epoch(&record).await {
             Ok(()) => return Ok(epoch),
@@ -156,6 +167,7 @@ pub(crate) async fn begin_first_epoch(s: &Shared) -> Result<bool, ControlError> 
         by: s.name().to_string(),
         incarnation: s.peers.me,
         created_unix_ms: now_ms(),
+        term: s.role.term(),
     };
     match s.store.begin_epoch(&record).await {
         Ok(()) => Ok(true),
@@ -166,6 +178,7 @@ pub(crate) async fn begin_first_epoch(s: &Shared) -> Result<bool, ControlError> 
 
 async fn roll_nodes_back(
     s: &Shared,
+    term: u64,
     epoch: u64,
     snapshot: Option<u64>,
     in_flight: &BTreeMap<String, u64>,
@@ -173,6 +186,7 @@ async fn roll_nodes_back(
     // Every node reads and restores its own part at the same time.
     let orders = s.config.nodes.iter().enumerate().map(|(i, n)| async move {
         let order = NodeRollback {
+            term,
             epoch,
             snapshot,
             in_flight: in_flight.clone(),
@@ -263,6 +277,13 @@ pub(crate) async fn rollback_local(
 }
 
 async fn check_order(s: &Shared, order: &NodeRollback) -> Result<(), ControlError> {
+    let known = s.role.term();
+    if order.term < known {
+        return Err(ControlError::Stale(format!(
+            "term {} is older than term {known}, which this node follows",
+            order.term
+        )));
+    }
     let mine = *s.epoch.borrow();
     if order.epoch <= mine {
         return Err(ControlError::Stale(format!(
@@ -280,6 +301,12 @@ async fn check_order(s: &Shared, order: &NodeRollback) -> Result<(), ControlErro
         }
         Err(e) => return Err(e.into()),
     };
+    if record.term != order.term {
+        return Err(ControlError::Stale(format!(
+            "epoch {} was begun in term {}, not {}",
+            order.epoch, record.term, order.term
+        )));
+    }
     if record.restored != order.snapshot {
         return Err(ControlError::Stale(format!(
             "epoch {} restores {}, not {}",
@@ -288,13 +315,17 @@ async fn check_order(s: &Shared, order: &NodeRollback) -> Result<(), ControlErro
             name(order.snapshot)
         )));
     }
-    let newest = s.store.history().await?.newest_epoch;
-    if newest != Some(order.epoch) {
+    let current = s.store.current_epoch().await?.map(|r| r.epoch);
+    if current != Some(order.epoch) {
         return Err(ControlError::Stale(format!(
-            "epoch {} is not the newest: the store records epoch {}",
+            "epoch {} is not the current one: the store records epoch {} of the newest term",
             order.epoch,
-            newest.map_or("none".into(), |e| e.to_string())
+            current.map_or("none".into(), |e| e.to_string())
         )));
+    }
+    // The order is the newest coordinator's: follow it.
+    if let Some(p) = s.config.topology.process(&record.by) {
+        s.role.follow(order.term, p);
     }
     Ok(())
 }

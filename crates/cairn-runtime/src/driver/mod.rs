@@ -658,6 +658,16 @@ impl<P: Process> Driver<P> {
     /// snapshot has failed, whether or not its abort reached this node.
     fn expire_recordings(&mut self) {
         let limit = self.snapshot_timeout * 2;
+        // A stop-the-world pause is a lease: if the coordinator that paused
+        // this node never resumes it (it died, or lost its term), the node
+        // resumes by itself.
+        if self
+            .paused
+            .is_some_and(|since| since.elapsed() > limit + Duration::from_secs(1))
+        {
+            warn!("resuming by itself: the stop-the-world pause outlived its lease");
+            self.resume();
+        }
         let late: Vec<SnapshotId> = self
             .recording_since
             .iter()

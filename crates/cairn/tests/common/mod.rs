@@ -111,7 +111,13 @@ pub fn write_full_config(
     std::fs::create_dir_all(&dir).unwrap();
     let ports = free_ports(2 * nodes);
     let mut toml = format!(
-        "cluster = \"{name}\"\ncoordinator = \"n1\"\nchannels = {channels}\ntrace_dir = {:?}\ndata_dir = {:?}\n{top}\n\n[debug]\nallow_cut = true\n\n[app]\n{app}\n\n[snapshots]\ninterval_ms = {interval_ms}\n{}{snapshots}\n",
+        "cluster = \"{name}\"\n{}channels = {channels}\ntrace_dir = {:?}\ndata_dir = {:?}\n{top}\n\n[debug]\nallow_cut = true\n\n[app]\n{app}\n\n[snapshots]\ninterval_ms = {interval_ms}\n{}{snapshots}\n",
+        // n1 coordinates unless the test names the candidates.
+        if top.contains("coordinator") {
+            ""
+        } else {
+            "coordinator = \"n1\"\n"
+        },
         dir.join("traces"),
         dir.join("data"),
         // Tests read every snapshot back, so the coordinator keeps them all

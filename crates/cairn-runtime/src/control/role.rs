@@ -1,0 +1,313 @@
+//! Who coordinates: terms decided by the store, and failover.
+//!
+//! A candidate becomes coordinator of term `T` by creating `terms/<T>` in
+//! the store (create-if-absent): exactly one candidate wins each term. Every
+//! node follows the highest term it has seen, from the store or from the
+//! coordinator's own status, and refuses orders of a lower term.
+//!
+//! Every node watches the coordinator of its term. When it has been silent
+//! for the failure timeout, the next candidate in order claims the next
+//! term; if that one is silent too, the one after it claims a failure
+//! timeout later. The new coordinator rebuilds its view from the store: its
+//! timers begin by rolling the cluster back, once every node answers, into a
+//! new epoch (the old coordinator's node lost its state, or may come back
+//! with orders of its term; the new epoch fences both). A coordinator that
+//! finds a higher term in the store steps down and follows.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_core::ProcessId;
+use cairn_store::TermRecord;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::client;
+use crate::control::commit::run_committer;
+use crate::control::failure::run_coordinator_timers;
+use crate::coordinator::Coordinator;
+use crate::shared::{COMMIT_QUEUE, Shared};
+
+/// The term and coordinator a node follows, and, on the coordinator, what
+/// it leads with.
+#[derive(Debug)]
+pub(crate) struct Role {
+    view: Mutex<(u64, ProcessId)>,
+    lead: Mutex<Option<Lead>>,
+}
+
+/// What a coordinator leads with in its term.
+#[derive(Debug, Clone)]
+pub(crate) struct Lead {
+    pub term: u64,
+    pub coordinator: Arc<Mutex<Coordinator>>,
+    pub commits: mpsc::Sender<cairn_store::Manifest>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl Role {
+    /// A node that expects `first` to coordinate, in no term yet.
+    pub fn new(first: ProcessId) -> Self {
+        Role {
+            view: Mutex::new((0, first)),
+            lead: Mutex::new(None),
+        }
+    }
+
+    /// The term and its coordinator, as this node knows them.
+    pub fn view(&self) -> (u64, ProcessId) {
+        *self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The highest term this node has seen.
+    pub fn term(&self) -> u64 {
+        self.view().0
+    }
+
+    /// What this node leads with, if it coordinates.
+    pub fn lead(&self) -> Option<Lead> {
+        self.lead.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The coordinator's state, if this node coordinates.
+    pub fn leading(&self) -> Option<Arc<Mutex<Coordinator>>> {
+        self.lead().map(|l| l.coordinator)
+    }
+
+    /// Follows `coordinator` in `term` if it is newer than what this node
+    /// knows; a coordinator of an older term steps down. Returns whether
+    /// anything changed.
+    pub fn follow(&self, term: u64, coordinator: ProcessId) -> bool {
+        {
+            let mut view = self.view.lock().unwrap_or_else(|p| p.into_inner());
+            if term <= view.0 {
+                return false;
+            }
+            *view = (term, coordinator);
+        }
+        let mut lead = self.lead.lock().unwrap_or_else(|p| p.into_inner());
+        if lead.as_ref().is_some_and(|l| l.term < term) {
+            if let Some(l) = lead.take() {
+                let _ = l.stop.send(true);
+                warn!(
+                    term = l.term,
+                    newer = term,
+                    "stepping down: a newer term has a coordinator"
+                );
+            }
+        }
+        true
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Claims `term` for this node; leads if it won, follows the winner if not.
+async fn claim(shared: &Arc<Shared>, term: u64, stop: &watch::Receiver<bool>) {
+    let mine = TermRecord {
+        term,
+        node: shared.name().to_string(),
+        incarnation: shared.peers.me,
+        created_unix_ms: now_ms(),
+    };
+    match shared.store.claim_term(&mine).await {
+        Ok(holder) if holder.node == mine.node && holder.incarnation == mine.incarnation => {
+            begin_lead(shared, term, stop);
+        }
+        Ok(holder) => {
+            if let Some(p) = shared.config.topology.process(&holder.node) {
+                shared.role.follow(holder.term, p);
+            }
+        }
+        Err(e) => warn!(term, "could not claim the term: {e}"),
+    }
+}
+
+/// Becomes coordinator of `term`: a fresh coordinator, its committer and
+/// its timers, all stopped when the term is lost or the node stops.
+fn begin_lead(shared: &Arc<Shared>, term: u64, node_stop: &watch::Receiver<bool>) {
+    let me = shared.me;
+    if !shared.role.follow(term, me) && shared.role.view() != (term, me) {
+        return; // a newer term is already known
+    }
+    let coordinator = Arc::new(Mutex::new(Coordinator::new(
+        shared.config.topology.clone(),
+        &shared.config.cluster,
+        &shared.config.app.name,
+        shared.config.snapshots.timeout,
+        shared.config.snapshots.keep,
+        shared.metrics.clone(),
+    )));
+    let (commits, commit_rx) = mpsc::channel(COMMIT_QUEUE);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    *shared.role.lead.lock().unwrap_or_else(|p| p.into_inner()) = Some(Lead {
+        term,
+        coordinator: coordinator.clone(),
+        commits,
+        stop: stop_tx.clone(),
+    });
+    info!(term, "coordinating");
+    // The node's own stop ends the term's tasks too.
+    let mut node_stop = node_stop.clone();
+    let forward = stop_tx.clone();
+    tokio::spawn(async move {
+        let _ = node_stop.changed().await;
+        let _ = forward.send(true);
+    });
+    tokio::spawn(run_committer(
+        shared.clone(),
+        coordinator.clone(),
+        commit_rx,
+        stop_rx.clone(),
+    ));
+    tokio::spawn(run_coordinator_timers(shared.clone(), coordinator, stop_rx));
+}
+
+/// This node's rank among the candidates that would take over from
+/// `current`: 0 for the next one in order, `None` if it is no candidate.
+fn rank(candidates: &[ProcessId], current: ProcessId, me: ProcessId) -> Option<usize> {
+    let start = candidates
+        .iter()
+        .position(|&c| c == current)
+        .map_or(0, |i| i + 1);
+    let n = candidates.len();
+    (0..n)
+        .map(|k| candidates[(start + k) % n])
+        .filter(|&c| c != current)
+        .position(|c| c == me)
+}
+
+/// Runs the node's part in choosing the coordinator until `stop`.
+pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    let config = shared.config.clone();
+    let limit = config
+        .snapshots
+        .failure_timeout
+        .unwrap_or(Duration::from_secs(1));
+    let mut stop_watch = stop.clone();
+    // Start: follow the newest term's holder; claim a term if there is
+    // none and this node is the first candidate, or if the holder is an
+    // earlier life of this node.
+    let newest = loop {
+        match shared.store.newest_term().await {
+            Ok(n) => break n,
+            Err(e) => {
+                warn!("cannot read the terms, retrying: {e}");
+                tokio::select! {
+                    _ = stop_watch.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    };
+    match newest {
+        None if config.candidates.first() == Some(&shared.me) => claim(&shared, 1, &stop).await,
+        None => {}
+        Some(r) if r.node == shared.name() => claim(&shared, r.term + 1, &stop).await,
+        Some(r) => {
+            if let Some(p) = config.topology.process(&r.node) {
+                shared.role.follow(r.term, p);
+            }
+        }
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut last_heard = Instant::now();
+    // Until a coordinator has answered once, nodes may still be starting.
+    let mut heard_once = false;
+    let mut last_store_look = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop_watch.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        shared.metrics.term.store(shared.role.term(), relaxed);
+        let leading = shared.role.lead().is_some();
+        shared.metrics.leading.store(u64::from(leading), relaxed);
+        // A newer term in the store wins, whoever holds it.
+        if last_store_look.elapsed() >= Duration::from_millis(500) {
+            last_store_look = Instant::now();
+            if let Ok(Some(r)) = shared.store.newest_term().await {
+                if let Some(p) = config.topology.process(&r.node) {
+                    if shared.role.follow(r.term, p) {
+                        last_heard = Instant::now();
+                    }
+                }
+            }
+        }
+        if shared.role.lead().is_some() {
+            continue;
+        }
+        let (term, current) = shared.role.view();
+        let answer = tokio::time::timeout(
+            Duration::from_millis(250),
+            client::get_json::<serde_json::Value>(config.nodes[current.index()].admin, "/status"),
+        )
+        .await;
+        if let Ok(Ok((_, v))) = answer {
+            // Only a node that leads vouches for a term.
+            if v["leading"] == true {
+                heard_once = true;
+                last_heard = Instant::now();
+                if let Some(t) = v["term"].as_u64() {
+                    shared.role.follow(t, current);
+                }
+                continue;
+            }
+        }
+        let Some(rank) = rank(&config.candidates, current, shared.me) else {
+            continue;
+        };
+        let grace = if heard_once {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(5)
+        };
+        if last_heard.elapsed() > grace + limit * (1 + rank as u32) {
+            let newest = shared
+                .store
+                .newest_term()
+                .await
+                .ok()
+                .flatten()
+                .map_or(0, |r| r.term);
+            let next = term.max(newest) + 1;
+            warn!(
+                coordinator = %config.nodes[current.index()].id,
+                term = next,
+                "the coordinator is silent: claiming the next term"
+            );
+            claim(&shared, next, &stop).await;
+            last_heard = Instant::now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_take_over_in_order_after_the_silent_one() {
+        let c = [ProcessId(0), ProcessId(1), ProcessId(2)];
+        assert_eq!(rank(&c, ProcessId(0), ProcessId(1)), Some(0));
+        assert_eq!(rank(&c, ProcessId(0), ProcessId(2)), Some(1));
+        assert_eq!(rank(&c, ProcessId(1), ProcessId(2)), Some(0));
+        assert_eq!(rank(&c, ProcessId(1), ProcessId(0)), Some(1));
+        assert_eq!(rank(&c, ProcessId(0), ProcessId(0)), None);
+        assert_eq!(rank(&c[..2], ProcessId(0), ProcessId(5)), None);
+    }
+
+    #[test]
+    fn a_newer_term_is_followed_and_an_older_one_ignored() {
+        let r = Role::new(ProcessId(0));
+        assert!(r.follow(2, ProcessId(1)));
+        assert!(!r.follow(1, ProcessId(0)));
+        assert_eq!(r.view(), (2, ProcessId(1)));
+    }
+}
