@@ -129,7 +129,10 @@ impl Supervisor {
                     client::get_json::<serde_json::Value>(n.admin, "/status").await
                 {
                     if status.is_success() {
-                        if v["leading"] == true && v["ready"] == true {
+                        // A raw-baseline node has no coordinator to wait for.
+                        if v.get("leading").is_none()
+                            || (v["leading"] == true && v["ready"] == true)
+                        {
                             coordinator_ready = true;
                         }
                         break;
