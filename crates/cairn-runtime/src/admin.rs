@@ -106,7 +106,8 @@ async fn status(State(s): Shr) -> Response {
                 topo.channel_name(c),
                 json!({
                     "sent": load(&counts.sent[c.index()]),
-                    "pending": s.pending.get(&c).map_or(0, |p| p.load(Ordering::Relaxed)),
+                    "pending": s.pending.get(&c).map_or(0, |p| p.0.load(Ordering::Relaxed)),
+                    "connected": s.pending.get(&c).is_some_and(|p| p.1.load(Ordering::Relaxed)),
                 }),
             )
         })

@@ -114,9 +114,9 @@ impl Supervisor {
         self.children.iter().find(|r| r.id == id)?.child.id()
     }
 
-    /// Waits until every node answers `GET /status` and one of them
-    /// coordinates, with its epoch established (over a used store, after
-    /// resuming).
+    /// Waits until every node answers `GET /status` with all its outgoing
+    /// channels connected, and one of them coordinates, with its epoch
+    /// established (over a used store, after resuming).
     ///
     /// # Errors
     /// A node exited, or was not ready within `timeout`.
@@ -128,7 +128,10 @@ impl Supervisor {
                 if let Ok((status, v)) =
                     client::get_json::<serde_json::Value>(n.admin, "/status").await
                 {
-                    if status.is_success() {
+                    let links_up = v["channels_out"]
+                        .as_object()
+                        .is_none_or(|o| o.values().all(|c| c["connected"] != false));
+                    if status.is_success() && links_up {
                         // A raw-baseline node has no coordinator to wait for.
                         if v.get("leading").is_none()
                             || (v["leading"] == true && v["ready"] == true)

@@ -131,6 +131,8 @@ pub struct Coordinator {
     metrics: Arc<Metrics>,
     /// The epoch, once established (from the store, or by a rollback).
     epoch: Option<u64>,
+    /// The term this coordinator leads in; its manifests carry it.
+    term: u64,
     /// Uncommitted snapshots that failed here, for retention to collect.
     dead: std::collections::BTreeSet<u64>,
     /// Failed snapshots whose abort every node must hear: (id, epoch).
@@ -163,6 +165,7 @@ impl Coordinator {
             keep,
             metrics,
             epoch: None,
+            term: 0,
             dead: std::collections::BTreeSet::new(),
             aborts: Vec::new(),
             pinned: std::collections::BTreeSet::new(),
@@ -305,7 +308,10 @@ impl Coordinator {
                         .channel_ids()
                         .map(|c| self.topology.channel_name(c))
                         .collect();
-                    Manifest::new(id.0, run.epoch, &self.cluster, &self.app, parts, channels)
+                    let mut m =
+                        Manifest::new(id.0, run.epoch, &self.cluster, &self.app, parts, channels);
+                    m.term = self.term;
+                    m
                 });
             self.push(Finished {
                 started: run.started,
@@ -348,6 +354,11 @@ impl Coordinator {
         for id in ids {
             self.fail(id, Some("a rollback began".into()));
         }
+    }
+
+    /// This coordinator leads in `term`.
+    pub fn set_term(&mut self, term: u64) {
+        self.term = term;
     }
 
     /// The cluster is now in `epoch` (established from the store, or begun by

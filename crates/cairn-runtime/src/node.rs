@@ -92,7 +92,8 @@ pub async fn run_node<P: Process>(
                 pending: pending.clone(),
             },
         );
-        pendings.insert(c, pending.clone());
+        let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        pendings.insert(c, (pending.clone(), connected.clone()));
         let to = topo.channel(c).to.index();
         let address = config.nodes[to].address.clone();
         tasks.spawn(run_outbound::<P::Message>(
@@ -103,6 +104,7 @@ pub async fn run_node<P: Process>(
             rx,
             SenderLinks {
                 pending,
+                connected,
                 room: room.clone(),
                 metrics: metrics.clone(),
                 epoch: epoch_rx.clone(),

@@ -47,9 +47,15 @@ pub(crate) struct Shared {
     pub gate: tokio::sync::Mutex<()>,
     /// Messages sent and received per channel in this epoch.
     pub counts: Arc<ChannelCounts>,
-    /// Frames queued or unacknowledged per outgoing channel.
-    pub pending:
-        std::collections::HashMap<cairn_core::ChannelId, Arc<std::sync::atomic::AtomicUsize>>,
+    /// Per outgoing channel: frames queued or unacknowledged, and whether
+    /// its connection is up.
+    pub pending: std::collections::HashMap<
+        cairn_core::ChannelId,
+        (
+            Arc<std::sync::atomic::AtomicUsize>,
+            Arc<std::sync::atomic::AtomicBool>,
+        ),
+    >,
 }
 
 impl Shared {

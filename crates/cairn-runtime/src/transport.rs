@@ -150,6 +150,13 @@ fn backoff() -> impl Iterator<Item = Duration> {
 /// A connection that stayed up this long starts the back-off afresh.
 const HEALTHY: Duration = Duration::from_secs(1);
 
+/// While a channel has never connected and the process is this young, a
+/// refused connection (the peer's process is still starting) is retried
+/// after `STARTING_RETRY`: a cluster whose nodes start together links up in
+/// moments. After that, every failure backs off.
+const STARTING: Duration = Duration::from_secs(3);
+const STARTING_RETRY: Duration = Duration::from_millis(50);
+
 /// Runs the sender of one channel until shutdown: connect, say hello, resend
 /// what the peer has not acknowledged, then stream frames and read acks.
 /// A `cut` drops the connection (a test hook); it is re-established.
@@ -158,6 +165,8 @@ const HEALTHY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct SenderLinks {
     pub pending: Arc<AtomicUsize>,
+    /// Whether the channel's connection is up (welcomed by the receiver).
+    pub connected: Arc<std::sync::atomic::AtomicBool>,
     pub room: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     pub epoch: watch::Receiver<u64>,
@@ -180,6 +189,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
 ) {
     let SenderLinks {
         pending,
+        connected,
         room,
         metrics,
         mut epoch,
@@ -196,6 +206,8 @@ pub(crate) async fn run_outbound<M: Serialize>(
     // The first attempt, and the first after a healthy connection ends, go
     // at once; every attempt after a failure waits for the next delay.
     let mut wait: Option<Duration> = None;
+    let born = tokio::time::Instant::now();
+    let mut ever_connected = false;
     let freed = |n: usize| {
         if n > 0 {
             pending.fetch_sub(n, Ordering::Relaxed);
@@ -235,7 +247,12 @@ pub(crate) async fn run_outbound<M: Serialize>(
             Ok(s) => s,
             Err(e) => {
                 debug!(%channel, %address, "connect failed: {e}");
-                wait = Some(next_wait);
+                wait = Some(if !ever_connected && born.elapsed() < STARTING {
+                    delays = backoff();
+                    STARTING_RETRY
+                } else {
+                    next_wait
+                });
                 continue;
             }
         };
@@ -252,6 +269,8 @@ pub(crate) async fn run_outbound<M: Serialize>(
             }
         };
         let connected_at = tokio::time::Instant::now();
+        ever_connected = true;
+        connected.store(true, Ordering::Relaxed);
         // Whatever ends this connection, the next attempt waits unless it
         // stayed up long enough to count as healthy.
         wait = Some(next_wait);
@@ -361,6 +380,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
                 break;
             }
         }
+        connected.store(false, Ordering::Relaxed);
         // A connection that carried traffic or lasted, or a rollback, is no
         // failure: reconnect at once. One that broke without the peer
         // acknowledging anything counts as a failed attempt.

@@ -69,6 +69,9 @@ pub struct Manifest {
     /// uses it to stay on the current timeline (see [`crate::History`]).
     #[serde(default)]
     pub epoch: u64,
+    /// The term of the coordinator that committed it (0 before terms).
+    #[serde(default)]
+    pub term: u64,
     /// The cluster it belongs to.
     pub cluster: String,
     /// The application (`bank`, ...), so tools can check conservation.
@@ -95,6 +98,7 @@ impl Manifest {
             format_version: FORMAT_VERSION,
             snapshot: id,
             epoch,
+            term: 0,
             cluster: cluster.to_string(),
             app: app.to_string(),
             created_unix_ms: crate::history::now_ms(),

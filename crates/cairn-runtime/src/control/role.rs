@@ -142,6 +142,10 @@ fn begin_lead(shared: &Arc<Shared>, term: u64, node_stop: &watch::Receiver<bool>
         shared.config.snapshots.keep,
         shared.metrics.clone(),
     )));
+    coordinator
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_term(term);
     let (commits, commit_rx) = mpsc::channel(COMMIT_QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
