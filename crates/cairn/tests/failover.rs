@@ -181,6 +181,7 @@ async fn killed_coordinator(name: &str, store_line: &str) {
     let killed = Instant::now();
     let (lead, term) = new_coordinator(&c.config, 0, old_term, Duration::from_secs(10)).await;
     let took = killed.elapsed();
+    eprintln!("{name}: n2 coordinates term {term} {took:?} after n1 was killed");
     assert_eq!(lead, 1, "n2 is the next candidate");
     assert!(
         took <= Duration::from_millis(1000) + Duration::from_secs(1),

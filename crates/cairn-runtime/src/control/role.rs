@@ -106,8 +106,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The tasks of a term this node led: awaited at shutdown, so that the
+/// committer finishes what is queued (and retention runs after the last commit).
+type LeadTasks = Vec<tokio::task::JoinHandle<()>>;
+
 /// Claims `term` for this node; leads if it won, follows the winner if not.
-async fn claim(shared: &Arc<Shared>, term: u64, stop: &watch::Receiver<bool>) {
+async fn claim(
+    shared: &Arc<Shared>,
+    term: u64,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut LeadTasks,
+) {
     let mine = TermRecord {
         term,
         node: shared.name().to_string(),
@@ -116,7 +125,7 @@ async fn claim(shared: &Arc<Shared>, term: u64, stop: &watch::Receiver<bool>) {
     };
     match shared.store.claim_term(&mine).await {
         Ok(holder) if holder.node == mine.node && holder.incarnation == mine.incarnation => {
-            begin_lead(shared, term, stop);
+            tasks.extend(begin_lead(shared, term, stop));
         }
         Ok(holder) => {
             if let Some(p) = shared.config.topology.process(&holder.node) {
@@ -129,10 +138,10 @@ async fn claim(shared: &Arc<Shared>, term: u64, stop: &watch::Receiver<bool>) {
 
 /// Becomes coordinator of `term`: a fresh coordinator, its committer and
 /// its timers, all stopped when the term is lost or the node stops.
-fn begin_lead(shared: &Arc<Shared>, term: u64, node_stop: &watch::Receiver<bool>) {
+fn begin_lead(shared: &Arc<Shared>, term: u64, node_stop: &watch::Receiver<bool>) -> LeadTasks {
     let me = shared.me;
     if !shared.role.follow(term, me) && shared.role.view() != (term, me) {
-        return; // a newer term is already known
+        return Vec::new(); // a newer term is already known
     }
     let coordinator = Arc::new(Mutex::new(Coordinator::new(
         shared.config.topology.clone(),
@@ -163,13 +172,15 @@ fn begin_lead(shared: &Arc<Shared>, term: u64, node_stop: &watch::Receiver<bool>
         let _ = node_stop.changed().await;
         let _ = forward.send(true);
     });
-    tokio::spawn(run_committer(
-        shared.clone(),
-        coordinator.clone(),
-        commit_rx,
-        stop_rx.clone(),
-    ));
-    tokio::spawn(run_coordinator_timers(shared.clone(), coordinator, stop_rx));
+    vec![
+        tokio::spawn(run_committer(
+            shared.clone(),
+            coordinator.clone(),
+            commit_rx,
+            stop_rx.clone(),
+        )),
+        tokio::spawn(run_coordinator_timers(shared.clone(), coordinator, stop_rx)),
+    ]
 }
 
 /// This node's rank among the candidates that would take over from
@@ -194,6 +205,7 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
         .failure_timeout
         .unwrap_or(Duration::from_secs(1));
     let mut stop_watch = stop.clone();
+    let mut tasks: LeadTasks = Vec::new();
     // Start: follow the newest term's holder; claim a term if there is
     // none and this node is the first candidate, or if the holder is an
     // earlier life of this node.
@@ -210,9 +222,11 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
         }
     };
     match newest {
-        None if config.candidates.first() == Some(&shared.me) => claim(&shared, 1, &stop).await,
+        None if config.candidates.first() == Some(&shared.me) => {
+            claim(&shared, 1, &stop, &mut tasks).await
+        }
         None => {}
-        Some(r) if r.node == shared.name() => claim(&shared, r.term + 1, &stop).await,
+        Some(r) if r.node == shared.name() => claim(&shared, r.term + 1, &stop, &mut tasks).await,
         Some(r) => {
             if let Some(p) = config.topology.process(&r.node) {
                 shared.role.follow(r.term, p);
@@ -226,9 +240,15 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let mut last_store_look = Instant::now();
     loop {
         tokio::select! {
-            _ = stop_watch.changed() => return,
+            _ = stop_watch.changed() => {
+                for t in tasks {
+                    let _ = t.await;
+                }
+                return;
+            }
             _ = tick.tick() => {}
         }
+        tasks.retain(|t| !t.is_finished());
         let relaxed = std::sync::atomic::Ordering::Relaxed;
         shared.metrics.term.store(shared.role.term(), relaxed);
         let leading = shared.role.lead().is_some();
@@ -286,7 +306,7 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                 term = next,
                 "the coordinator is silent: claiming the next term"
             );
-            claim(&shared, next, &stop).await;
+            claim(&shared, next, &stop, &mut tasks).await;
             last_heard = Instant::now();
         }
     }
