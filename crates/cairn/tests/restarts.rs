@@ -240,11 +240,14 @@ async fn kill_9_of_the_coordinator_under_cairn_cluster_loses_nothing() {
 /// Sends in every epoch counted per channel: `(sent by its sender,
 /// received by its receiver)`, once every node is paused and drained.
 async fn quiesce_and_count(config: &ClusterConfig) -> BTreeMap<String, (u64, u64)> {
-    for n in &config.nodes {
-        let (st, _) = client::post_json::<_, Value>(n.admin, "/internal/pause", &json!({}))
-            .await
-            .unwrap();
-        assert!(st.is_success());
+    for (i, n) in config.nodes.iter().enumerate() {
+        // As the coordinator would: in its term (a pause of an older term is refused).
+        let term = status(config, i).await.unwrap()["term"].clone();
+        let (st, v) =
+            client::post_json::<_, Value>(n.admin, "/internal/pause", &json!({ "term": term }))
+                .await
+                .unwrap();
+        assert!(st.is_success(), "{v}");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
