@@ -143,20 +143,10 @@ async fn a_killed_coordinator_is_replaced_and_comes_back_as_a_follower() {
 /// The same invariant on S3 (moto on loopback, started by scripts/test).
 #[tokio::test]
 async fn a_killed_coordinator_is_replaced_on_s3_too() {
-    let Ok(base) = std::env::var("CAIRN_S3_TEST_URL") else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CAIRN_S3_TEST_URL is unset under CI: scripts/test must start the S3 server"
-        );
-        eprintln!("SKIPPED: CAIRN_S3_TEST_URL is not set (scripts/test sets it)");
+    let Some(url) = common::s3_url("failover") else {
         return;
     };
     let _one = ONE_AT_A_TIME.lock().await;
-    let url = format!(
-        "{}/failover-{}",
-        base.trim_end_matches('/'),
-        std::process::id()
-    );
     killed_coordinator("failover-s3", &format!("store = {url:?}")).await;
 }
 
@@ -357,14 +347,7 @@ async fn a_two_node_cluster_reports_truthfully_when_either_node_is_lost() {
     let (_, list): (_, Vec<Value>) = client::get_json(c.config.nodes[0].admin, "/snapshots")
         .await
         .unwrap();
-    for id in truthful(&list) {
-        store
-            .load(id, &mut |_, _| {})
-            .await
-            .unwrap()
-            .check_complete()
-            .unwrap();
-    }
+    loads_whole(&store, &truthful(&list)).await;
     assert!(
         list.iter()
             .any(|s| s["status"] == "failed" && s["missing_processes"].to_string().contains("n2"))
@@ -384,14 +367,7 @@ async fn a_two_node_cluster_reports_truthfully_when_either_node_is_lost() {
     let (_, list): (_, Vec<Value>) = client::get_json(c.config.nodes[1].admin, "/snapshots")
         .await
         .unwrap();
-    for id in truthful(&list) {
-        store
-            .load(id, &mut |_, _| {})
-            .await
-            .unwrap()
-            .check_complete()
-            .unwrap();
-    }
+    loads_whole(&store, &truthful(&list)).await;
     let v = status(&c.config, 1).await.unwrap();
     assert_eq!(v["ready"], false, "it cannot be ready without n1: {v}");
     assert!(epoch >= 1);
@@ -403,6 +379,18 @@ async fn a_two_node_cluster_reports_truthfully_when_either_node_is_lost() {
     let _ = recovered_pair(&c.config, epoch).await;
     c.stop().await;
     let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+/// Every snapshot in `ids` reads back from the store whole and complete.
+async fn loads_whole(store: &Store, ids: &[u64]) {
+    for &id in ids {
+        store
+            .load(id, &mut |_, _| {})
+            .await
+            .unwrap_or_else(|e| panic!("snapshot {id} was reported durable: {e}"))
+            .check_complete()
+            .unwrap();
+    }
 }
 
 /// Waits until whichever node coordinates a 2-node bank is ready and has a

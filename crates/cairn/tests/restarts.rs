@@ -152,20 +152,10 @@ async fn a_whole_cluster_restart_keeps_every_snapshot_and_never_reuses_an_id() {
 /// The same invariant on S3 (moto on loopback, started by scripts/test).
 #[tokio::test]
 async fn a_whole_cluster_restart_on_s3_keeps_every_snapshot() {
-    let Ok(base) = std::env::var("CAIRN_S3_TEST_URL") else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CAIRN_S3_TEST_URL is unset under CI: scripts/test must start the S3 server"
-        );
-        eprintln!("SKIPPED: CAIRN_S3_TEST_URL is not set (scripts/test sets it)");
+    let Some(url) = common::s3_url("restart") else {
         return;
     };
     let _one = ONE_AT_A_TIME.lock().await;
-    let url = format!(
-        "{}/restart-{}",
-        base.trim_end_matches('/'),
-        std::process::id()
-    );
     whole_cluster_restart("restart-s3", Some(url)).await;
 }
 

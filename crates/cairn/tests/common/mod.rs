@@ -28,6 +28,25 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A fresh S3 URL named `name` under the test bucket that scripts/test
+/// starts, or `None` (the test then says SKIPPED) when it is not set;
+/// under CI it must be.
+pub fn s3_url(name: &str) -> Option<String> {
+    let Ok(base) = std::env::var("CAIRN_S3_TEST_URL") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CAIRN_S3_TEST_URL is unset under CI: scripts/test must start the S3 server"
+        );
+        eprintln!("SKIPPED: CAIRN_S3_TEST_URL is not set (scripts/test sets it)");
+        return None;
+    };
+    Some(format!(
+        "{}/{name}-{}",
+        base.trim_end_matches('/'),
+        std::process::id()
+    ))
+}
+
 /// Starts `cairn cluster --config path`, killed when dropped.
 pub fn spawn_cairn_cluster(path: &Path) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
