@@ -94,7 +94,8 @@ pub struct History {
     pub used: bool,
 }
 
-pub(crate) fn now_ms() -> u64 {
+/// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -116,6 +117,17 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T> {
 }
 
 impl Store {
+    /// The numbers of the records `<folder>/<n>`.
+    async fn numbers(&self, folder: &str) -> Result<Vec<u64>> {
+        Ok(self
+            .backend
+            .list(folder)
+            .await?
+            .iter()
+            .filter_map(|k| number_of(folder, k))
+            .collect())
+    }
+
     /// Writes `value` as JSON under `key`, create-if-absent.
     async fn create_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| Error::Backend {
@@ -157,20 +169,8 @@ impl Store {
             .iter()
             .filter_map(|k| format::id_of(k))
             .collect();
-        let leases: Vec<u64> = self
-            .backend
-            .list(ID_LEASES)
-            .await?
-            .iter()
-            .filter_map(|k| number_of(ID_LEASES, k))
-            .collect();
-        let epochs: Vec<u64> = self
-            .backend
-            .list(EPOCHS)
-            .await?
-            .iter()
-            .filter_map(|k| number_of(EPOCHS, k))
-            .collect();
+        let leases = self.numbers(ID_LEASES).await?;
+        let epochs = self.numbers(EPOCHS).await?;
         let restore = self.restore_point().await?;
         let next_id = snapshot_ids
             .iter()
@@ -201,7 +201,7 @@ impl Store {
             from,
             to,
             holder: holder.to_string(),
-            created_unix_ms: now_ms(),
+            created_unix_ms: unix_ms(),
         };
         self.create_json(&numbered(ID_LEASES, to), &lease).await?;
         for old in self.backend.list(ID_LEASES).await? {
@@ -252,14 +252,7 @@ impl Store {
     /// # Errors
     /// The backend failed, or its record is unreadable.
     pub async fn newest_term(&self) -> Result<Option<TermRecord>> {
-        let newest = self
-            .backend
-            .list(TERMS)
-            .await?
-            .iter()
-            .filter_map(|k| number_of(TERMS, k))
-            .max();
-        match newest {
+        match self.numbers(TERMS).await?.into_iter().max() {
             Some(t) => self.term(t).await.map(Some),
             None => Ok(None),
         }
@@ -280,10 +273,8 @@ impl Store {
     /// The backend failed, or a record is unreadable.
     pub async fn epochs(&self) -> Result<BTreeMap<u64, EpochRecord>> {
         let mut out = BTreeMap::new();
-        for key in self.backend.list(EPOCHS).await? {
-            if let Some(n) = number_of(EPOCHS, &key) {
-                out.insert(n, self.epoch_record(n).await?);
-            }
+        for n in self.numbers(EPOCHS).await? {
+            out.insert(n, self.epoch_record(n).await?);
         }
         Ok(out)
     }

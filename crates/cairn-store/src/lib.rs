@@ -37,7 +37,7 @@ mod retention;
 mod snapshot;
 
 pub use error::{Error, Result};
-pub use history::{EpochRecord, History, IdLease, TermRecord, Timeline};
+pub use history::{EpochRecord, History, IdLease, TermRecord, Timeline, unix_ms};
 pub use local::LocalDir;
 pub use retention::Retention;
 pub use snapshot::{FORMAT_VERSION, Manifest, Part, PartRef, Store, StoredChannel, StoredSnapshot};

@@ -101,7 +101,7 @@ impl Manifest {
             term: 0,
             cluster: cluster.to_string(),
             app: app.to_string(),
-            created_unix_ms: crate::history::now_ms(),
+            created_unix_ms: crate::history::unix_ms(),
             parts,
             channels,
         }

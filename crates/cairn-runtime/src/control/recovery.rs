@@ -134,7 +134,7 @@ async fn begin_epoch(
             restored,
             by: s.name().to_string(),
             incarnation: s.peers.me,
-            created_unix_ms: now_ms(),
+            created_unix_ms: cairn_store::unix_ms(),
             term,
         };
         match s.store.begin_epoch(&record).await {
@@ -146,12 +146,6 @@ async fn begin_epoch(
     Err(ControlError::Busy(
         "could not record a new epoch: other writers kept taking them".into(),
     ))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Records the cluster's first epoch, 0, on a store that has never been
@@ -166,7 +160,7 @@ pub(crate) async fn begin_first_epoch(s: &Shared) -> Result<bool, ControlError> 
         restored: None,
         by: s.name().to_string(),
         incarnation: s.peers.me,
-        created_unix_ms: now_ms(),
+        created_unix_ms: cairn_store::unix_ms(),
         term: s.role.term(),
     };
     match s.store.begin_epoch(&record).await {

@@ -100,12 +100,6 @@ impl Role {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The tasks of a term this node led: awaited at shutdown, so that the
 /// committer finishes what is queued (and retention runs after the last commit).
 type LeadTasks = Vec<tokio::task::JoinHandle<()>>;
@@ -121,7 +115,7 @@ async fn claim(
         term,
         node: shared.name().to_string(),
         incarnation: shared.peers.me,
-        created_unix_ms: now_ms(),
+        created_unix_ms: cairn_store::unix_ms(),
     };
     match shared.store.claim_term(&mine).await {
         Ok(holder) if holder.node == mine.node && holder.incarnation == mine.incarnation => {

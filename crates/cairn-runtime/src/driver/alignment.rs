@@ -12,7 +12,6 @@ use super::Driver;
 use crate::baselines::aligned::Aligning;
 use crate::control::ControlError;
 use crate::metrics::Metrics;
-use crate::transport::Out;
 
 impl<P: Process> Driver<P> {
     /// Whether the application's sends are held: paused by a stop-the-world
@@ -47,18 +46,7 @@ impl<P: Process> Driver<P> {
         self.aligning = Some(Aligning::new(id, inputs));
         let outgoing: Vec<ChannelId> = self.topology.outgoing(self.me).to_vec();
         for channel in outgoing {
-            let vc = self.tick_trace(|_| Event::MarkerSend {
-                channel,
-                snapshot: id,
-            });
-            Metrics::inc(&self.metrics.markers_sent, 1);
-            if let Some(o) = self.outbound.get(channel) {
-                o.push(Out::Marker {
-                    epoch: self.epoch,
-                    snapshot: id.0,
-                    vc,
-                });
-            }
+            self.send_marker(channel, id);
         }
     }
 

@@ -567,17 +567,7 @@ impl<P: Process> Driver<P> {
                         });
                     }
                 }
-                Output::SendMarker { channel, snapshot } => {
-                    let vc = self.tick_trace(|_| Event::MarkerSend { channel, snapshot });
-                    Metrics::inc(&self.metrics.markers_sent, 1);
-                    if let Some(o) = self.outbound.get(channel) {
-                        o.push(Out::Marker {
-                            epoch: self.epoch,
-                            snapshot: snapshot.0,
-                            vc,
-                        });
-                    }
-                }
+                Output::SendMarker { channel, snapshot } => self.send_marker(channel, snapshot),
                 Output::RecordState { snapshot } => {
                     tracing::debug!(%snapshot, "recording");
                     self.tick_trace(|_| Event::Record { snapshot });
@@ -609,6 +599,19 @@ impl<P: Process> Driver<P> {
                     self.send_refusal(snapshot, why);
                 }
             }
+        }
+    }
+
+    /// Sends a marker of `snapshot` on `channel`, traced and counted.
+    pub(crate) fn send_marker(&mut self, channel: ChannelId, snapshot: SnapshotId) {
+        let vc = self.tick_trace(|_| Event::MarkerSend { channel, snapshot });
+        Metrics::inc(&self.metrics.markers_sent, 1);
+        if let Some(o) = self.outbound.get(channel) {
+            o.push(Out::Marker {
+                epoch: self.epoch,
+                snapshot: snapshot.0,
+                vc,
+            });
         }
     }
 
