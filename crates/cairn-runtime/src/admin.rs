@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -30,6 +30,7 @@ use cairn_core::SnapshotId;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::admin_auth::{holder_of, refuse_unless};
 use crate::control::ControlError;
 use crate::control::commit::accept_report;
 use crate::control::initiation::{IdAnswer, IdRequest, allocate, ask_driver, start_here};
@@ -37,6 +38,7 @@ use crate::control::recovery::{NodeRollback, RollbackRequest, roll_back, rollbac
 use crate::coordinator::LocalReport;
 use crate::driver::Control;
 use crate::shared::Shared;
+use crate::tls::listener::Caller;
 
 type Shr = State<Arc<Shared>>;
 
@@ -55,6 +57,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/internal/abort", post(abort_here))
         .route("/internal/pause", post(pause_here))
         .route("/internal/resume", post(resume_here))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            crate::admin_auth::authorize,
+        ))
         .with_state(shared)
 }
 
@@ -126,6 +132,7 @@ async fn status(State(s): Shr) -> Response {
         "node": s.name(),
         "pid": std::process::id(),
         "incarnation": s.peers.me,
+        "insecure": s.security.is_none(),
         "needs_restore": s.peers.needs_restore(),
         "restarted_peers": s.peers.restarted_peers(),
         "epoch": *s.epoch.borrow(),
@@ -177,7 +184,12 @@ async fn start(State(s): Shr) -> Response {
 
 /// Non-coordinators send snapshot reads to the coordinator.
 fn redirect(s: &Shared, path: &str) -> Response {
-    let url = format!("http://{}{path}", s.coordinator_admin());
+    let scheme = if s.security.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}{path}", s.coordinator_admin());
     Redirect::temporary(&url).into_response()
 }
 
@@ -275,7 +287,16 @@ async fn ids(State(s): Shr, Json(req): Json<IdRequest>) -> Response {
     }
 }
 
-async fn report(State(s): Shr, Json(r): Json<LocalReport>) -> Response {
+async fn report(
+    State(s): Shr,
+    Extension(caller): Extension<Caller>,
+    Json(r): Json<LocalReport>,
+) -> Response {
+    if let Some(refused) =
+        refuse_unless(&s, &caller, &format!("{}'s report", r.process), &r.process)
+    {
+        return refused;
+    }
     let c = match coordinator_of(&s) {
         Ok(c) => c,
         Err(e) => return failed(e),
@@ -298,7 +319,14 @@ async fn rollback_all(State(s): Shr, Json(req): Json<RollbackRequest>) -> Respon
     }
 }
 
-async fn rollback_here(State(s): Shr, Json(order): Json<NodeRollback>) -> Response {
+async fn rollback_here(
+    State(s): Shr,
+    Extension(caller): Extension<Caller>,
+    Json(order): Json<NodeRollback>,
+) -> Response {
+    if let Some(refused) = from_holder(&s, &caller, "a rollback", order.term).await {
+        return refused;
+    }
     match rollback_local(&s, &order).await {
         Ok(n) => Json(json!({ "redelivered": n })).into_response(),
         Err(e) => failed(e),
@@ -337,9 +365,16 @@ fn stale(s: &Shared, what: &str, term: u64) -> Option<Response> {
     ))))
 }
 
-async fn abort_here(State(s): Shr, Json(order): Json<AbortOrder>) -> Response {
+async fn abort_here(
+    State(s): Shr,
+    Extension(caller): Extension<Caller>,
+    Json(order): Json<AbortOrder>,
+) -> Response {
     if let Some(r) = stale(&s, "abort", order.term) {
         return r;
+    }
+    if let Some(refused) = from_holder(&s, &caller, "an abort", order.term).await {
+        return refused;
     }
     let id = SnapshotId(order.snapshot);
     match ask_driver(&s, |reply| Control::Abort {
@@ -354,17 +389,38 @@ async fn abort_here(State(s): Shr, Json(order): Json<AbortOrder>) -> Response {
     }
 }
 
-async fn pause_here(State(s): Shr, order: Option<Json<Order>>) -> Response {
+async fn pause_here(
+    State(s): Shr,
+    Extension(caller): Extension<Caller>,
+    order: Option<Json<Order>>,
+) -> Response {
     let order = order.map(|Json(o)| o).unwrap_or_default();
     if let Some(r) = stale(&s, "pause", order.term) {
         return r;
     }
+    if let Some(refused) = from_holder(&s, &caller, "a pause", order.term).await {
+        return refused;
+    }
     ok_or_failed(ask_driver(&s, |reply| Control::Pause { reply }).await)
 }
 
-async fn resume_here(State(s): Shr) -> Response {
-    // A resume never hurts, whoever sends it.
+async fn resume_here(State(s): Shr, Extension(caller): Extension<Caller>) -> Response {
+    // Only the coordinator this node follows ends its pause (an early
+    // resume would let a stop-the-world snapshot record a moving state).
+    let coordinator = s.coordinator_name().to_string();
+    if let Some(refused) = refuse_unless(&s, &caller, "a resume", &coordinator) {
+        return refused;
+    }
     ok_or_failed(ask_driver(&s, |reply| Control::Resume { reply }).await)
+}
+
+/// Refuses an order that does not come from the coordinator of its term.
+async fn from_holder(s: &Shared, caller: &Caller, what: &str, term: u64) -> Option<Response> {
+    s.security.as_ref()?;
+    let holder = holder_of(s, term)
+        .await
+        .unwrap_or_else(|| format!("(nobody holds term {term})"));
+    refuse_unless(s, caller, &format!("{what} of term {term}"), &holder)
 }
 
 fn ok_or_failed(r: Result<(), ControlError>) -> Response {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, ChildStdin, Command};
 
-use crate::client;
+use crate::client::AdminClient;
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
 
@@ -20,6 +20,8 @@ pub struct Supervisor {
     config_path: std::path::PathBuf,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    /// Each node's log goes to `<dir>/<id>.log` (appended) when set.
+    log_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -55,7 +57,36 @@ impl Supervisor {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Result<Self> {
+        Self::spawn_inner(exe, config_path, config, env, args, None)
+    }
+
+    /// As [`Supervisor::spawn`], each node logging to `<log_dir>/<id>.log`
+    /// instead of this process's standard error.
+    ///
+    /// # Errors
+    /// A child cannot be started or its log file created.
+    pub fn spawn_logged(
+        exe: &Path,
+        config_path: &Path,
+        config: &ClusterConfig,
+        env: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(log_dir)
+            .map_err(|e| Error::io(format!("creating {}", log_dir.display()), e))?;
+        Self::spawn_inner(exe, config_path, config, env, &[], Some(log_dir))
+    }
+
+    fn spawn_inner(
+        exe: &Path,
+        config_path: &Path,
+        config: &ClusterConfig,
+        env: &[(&str, &str)],
+        args: &[&str],
+        log_dir: Option<&Path>,
+    ) -> Result<Self> {
         let mut sup = Supervisor {
+            log_dir: log_dir.map(Path::to_path_buf),
             args: args.iter().map(|a| a.to_string()).collect(),
             children: Vec::new(),
             exe: exe.to_path_buf(),
@@ -85,6 +116,15 @@ impl Supervisor {
             .kill_on_drop(true);
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if let Some(dir) = &self.log_dir {
+            let path = dir.join(format!("{id}.log"));
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+            cmd.stderr(log);
         }
         let mut child = cmd
             .spawn()
@@ -120,13 +160,19 @@ impl Supervisor {
     ///
     /// # Errors
     /// A node exited, or was not ready within `timeout`.
-    pub async fn wait_ready(&mut self, config: &ClusterConfig, timeout: Duration) -> Result<()> {
+    pub async fn wait_ready(
+        &mut self,
+        config: &ClusterConfig,
+        client: &AdminClient,
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut coordinator_ready = false;
         for (i, n) in config.nodes.iter().enumerate() {
             loop {
-                if let Ok((status, v)) =
-                    client::get_json::<serde_json::Value>(n.admin, "/status").await
+                if let Ok((status, v)) = client
+                    .get_json::<serde_json::Value>(n.admin, "/status")
+                    .await
                 {
                     let links_up = v["channels_out"]
                         .as_object()
@@ -159,7 +205,9 @@ impl Supervisor {
         // Then until one node coordinates, with its epoch established.
         while !coordinator_ready {
             for n in &config.nodes {
-                if let Ok((_, v)) = client::get_json::<serde_json::Value>(n.admin, "/status").await
+                if let Ok((_, v)) = client
+                    .get_json::<serde_json::Value>(n.admin, "/status")
+                    .await
                 {
                     if v["leading"] == true && v["ready"] == true {
                         coordinator_ready = true;

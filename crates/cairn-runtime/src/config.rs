@@ -9,6 +9,15 @@
 //! store = "s3://bucket/pre"   # optional: where snapshots go (default <data_dir>/snapshots)
 //! trace_dir = "traces"        # optional: every node writes its trace here
 //! max_frame_bytes = 16777216  # optional
+//! insecure = false            # true: plain TCP and HTTP, anyone may connect (tests, demos)
+//!
+//! [tls]
+//! certs_dir = "certs"         # ca.crt, node.<ID>.crt/.key, client.<NAME>.crt/.key (`cairn cert`);
+//!                             # relative to this file's folder
+//!
+//! [admin]
+//! read_token_file = "read.token"          # optional: a bearer token that may read
+//! operator_token_file = "operator.token"  # optional: a bearer token that may also change things
 //!
 //! [[nodes]]
 //! id = "n1"
@@ -29,7 +38,7 @@
 //! max_recorded_bytes = 268435456  # channel state one snapshot may record at one node
 //! ```
 //!
-//! Overrides: `CAIRN_CLUSTER`, `CAIRN_COORDINATOR`, `CAIRN_DATA_DIR`, `CAIRN_STORE`,
+//! Overrides: `CAIRN_INSECURE`, `CAIRN_CERTS_DIR`, `CAIRN_CLUSTER`, `CAIRN_COORDINATOR`, `CAIRN_DATA_DIR`, `CAIRN_STORE`,
 //! `CAIRN_TRACE_DIR`, `CAIRN_MAX_FRAME_BYTES`, `CAIRN_SNAPSHOT_INTERVAL_MS`,
 //! `CAIRN_SNAPSHOT_TIMEOUT_MS`, `CAIRN_SNAPSHOT_MODE`, and per node `CAIRN_NODE_<ID>_ADDRESS`,
 //! `CAIRN_NODE_<ID>_ADMIN`, `CAIRN_NODE_<ID>_LISTEN` (the id upper-cased, with
@@ -82,6 +91,24 @@ pub struct ClusterConfig {
     pub max_frame_bytes: usize,
     /// Whether `POST /debug/cut` may drop a node's connections (for tests).
     pub allow_cut: bool,
+    /// How members and operators prove who they are.
+    pub security: SecurityConfig,
+}
+
+/// How members and operators prove who they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// `insecure = true` (or `CAIRN_INSECURE=true`): plain TCP and HTTP,
+    /// nobody is checked. Only for tests and demos on one machine.
+    pub insecure: bool,
+    /// The certificates (`[tls] certs_dir`, relative to the config file's
+    /// folder; `CAIRN_CERTS_DIR`).
+    pub certs_dir: Option<PathBuf>,
+    /// A file holding the bearer token that may read (`[admin] read_token_file`).
+    pub read_token_file: Option<PathBuf>,
+    /// A file holding the bearer token that may also change things
+    /// (`[admin] operator_token_file`).
+    pub operator_token_file: Option<PathBuf>,
 }
 
 /// One node.
@@ -190,6 +217,24 @@ struct RawConfig {
     max_frame_bytes: Option<u64>,
     #[serde(default)]
     debug: RawDebug,
+    insecure: Option<bool>,
+    #[serde(default)]
+    tls: RawTls,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certs_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    read_token_file: Option<PathBuf>,
+    operator_token_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +309,26 @@ impl ClusterConfig {
 
         // Environment overrides, each validated below like the file's own value.
         let var = |name: &str| env(name).map(|v| (name.to_string(), v));
+        if let Some((name, v)) = var("CAIRN_INSECURE") {
+            raw.insecure = Some(match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(err(&name, format!("{v:?} is not true or false"))),
+            });
+        }
+        // The environment's folder is the caller's; the file's is relative to the file.
+        let here = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let beside = |p: PathBuf| if p.is_relative() { here.join(p) } else { p };
+        let certs_dir = match var("CAIRN_CERTS_DIR") {
+            Some((_, v)) => Some(PathBuf::from(v)),
+            None => raw.tls.certs_dir.take().map(beside),
+        };
+        let security = SecurityConfig {
+            insecure: raw.insecure.unwrap_or(false),
+            certs_dir,
+            read_token_file: raw.admin.read_token_file.take().map(beside),
+            operator_token_file: raw.admin.operator_token_file.take().map(beside),
+        };
         if let Some((_, v)) = var("CAIRN_CLUSTER") {
             raw.cluster = v;
         }
@@ -472,6 +537,7 @@ impl ClusterConfig {
             trace_dir: raw.trace_dir,
             max_frame_bytes: max_frame_bytes as usize,
             allow_cut: raw.debug.allow_cut,
+            security,
         })
     }
 
@@ -485,6 +551,26 @@ impl ClusterConfig {
             key: "nodes".into(),
             problem: format!("there is no node {id:?}"),
         })
+    }
+
+    /// The certificates folder, or `None` when the config says
+    /// `insecure = true`.
+    ///
+    /// # Errors
+    /// Neither is set: a node refuses to run without certificates unless
+    /// told to run insecure.
+    pub fn certs_dir(&self) -> Result<Option<&Path>> {
+        match (&self.security.certs_dir, self.security.insecure) {
+            (_, true) => Ok(None),
+            (Some(d), false) => Ok(Some(d)),
+            (None, false) => Err(Error::Config {
+                file: self.file.display().to_string(),
+                key: "tls.certs_dir".into(),
+                problem: "no certificates: set [tls] certs_dir (make them with `cairn cert`) \
+                          or CAIRN_CERTS_DIR, or say insecure = true to run without TLS"
+                    .into(),
+            }),
+        }
     }
 
     /// The coordinator's admin API base URL.

@@ -267,6 +267,17 @@ impl Coordinator {
             self.fail(id, Some(format!("{} refused it: {why}", report.process)));
             return Ok(None);
         }
+        // A part is where this snapshot keeps this process's part, nowhere
+        // else: a manifest never points outside its snapshot.
+        if let Some(p) = &report.part {
+            let want = cairn_store::format::part_key(id.0, &report.process);
+            if p.process != report.process || p.key != want {
+                return Err(ControlError::BadRequest(format!(
+                    "the part of {} for snapshot {id} must be {want:?}, not {:?} of {:?}",
+                    report.process, p.key, p.process
+                )));
+            }
+        }
         let mut channels = Vec::new();
         for (name, messages) in report.channels {
             let channel = topo

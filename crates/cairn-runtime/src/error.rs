@@ -38,6 +38,9 @@ pub enum Error {
     /// exchanged until a restore.
     #[error("restarted: {0}")]
     Restarted(String),
+    /// A certificate, a key or a TLS handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// An admin API request failed.
     #[error("admin API {url}: {problem}")]
     Admin {

@@ -10,13 +10,15 @@ use std::time::Duration;
 use cairn_core::{ChannelId, ProcessId, Topology};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::peers::{PeerBook, Seen};
+use crate::tls::{BoxIo, Identity, Role, Security};
 use crate::transport::{HANDSHAKE_TIMEOUT, In};
 use crate::wire::{self, Frame, Hello, RejectKind};
 use cairn_core::link::{Delivery, RecvHalf};
@@ -33,6 +35,8 @@ pub(crate) struct Inbound<M> {
     pub epoch: watch::Receiver<u64>,
     /// The incarnations of this node and its peers.
     pub peers: Arc<PeerBook>,
+    /// Certificates: every incoming link must be TLS from a node certificate when set.
+    pub security: Option<Arc<Security>>,
     /// Per incoming channel: the next sequence number, and which connection owns it.
     slots: Mutex<HashMap<ChannelId, Arc<Slot>>>,
 }
@@ -62,23 +66,23 @@ impl Refusal {
 }
 
 impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
+    /// The receiving side for node `me`, speaking as `id` describes.
     pub fn new(
-        cluster: String,
+        id: &crate::transport::Identity,
         me: ProcessId,
         topology: Arc<Topology>,
-        max_frame_bytes: usize,
         to_driver: mpsc::Sender<In<M>>,
         epoch: watch::Receiver<u64>,
-        peers: Arc<PeerBook>,
     ) -> Self {
         Inbound {
-            cluster,
+            security: id.security.clone(),
+            cluster: id.cluster.clone(),
             me,
             topology,
-            max_frame_bytes,
+            max_frame_bytes: id.max_frame_bytes,
             to_driver,
             epoch,
-            peers,
+            peers: id.peers.clone(),
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -100,7 +104,25 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                     let this = self.clone();
                     let (sd, cut) = (shutdown.clone(), cut.clone());
                     tokio::spawn(async move {
-                        match this.serve(stream, sd, cut).await {
+                        let _ = stream.set_nodelay(true);
+                        let (stream, who): (BoxIo, _) = match &this.security {
+                            None => (Box::new(stream), None),
+                            Some(sec) => {
+                                match tokio::time::timeout(HANDSHAKE_TIMEOUT, sec.accept(stream))
+                                    .await
+                                {
+                                    Ok(Ok((tls, who))) => (Box::new(tls), Some(who)),
+                                    Ok(Err(e)) => {
+                                        return this.refused_at_door(peer, &e.to_string());
+                                    }
+                                    Err(_) => {
+                                        return this
+                                            .refused_at_door(peer, "no TLS handshake within 5 s");
+                                    }
+                                }
+                            }
+                        };
+                        match this.serve(stream, who, sd, cut).await {
                             Ok(()) => {}
                             Err(e @ Error::Protocol(_)) => {
                                 warn!(%peer, "closed an incoming connection: {e}")
@@ -117,14 +139,21 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         }
     }
 
+    fn refused_at_door(&self, peer: std::net::SocketAddr, why: &str) {
+        Metrics::inc(&self.peers.metrics.peers_refused, 1);
+        warn!(%peer, "refused a peer connection: {why}");
+    }
+
+    /// Serves one connection; `who` is the certificate's identity when
+    /// the link is TLS (`Some(None)`: no client certificate).
     async fn serve(
         &self,
-        stream: TcpStream,
+        stream: BoxIo,
+        who: Option<Option<Identity>>,
         mut shutdown: watch::Receiver<bool>,
         mut cut: watch::Receiver<u64>,
     ) -> Result<()> {
-        let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
+        let (r, w) = tokio::io::split(stream);
         let mut reader = FramedRead::new(r, wire::codec(self.max_frame_bytes));
         let mut writer = FramedWrite::new(w, wire::codec(self.max_frame_bytes));
         let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
@@ -133,7 +162,10 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             .ok_or_else(|| Error::Protocol("closed before hello".into()))?
             .map_err(|e| Error::Protocol(e.to_string()))?;
         let admitted = match wire::decode_hello(&first) {
-            Ok(h) => self.admit(&h).map(|(c, seen_as)| (c, h, seen_as)),
+            Ok(h) => self
+                .member(&h, who.as_ref())
+                .and_then(|()| self.admit(&h))
+                .map(|(c, seen_as)| (c, h, seen_as)),
             Err(e) => Err(Refusal::new(RejectKind::Refused, e.to_string())),
         };
         let (channel, hello, seen_as) = match admitted {
@@ -206,7 +238,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             loop {
                 let bytes = match frame {
                     None => return Ok(()),
-                    Some(Err(e)) => return Err(Error::Protocol(format!("channel {name}: {e}"))),
+                    Some(Err(e)) => return Err(wire::read_error(&format!("channel {name}"), e)),
                     Some(Ok(b)) => b,
                 };
                 let (seq, item) = match wire::decode::<Frame<M>>(&bytes)
@@ -280,6 +312,32 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
     /// and a channel from that node to this one), then the lives and epochs
     /// of both ends (see [`crate::peers`]). Returns the channel and how this
     /// node knew the sender before.
+    /// In a secure cluster, the hello must come from the node its
+    /// certificate names.
+    fn member(
+        &self,
+        hello: &Hello,
+        who: Option<&Option<Identity>>,
+    ) -> std::result::Result<(), Refusal> {
+        let Some(who) = who else { return Ok(()) };
+        let problem = match who {
+            Some(w) if *w == Identity::node(&hello.node) => return Ok(()),
+            None => "it presented no client certificate".to_string(),
+            Some(w) if w.role == Role::Client => format!(
+                "its certificate is {w}'s, a client certificate, which cannot open a peer link"
+            ),
+            Some(w) => format!("its certificate is {w}'s"),
+        };
+        Metrics::inc(&self.peers.metrics.peers_refused, 1);
+        Err(Refusal::new(
+            RejectKind::Refused,
+            format!(
+                "a hello naming node {:?} was refused: {problem}",
+                hello.node
+            ),
+        ))
+    }
+
     fn admit(
         &self,
         hello: &Hello,

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod admin_auth;
 mod baselines;
 pub mod client;
 pub mod cluster;
@@ -31,6 +32,7 @@ pub mod metrics;
 mod node;
 mod peers;
 mod shared;
+pub mod tls;
 pub mod tracefile;
 mod transport;
 pub mod wire;

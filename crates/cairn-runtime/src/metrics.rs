@@ -53,6 +53,12 @@ pub struct Metrics {
     pub snapshots_aborted: AtomicU64,
     /// Orders refused as stale or unauthorised (a forged or stale rollback, say).
     pub orders_refused: AtomicU64,
+    /// Admin requests refused: no or wrong credentials, or a caller that
+    /// claims to be someone it is not.
+    pub admin_refused: AtomicU64,
+    /// Peer connections refused at the door: no TLS, no or a wrong
+    /// certificate, or a hello that names another node.
+    pub peers_refused: AtomicU64,
     /// The highest coordinator term this node has seen.
     pub term: AtomicU64,
     /// 1 while this node coordinates, else 0.
@@ -180,6 +186,16 @@ impl Metrics {
                 "cairn_orders_refused_total",
                 "Orders refused as stale or unauthorised.",
                 &self.orders_refused,
+            ),
+            (
+                "cairn_admin_refused_total",
+                "Admin API requests refused for missing or wrong credentials.",
+                &self.admin_refused,
+            ),
+            (
+                "cairn_peers_refused_total",
+                "Peer connections refused: no TLS, a wrong certificate, or a hello naming another node.",
+                &self.peers_refused,
             ),
         ];
         for (name, help, v) in counters {

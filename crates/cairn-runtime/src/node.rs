@@ -13,7 +13,8 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::admin;
-use crate::client;
+use crate::admin_auth::Tokens;
+use crate::client::AdminClient;
 use crate::config::ClusterConfig;
 use crate::control::commit::accept_report;
 use crate::control::role::{Role, run_role};
@@ -23,6 +24,8 @@ use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::peers::{PeerBook, new_incarnation};
 use crate::shared::Shared;
+use crate::tls::listener::{AdminListener, Caller};
+use crate::tls::{self, Security};
 use crate::tracefile::TraceWriter;
 use crate::transport::{Identity, Outbound, Outbounds, SenderLinks, run_outbound};
 use cairn_store::{Part, StoredChannel};
@@ -49,6 +52,20 @@ pub async fn run_node<P: Process>(
         key: "store".into(),
         problem: e.to_string(),
     })?;
+    let security = match config.certs_dir()? {
+        Some(dir) => Some(Arc::new(Security::load(
+            dir,
+            Some(&tls::Identity::node(&name)),
+        )?)),
+        None => {
+            warn!(node = %name, "running INSECURE (insecure = true): peer links and the admin API are open to anyone who can reach them");
+            None
+        }
+    };
+    let client = security
+        .clone()
+        .map_or_else(AdminClient::insecure, AdminClient::with_security);
+    let tokens = Tokens::load(&config)?;
     let listener = TcpListener::bind(&node.listen)
         .await
         .map_err(|e| Error::io(format!("node {name}: cannot listen on {}", node.listen), e))?;
@@ -80,6 +97,7 @@ pub async fn run_node<P: Process>(
         node: name.clone(),
         max_frame_bytes: config.max_frame_bytes,
         peers: peers.clone(),
+        security: security.clone(),
     };
     let mut outbound = Outbounds::new(topo.channel_count());
     for &c in topo.outgoing(me) {
@@ -117,13 +135,11 @@ pub async fn run_node<P: Process>(
     // Channel receivers.
     let (in_tx, in_rx) = mpsc::channel(4096);
     let inbound = Arc::new(Inbound::<P::Message>::new(
-        config.cluster.clone(),
+        &id,
         me,
         topo.clone(),
-        config.max_frame_bytes,
         in_tx,
         epoch_rx.clone(),
-        peers.clone(),
     ));
     tasks.spawn(inbound.run(listener, stop_rx.clone(), cut_rx.clone()));
 
@@ -145,6 +161,9 @@ pub async fn run_node<P: Process>(
         ids: tokio::sync::Mutex::new(Default::default()),
         gate: tokio::sync::Mutex::new(()),
         counts: counts.clone(),
+        security: security.clone(),
+        client,
+        tokens,
         pending: pendings,
     });
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
@@ -171,7 +190,12 @@ pub async fn run_node<P: Process>(
     let app = admin::router(shared.clone());
     let mut admin_stop = stop_rx.clone();
     tasks.spawn(async move {
-        let serve = axum::serve(admin_listener, app).with_graceful_shutdown(async move {
+        let listener = match AdminListener::new(admin_listener, security) {
+            Ok(l) => l,
+            Err(e) => return error!("admin API cannot start: {e}"),
+        };
+        let app = app.into_make_service_with_connect_info::<Caller>();
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = admin_stop.changed().await;
         });
         if let Err(e) = serve.await {
@@ -322,12 +346,14 @@ async fn run_reporter(
             continue;
         }
         loop {
-            match client::post_json::<_, serde_json::Value>(
-                shared.coordinator_admin(),
-                "/internal/reports",
-                &report,
-            )
-            .await
+            match shared
+                .client
+                .post_json::<_, serde_json::Value>(
+                    shared.coordinator_admin(),
+                    "/internal/reports",
+                    &report,
+                )
+                .await
             {
                 Ok((status, _)) if status.is_success() => break,
                 Ok((status, body)) => {

@@ -26,7 +26,7 @@ pub(crate) struct PeerBook {
     known: Mutex<Incarnations>,
     restarted: Mutex<BTreeSet<(usize, u64)>>,
     needs_restore: AtomicBool,
-    metrics: Arc<Metrics>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A fresh random incarnation for this process.
@@ -53,6 +53,11 @@ impl PeerBook {
     }
 
     /// How `peer` was last seen: `(incarnation, epoch)`.
+    pub fn name(&self, peer: usize) -> &str {
+        &self.names[peer]
+    }
+
+    /// How this node last saw `peer`: its incarnation and in which epoch.
     pub fn known(&self, peer: usize) -> Option<(u64, u64)> {
         self.book().known(peer)
     }

@@ -47,6 +47,12 @@ pub(crate) struct Shared {
     pub gate: tokio::sync::Mutex<()>,
     /// Messages sent and received per channel in this epoch.
     pub counts: Arc<ChannelCounts>,
+    /// Certificates (`None`: the cluster runs insecure).
+    pub security: Option<Arc<crate::tls::Security>>,
+    /// Calls other nodes' admin APIs, presenting this node's certificate.
+    pub client: crate::client::AdminClient,
+    /// The bearer tokens the admin API accepts.
+    pub tokens: crate::admin_auth::Tokens,
     /// Per outgoing channel: frames queued or unacknowledged, and whether
     /// its connection is up.
     pub pending: std::collections::HashMap<

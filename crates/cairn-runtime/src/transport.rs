@@ -13,14 +13,16 @@ use bytes::Bytes;
 use cairn_core::ChannelId;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::peers::{PeerBook, Seen};
+use crate::tls::{BoxIo, Security};
 use crate::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION, RejectKind};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use cairn_core::link::SendHalf;
@@ -133,6 +135,8 @@ pub(crate) struct Identity {
     pub max_frame_bytes: usize,
     /// This process's incarnation and what it knows of its peers'.
     pub peers: Arc<PeerBook>,
+    /// Certificates: every link is TLS when set.
+    pub security: Option<Arc<Security>>,
 }
 
 /// Reconnect delays: exponential from 250 ms to 2 s with jitter, so a
@@ -257,7 +261,29 @@ pub(crate) async fn run_outbound<M: Serialize>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
+        let stream: BoxIo = match &id.security {
+            Some(sec) => {
+                let tls = tokio::select! {
+                    _ = shutdown.changed() => return,
+                    t = tokio::time::timeout(HANDSHAKE_TIMEOUT, sec.connect(stream, Some(id.peers.name(peer)))) => t,
+                };
+                match tls {
+                    Ok(Ok(t)) => Box::new(t),
+                    Ok(Err(e)) => {
+                        warn!(%channel, %address, "{e}");
+                        wait = Some(next_wait);
+                        continue;
+                    }
+                    Err(_) => {
+                        debug!(%channel, %address, "no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+                        wait = Some(next_wait);
+                        continue;
+                    }
+                }
+            }
+            None => Box::new(stream),
+        };
+        let (r, w) = tokio::io::split(stream);
         let mut reader = FramedRead::new(r, wire::codec(id.max_frame_bytes));
         let mut writer = FramedWrite::new(w, wire::codec(id.max_frame_bytes));
         let resume = match handshake(&id, &channel, peer, current, &mut reader, &mut writer).await {
@@ -325,7 +351,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
                         batch
                     }
                     frame = reader.next() => {
-                        match frame.map(|f| f.map_err(|e| Error::Protocol(e.to_string())).and_then(|b| wire::decode::<Frame<()>>(&b))) {
+                        match frame.map(|f| f.map_err(|e| wire::read_error("reading acks", e)).and_then(|b| wire::decode::<Frame<()>>(&b))) {
                             Some(Ok(Frame::Ack { next_seq })) => {
                                 let n = link.on_ack(next_seq);
                                 progressed |= n > 0;
@@ -333,6 +359,10 @@ pub(crate) async fn run_outbound<M: Serialize>(
                             }
                             Some(Ok(other)) => {
                                 warn!(%channel, "unexpected frame from the receiver: {other:?}");
+                                break;
+                            }
+                            Some(Err(e @ Error::Io { .. })) => {
+                                debug!(%channel, "{e}");
                                 break;
                             }
                             Some(Err(e)) => {
@@ -417,14 +447,8 @@ async fn handshake(
     channel: &str,
     peer: usize,
     epoch: u64,
-    reader: &mut FramedRead<
-        tokio::net::tcp::OwnedReadHalf,
-        tokio_util::codec::LengthDelimitedCodec,
-    >,
-    writer: &mut FramedWrite<
-        tokio::net::tcp::OwnedWriteHalf,
-        tokio_util::codec::LengthDelimitedCodec,
-    >,
+    reader: &mut FramedRead<ReadHalf<BoxIo>, LengthDelimitedCodec>,
+    writer: &mut FramedWrite<WriteHalf<BoxIo>, LengthDelimitedCodec>,
 ) -> Result<u64> {
     let hello = Hello {
         magic: MAGIC,
@@ -432,7 +456,6 @@ async fn handshake(
         cluster: id.cluster.clone(),
         node: id.node.clone(),
         channel: channel.to_string(),
-        auth: Vec::new(),
         epoch,
         incarnation: id.peers.me,
         peer_incarnation: id.peers.known(peer),

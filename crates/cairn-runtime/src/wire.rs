@@ -7,6 +7,11 @@
 //! duplicated), or [`Frame::Reject`] with a reason, and closes. The hello
 //! starts with a magic and the protocol version so that a peer of another
 //! version is refused by name, whatever else changed.
+//!
+//! In a secure cluster the connection is TLS 1.3 and the sender proves
+//! who it is with its node certificate: the receiver admits a hello only
+//! when the certificate's node id is the hello's `node` (see
+//! [`crate::tls`]). The hello itself carries no secret.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -15,7 +20,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 use crate::error::{Error, Result};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The first bytes of every hello.
 pub const MAGIC: [u8; 4] = *b"CRN1";
@@ -33,8 +38,6 @@ pub struct Hello {
     pub node: String,
     /// The channel's name, e.g. `n1->n2`.
     pub channel: String,
-    /// Reserved for authentication (a cluster key or TLS binding); empty today.
-    pub auth: Vec<u8>,
     /// The sender's epoch: it grows with every rollback, and a channel
     /// connects only between nodes in the same epoch.
     pub epoch: u64,
@@ -158,6 +161,21 @@ pub fn decode_hello(bytes: &[u8]) -> Result<Hello> {
     decode(bytes)
 }
 
+/// What a failed read means: the peer went away (an end of stream, a
+/// reset, TLS closed without notice: logged quietly), or it broke the
+/// protocol (a frame over the limit, bad TLS: worth a warning).
+pub(crate) fn read_error(context: &str, e: std::io::Error) -> Error {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    if matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
+    ) {
+        Error::io(format!("{context}: the peer went away"), e)
+    } else {
+        Error::Protocol(format!("{context}: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,7 +188,6 @@ mod tests {
             cluster: "c".into(),
             node: "n1".into(),
             channel: "n1->n2".into(),
-            auth: vec![],
             epoch: 0,
             incarnation: 7,
             peer_incarnation: Some((3, 0)),

@@ -16,7 +16,7 @@ proptest! {
 
     #[test]
     fn damaged_hellos_are_refused_or_read_never_misread(flip in 0usize..64, node in "[a-z0-9]{1,8}") {
-        let hello = Hello { magic: MAGIC, version: PROTOCOL_VERSION, cluster: "c".into(), node, channel: "a->b".into(), auth: vec![], epoch: 3, incarnation: 9, peer_incarnation: Some((4, 3)) };
+        let hello = Hello { magic: MAGIC, version: PROTOCOL_VERSION, cluster: "c".into(), node, channel: "a->b".into(), epoch: 3, incarnation: 9, peer_incarnation: Some((4, 3)) };
         let mut bytes = wire::encode(&hello).unwrap().to_vec();
         let i = flip % bytes.len();
         bytes[i] ^= 0x01;

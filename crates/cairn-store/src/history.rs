@@ -348,14 +348,7 @@ impl Store {
             Err(Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        std::str::from_utf8(&bytes)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .map(Some)
-            .ok_or_else(|| Error::Corrupt {
-                key: RESTORE_KEY.into(),
-                problem: "not a snapshot id".into(),
-            })
+        crate::snapshot::decode_restore_point(&bytes).map(Some)
     }
 }
 

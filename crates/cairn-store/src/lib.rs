@@ -40,4 +40,7 @@ pub use error::{Error, Result};
 pub use history::{EpochRecord, History, IdLease, TermRecord, Timeline, unix_ms};
 pub use local::LocalDir;
 pub use retention::Retention;
-pub use snapshot::{FORMAT_VERSION, Manifest, Part, PartRef, Store, StoredChannel, StoredSnapshot};
+pub use snapshot::{
+    FORMAT_VERSION, Manifest, Part, PartRef, Store, StoredChannel, StoredSnapshot, decode_manifest,
+    decode_part, decode_restore_point,
+};

@@ -303,23 +303,7 @@ impl Store {
     pub async fn manifest(&self, id: u64) -> Result<Manifest> {
         let key = format::manifest_key(id);
         let bytes = self.backend.get(&key).await?;
-        let (m, _): (Manifest, u32) = format::unseal(MANIFEST_MAGIC, &key, &bytes)?;
-        if !(1..=FORMAT_VERSION).contains(&m.format_version) {
-            return Err(Error::Corrupt {
-                key,
-                problem: format!(
-                    "format version {}, this build reads {FORMAT_VERSION}",
-                    m.format_version
-                ),
-            });
-        }
-        if m.snapshot != id {
-            return Err(Error::Corrupt {
-                key,
-                problem: format!("it describes snapshot {}", m.snapshot),
-            });
-        }
-        Ok(m)
+        decode_manifest(id, &bytes)
     }
 
     /// Reads one part, checking it against the manifest's checksum.
@@ -328,23 +312,7 @@ impl Store {
     /// [`Error::NotFound`] or [`Error::Corrupt`] naming the part.
     pub async fn read_part(&self, r: &PartRef) -> Result<Part> {
         let bytes = self.backend.get(&r.key).await?;
-        let (part, crc): (Part, u32) = format::unseal(PART_MAGIC, &r.key, &bytes)?;
-        if crc != r.crc32c {
-            return Err(Error::Corrupt {
-                key: r.key.clone(),
-                problem: format!(
-                    "checksum {crc:08x} differs from the manifest's {:08x}",
-                    r.crc32c
-                ),
-            });
-        }
-        if part.process != r.process {
-            return Err(Error::Corrupt {
-                key: r.key.clone(),
-                problem: format!("it is the part of {}, not {}", part.process, r.process),
-            });
-        }
-        Ok(part)
+        decode_part(r, &bytes)
     }
 
     /// Reads a whole committed snapshot, reporting `(parts read, parts)` as it goes.
@@ -426,4 +394,69 @@ impl Store {
     pub async fn overwrite_raw(&self, key: &str, bytes: bytes::Bytes) -> Result<()> {
         self.backend.put(key, bytes, false).await
     }
+}
+
+/// Decodes snapshot `id`'s manifest from the bytes of its object, checking
+/// the envelope, the format version and the id.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the object and what is wrong.
+pub fn decode_manifest(id: u64, bytes: &[u8]) -> Result<Manifest> {
+    let key = format::manifest_key(id);
+    let (m, _): (Manifest, u32) = format::unseal(MANIFEST_MAGIC, &key, bytes)?;
+    if !(1..=FORMAT_VERSION).contains(&m.format_version) {
+        return Err(Error::Corrupt {
+            key,
+            problem: format!(
+                "format version {}, this build reads {FORMAT_VERSION}",
+                m.format_version
+            ),
+        });
+    }
+    if m.snapshot != id {
+        return Err(Error::Corrupt {
+            key,
+            problem: format!("it describes snapshot {}", m.snapshot),
+        });
+    }
+    Ok(m)
+}
+
+/// Decodes the part `r` names from the bytes of its object, checking the
+/// envelope, the manifest's checksum and the process.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the part and what is wrong.
+pub fn decode_part(r: &PartRef, bytes: &[u8]) -> Result<Part> {
+    let (part, crc): (Part, u32) = format::unseal(PART_MAGIC, &r.key, bytes)?;
+    if crc != r.crc32c {
+        return Err(Error::Corrupt {
+            key: r.key.clone(),
+            problem: format!(
+                "checksum {crc:08x} differs from the manifest's {:08x}",
+                r.crc32c
+            ),
+        });
+    }
+    if part.process != r.process {
+        return Err(Error::Corrupt {
+            key: r.key.clone(),
+            problem: format!("it is the part of {}, not {}", part.process, r.process),
+        });
+    }
+    Ok(part)
+}
+
+/// Decodes the restore point `cairn restore` leaves for a stopped cluster.
+///
+/// # Errors
+/// [`Error::Corrupt`] if it is not a snapshot id.
+pub fn decode_restore_point(bytes: &[u8]) -> Result<u64> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| Error::Corrupt {
+            key: RESTORE_KEY.into(),
+            problem: "not a snapshot id".into(),
+        })
 }

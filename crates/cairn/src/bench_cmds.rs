@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cairn_runtime::ClusterConfig;
-use cairn_runtime::client;
+use cairn_runtime::client::AdminClient;
 use cairn_runtime::cluster::Supervisor;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -87,44 +87,66 @@ impl Plan {
 pub struct Variant {
     pub name: &'static str,
     pub raw: bool,
+    /// Plain TCP and HTTP instead of TLS (to measure what TLS costs).
+    pub insecure: bool,
     pub mode: &'static str,
     pub interval: Option<Duration>,
 }
 
-pub const VARIANTS: [Variant; 6] = [
+pub const VARIANTS: [Variant; 8] = [
     Variant {
         name: "raw",
         raw: true,
+        insecure: false,
         mode: "chandy-lamport",
         interval: None,
     },
     Variant {
         name: "off",
         raw: false,
+        insecure: false,
+        mode: "chandy-lamport",
+        interval: None,
+    },
+    Variant {
+        name: "off-insecure",
+        raw: false,
+        insecure: true,
         mode: "chandy-lamport",
         interval: None,
     },
     Variant {
         name: "cl-1s",
         raw: false,
+        insecure: false,
         mode: "chandy-lamport",
         interval: Some(Duration::from_secs(1)),
     },
     Variant {
         name: "cl-100ms",
         raw: false,
+        insecure: false,
+        mode: "chandy-lamport",
+        interval: Some(Duration::from_millis(100)),
+    },
+    Variant {
+        name: "cl-100ms-insecure",
+        raw: false,
+        insecure: true,
         mode: "chandy-lamport",
         interval: Some(Duration::from_millis(100)),
     },
     Variant {
         name: "stw-100ms",
         raw: false,
+        insecure: false,
         mode: "stop-the-world",
         interval: Some(Duration::from_millis(100)),
     },
     Variant {
         name: "aligned-100ms",
         raw: false,
+        insecure: false,
         mode: "aligned",
         interval: Some(Duration::from_millis(100)),
     },
@@ -142,6 +164,9 @@ pub struct Measured {
     pub throughput: f64,
     pub vs_raw: Option<f64>,
     pub vs_off: Option<f64>,
+    /// Against the same variant without TLS, in the same round (secure
+    /// variants that have an insecure twin only).
+    pub vs_insecure: Option<f64>,
     /// Snapshots started in the window, and how many became durable.
     pub snapshots: usize,
     pub durable: usize,
@@ -178,6 +203,7 @@ pub struct Measured {
 pub struct Running {
     pub dir: PathBuf,
     pub config: ClusterConfig,
+    pub client: AdminClient,
     sup: Option<Supervisor>,
 }
 
@@ -202,10 +228,20 @@ impl Running {
             dir.join("data"),
             variant.mode
         );
+        // Secure like any real cluster, unless the variant measures without TLS.
+        let ids: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
+        let certs = root.join("certs");
+        cairn_runtime::tls::certs::ensure_cluster(&certs, &ids)?;
+        toml = if variant.insecure {
+            format!("insecure = true\n{toml}")
+        } else {
+            format!("tls = {{ certs_dir = {certs:?} }}\n{toml}")
+        };
         toml += &loopback_nodes(nodes)?;
         let path = dir.join("cluster.toml");
         std::fs::write(&path, toml)?;
         let config = ClusterConfig::load(&path)?;
+        let client = crate::cluster_cmds::operator(&config)?;
         let exe = std::env::current_exe().context("cannot find the cairn executable")?;
         let args: &[&str] = if variant.raw {
             &["--raw-baseline"]
@@ -216,13 +252,17 @@ impl Running {
         let log = std::env::var("CAIRN_BENCH_LOG").unwrap_or_else(|_| "error".into());
         let mut sup =
             Supervisor::spawn_with_args(&exe, &path, &config, &[("RUST_LOG", &log)], args)?;
-        if let Err(e) = sup.wait_ready(&config, Duration::from_secs(30)).await {
+        if let Err(e) = sup
+            .wait_ready(&config, &client, Duration::from_secs(30))
+            .await
+        {
             sup.stop(Duration::from_secs(3)).await;
             bail!(e);
         }
         Ok(Running {
             dir,
             config,
+            client,
             sup: Some(sup),
         })
     }
@@ -231,7 +271,7 @@ impl Running {
     pub async fn statuses(&self) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         for n in &self.config.nodes {
-            let (_, v): (_, Value) = client::get_json(n.admin, "/status").await?;
+            let (_, v): (_, Value) = self.client.get_json(n.admin, "/status").await?;
             out.push(v);
         }
         Ok(out)
@@ -245,15 +285,19 @@ impl Running {
     /// Forgets every node's longest pause.
     pub async fn reset_peaks(&self) -> Result<()> {
         for n in &self.config.nodes {
-            client::post_json::<_, Value>(n.admin, "/metrics/reset-peaks", &json!({})).await?;
+            self.client
+                .post_json::<_, Value>(n.admin, "/metrics/reset-peaks", &json!({}))
+                .await?;
         }
         Ok(())
     }
 
     /// Starts one snapshot at the coordinator; its id.
     pub async fn snapshot(&self) -> Result<Option<u64>> {
-        let (status, v): (_, Value) =
-            client::post_json(self.config.coordinator_admin(), "/snapshots", &json!({})).await?;
+        let (status, v): (_, Value) = self
+            .client
+            .post_json(self.config.coordinator_admin(), "/snapshots", &json!({}))
+            .await?;
         Ok(status.is_success().then(|| v["id"].as_u64()).flatten())
     }
 
@@ -262,8 +306,10 @@ impl Running {
     pub async fn settled(&self, ids: &[u64], timeout: Duration) -> Result<Vec<Value>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let (_, list): (_, Vec<Value>) =
-                client::get_json(self.config.coordinator_admin(), "/snapshots").await?;
+            let (_, list): (_, Vec<Value>) = self
+                .client
+                .get_json(self.config.coordinator_admin(), "/snapshots")
+                .await?;
             let mine: Vec<Value> = list
                 .into_iter()
                 .filter(|s| s["id"].as_u64().is_some_and(|id| ids.contains(&id)))
@@ -407,7 +453,10 @@ pub async fn paired(
     nodes: usize,
     topology: &str,
 ) -> Result<(f64, Option<f64>, usize)> {
-    let variant = VARIANTS[3];
+    let variant = VARIANTS
+        .into_iter()
+        .find(|v| v.name == "cl-100ms")
+        .expect("cl-100ms is a variant");
     let label = format!("paired-{nodes}-{topology}");
     let run = Running::start(root, &label, nodes, topology, &variant, 0).await?;
     let result = async {
@@ -479,11 +528,13 @@ pub async fn conserved(run: &Running, summaries: &[Value]) -> Result<usize> {
     let total = 100_000 * run.config.nodes.len() as u64;
     let mut good = 0;
     for s in summaries.iter().filter(|s| s["status"] == "complete") {
-        let (status, doc): (_, Value) = client::get_json(
-            run.config.coordinator_admin(),
-            &format!("/snapshots/{}", s["id"]),
-        )
-        .await?;
+        let (status, doc): (_, Value) = run
+            .client
+            .get_json(
+                run.config.coordinator_admin(),
+                &format!("/snapshots/{}", s["id"]),
+            )
+            .await?;
         if !status.is_success() {
             continue;
         }

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use cairn_runtime::client;
 use cairn_store::{Manifest, Part, Store};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -94,6 +93,7 @@ pub async fn scale(root: &Path, plan: &Plan, state_bytes: usize, hop_ms: f64) ->
     let variant = Variant {
         name: "scaling",
         raw: false,
+        insecure: false,
         mode: "chandy-lamport",
         interval: None,
     };
@@ -159,12 +159,14 @@ async fn scale_running(run: &Running, plan: &Plan, state_bytes: usize) -> Result
     }
     s.read_ms = Some(t.elapsed().as_secs_f64() * 1e3);
     let t = Instant::now();
-    let (status, answer): (_, Value) = client::post_json(
-        run.config.coordinator_admin(),
-        "/rollback",
-        &json!({ "snapshot": id }),
-    )
-    .await?;
+    let (status, answer): (_, Value) = run
+        .client
+        .post_json(
+            run.config.coordinator_admin(),
+            "/rollback",
+            &json!({ "snapshot": id }),
+        )
+        .await?;
     if !status.is_success() {
         bail!("rollback to snapshot {id} failed: {answer}");
     }
@@ -256,7 +258,21 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
                     .iter()
                     .find(|m| m.variant == "off")
                     .and_then(|m| m.cpu_ns_per_msg);
+                // TLS against none: each secure variant against its insecure twin.
+                let twins: Vec<(String, f64)> = group
+                    .iter()
+                    .filter_map(|m| {
+                        Some((
+                            m.variant.strip_suffix("-insecure")?.to_string(),
+                            m.throughput,
+                        ))
+                    })
+                    .collect();
                 for m in &mut group {
+                    m.vs_insecure = twins
+                        .iter()
+                        .find(|(name, t)| *name == m.variant && *t > 0.0)
+                        .map(|(_, t)| m.throughput / t);
                     m.vs_raw = raw.filter(|r| *r > 0.0).map(|r| m.throughput / r);
                     m.vs_off = off.filter(|r| *r > 0.0).map(|r| m.throughput / r);
                     m.cpu_vs_off = off_cpu
@@ -327,6 +343,7 @@ fn aggregate(rounds: Vec<Measured>) -> Measured {
     m.throughput = median(rounds.iter().map(|r| r.throughput).collect()).unwrap_or(0.0);
     m.vs_raw = median(rounds.iter().filter_map(|r| r.vs_raw).collect());
     m.vs_off = median(rounds.iter().filter_map(|r| r.vs_off).collect());
+    m.vs_insecure = median(rounds.iter().filter_map(|r| r.vs_insecure).collect());
     m.hop_p50_us = median(rounds.iter().filter_map(|r| r.hop_p50_us).collect());
     m.cpu_ns_per_msg = median(rounds.iter().filter_map(|r| r.cpu_ns_per_msg).collect());
     m.cpu_vs_off = median(rounds.iter().filter_map(|r| r.cpu_vs_off).collect());
@@ -505,6 +522,22 @@ pub fn print(r: &Report) {
             ))
         })
         .collect();
+    for m in r.runs.iter().filter(|m| m.vs_insecure.is_some()) {
+        let twin = r.runs.iter().find(|t| {
+            t.variant == format!("{}-insecure", m.variant)
+                && t.nodes == m.nodes
+                && t.topology == m.topology
+        });
+        println!(
+            "\nWhat TLS costs ({} nodes, {}, {}): {} of the throughput without TLS; snapshot p50 {} ms with TLS, {} ms without",
+            m.nodes,
+            m.topology,
+            m.variant,
+            opt(m.vs_insecure, 3),
+            opt(m.latency_p50_ms, 1),
+            opt(twin.and_then(|t| t.latency_p50_ms), 1)
+        );
+    }
     for p in &r.paired {
         println!(
             "\nPaired in one cluster ({} nodes, {}): Chandy–Lamport every 100 ms / off = {} throughput, {} CPU per message (medians of {} pairs of 0.5 s windows)",

@@ -12,11 +12,51 @@ use cairn_apps::locks::Locks;
 use cairn_apps::protocol::ProtocolProcess;
 use cairn_apps::ring::Ring;
 use cairn_apps::token::TokenProcess;
-use cairn_runtime::client;
+use cairn_runtime::client::AdminClient;
 use cairn_runtime::cluster::Supervisor;
 use cairn_runtime::{ClusterConfig, IdAnswer, run_node, run_raw_node};
 use serde_json::Value;
 use tokio::sync::watch;
+
+/// How an operator's command proves who it is to a secure cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// The certificates folder (default: the config's `[tls] certs_dir`,
+    /// or `CAIRN_CERTS_DIR`).
+    #[arg(long)]
+    pub certs_dir: Option<std::path::PathBuf>,
+    /// Present the client certificate `client.<USER>.crt`.
+    #[arg(long, default_value = "root")]
+    pub user: String,
+    /// Send the bearer token in this file (used alone when the user has no
+    /// client certificate; the read token can only read).
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl AuthArgs {
+    /// The admin client these credentials make for `config`'s cluster.
+    ///
+    /// # Errors
+    /// No certificates and not insecure, or a file is unreadable.
+    pub fn client(&self, config: &ClusterConfig) -> Result<AdminClient> {
+        Ok(AdminClient::for_operator(
+            config,
+            self.certs_dir.as_deref(),
+            &self.user,
+            self.token_file.as_deref(),
+        )?)
+    }
+}
+
+/// The operator's client for a cluster this process set up itself (the
+/// demo, the benchmark): `client.root` from the config's certificates.
+///
+/// # Errors
+/// As [`AuthArgs::client`].
+pub fn operator(config: &ClusterConfig) -> Result<AdminClient> {
+    Ok(AdminClient::for_operator(config, None, "root", None)?)
+}
 
 /// The applications a node can run.
 pub const APPS: &[&str] = &["bank", "token", "diffusing", "locks", "ring"];
@@ -102,17 +142,31 @@ async fn wait_for_stop(stop_on_eof: bool) {
 }
 
 /// Starts every node as a child process and supervises them until Ctrl-C.
-pub async fn cluster(config_path: &Path, config: &ClusterConfig) -> Result<()> {
+pub async fn cluster(
+    config_path: &Path,
+    config: &ClusterConfig,
+    client: &AdminClient,
+) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the cairn executable")?;
     let mut sup = Supervisor::spawn(&exe, config_path, config, &[])?;
-    if let Err(e) = sup.wait_ready(config, Duration::from_secs(20)).await {
+    if let Err(e) = sup
+        .wait_ready(config, client, Duration::from_secs(20))
+        .await
+    {
         sup.stop(Duration::from_secs(3)).await;
         return Err(e.into());
     }
     for n in &config.nodes {
         eprintln!(
-            "node {} up: peers at {}, admin at http://{}",
-            n.id, n.address, n.admin
+            "node {} up: peers at {}, admin at {}://{}",
+            n.id,
+            n.address,
+            if config.security.insecure {
+                "http"
+            } else {
+                "https"
+            },
+            n.admin
         );
     }
     eprintln!("cluster {:?} running; Ctrl-C stops it", config.cluster);
@@ -146,14 +200,15 @@ pub async fn cluster(config_path: &Path, config: &ClusterConfig) -> Result<()> {
 
 /// Every node's `/status`, asked all at once (`None` for a node that did
 /// not answer within a second), in config order.
-async fn statuses(config: &ClusterConfig) -> Vec<Result<Value, String>> {
+async fn statuses(config: &ClusterConfig, client: &AdminClient) -> Vec<Result<Value, String>> {
     let mut asks = tokio::task::JoinSet::new();
     for (i, n) in config.nodes.iter().enumerate() {
         let admin = n.admin;
+        let client = client.clone();
         asks.spawn(async move {
             let answer = tokio::time::timeout(
                 Duration::from_secs(1),
-                client::get_json::<Value>(admin, "/status"),
+                client.get_json::<Value>(admin, "/status"),
             )
             .await;
             let v = match answer {
@@ -173,8 +228,11 @@ async fn statuses(config: &ClusterConfig) -> Vec<Result<Value, String>> {
 
 /// The current coordinator, as the reachable node that knows the highest
 /// term says; the config's first candidate if no node answers.
-pub async fn find_coordinator(config: &ClusterConfig) -> cairn_core::ProcessId {
-    statuses(config)
+pub async fn find_coordinator(
+    config: &ClusterConfig,
+    client: &AdminClient,
+) -> cairn_core::ProcessId {
+    statuses(config, client)
         .await
         .into_iter()
         .flatten()
@@ -184,15 +242,20 @@ pub async fn find_coordinator(config: &ClusterConfig) -> cairn_core::ProcessId {
 }
 
 /// Asks the cluster for a snapshot, shows progress, prints the snapshot JSON.
-pub async fn snapshot(config: &ClusterConfig, at: Option<&str>) -> Result<()> {
-    let coordinator = find_coordinator(config).await;
+pub async fn snapshot(
+    config: &ClusterConfig,
+    client: &AdminClient,
+    at: Option<&str>,
+) -> Result<()> {
+    let coordinator = find_coordinator(config, client).await;
     let node = match at {
         Some(id) => config.node(id)?,
         None => coordinator,
     };
     let admin = config.nodes[node.index()].admin;
-    let (status, answer): (_, Value) =
-        client::post_json(admin, "/snapshots", &serde_json::json!({})).await?;
+    let (status, answer): (_, Value) = client
+        .post_json(admin, "/snapshots", &serde_json::json!({}))
+        .await?;
     if !status.is_success() {
         bail!(
             "node {} refused to start a snapshot: {status} {answer}",
@@ -205,8 +268,9 @@ pub async fn snapshot(config: &ClusterConfig, at: Option<&str>) -> Result<()> {
     let deadline = started + config.snapshots.timeout + Duration::from_secs(2);
     let tty = std::io::stderr().is_terminal();
     loop {
-        let (status, body): (_, Value) =
-            client::get_json(coordinator, &format!("/snapshots/{}", id.0)).await?;
+        let (status, body): (_, Value) = client
+            .get_json(coordinator, &format!("/snapshots/{}", id.0))
+            .await?;
         match status.as_u16() {
             200 => {
                 if tty {
@@ -246,10 +310,10 @@ pub async fn snapshot(config: &ClusterConfig, at: Option<&str>) -> Result<()> {
 }
 
 /// Prints every node's status and the recent snapshots.
-pub async fn status(config: &ClusterConfig, json: bool) -> Result<bool> {
+pub async fn status(config: &ClusterConfig, client: &AdminClient, json: bool) -> Result<bool> {
     let mut all = Vec::new();
     let mut healthy = true;
-    for (n, answer) in config.nodes.iter().zip(statuses(config).await) {
+    for (n, answer) in config.nodes.iter().zip(statuses(config, client).await) {
         match answer {
             Ok(v) => all.push(v),
             Err(e) => {
@@ -333,10 +397,14 @@ pub async fn status(config: &ClusterConfig, json: bool) -> Result<bool> {
 }
 
 /// Rolls the running cluster back to a snapshot through the coordinator.
-pub async fn restore(config: &ClusterConfig, snapshot: Option<u64>) -> Result<()> {
+pub async fn restore(
+    config: &ClusterConfig,
+    client: &AdminClient,
+    snapshot: Option<u64>,
+) -> Result<()> {
     let req = cairn_runtime::RollbackRequest { snapshot };
-    let coordinator = config.nodes[find_coordinator(config).await.index()].admin;
-    let (status, body): (_, Value) = match client::post_json(coordinator, "/rollback", &req).await {
+    let coordinator = config.nodes[find_coordinator(config, client).await.index()].admin;
+    let (status, body): (_, Value) = match client.post_json(coordinator, "/rollback", &req).await {
         Ok(answer) => answer,
         Err(e) => {
             // A stopped cluster: record the choice; the coordinator rolls back to it at start-up.

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cairn_core::SnapshotDoc;
 use cairn_runtime::ClusterConfig;
-use cairn_runtime::client;
 use cairn_runtime::cluster::Supervisor;
 use serde_json::Value;
 
@@ -56,18 +55,34 @@ pub async fn run(seconds: u64) -> Result<bool> {
     let dir: PathBuf = std::env::temp_dir().join(format!("cairn-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("cluster.toml");
+    // The demo runs secure, as every cluster should: its own CA and certificates.
+    let certs = dir.join("certs");
+    let ids: Vec<String> = (1..=NODES).map(|i| format!("n{i}")).collect();
+    cairn_runtime::tls::certs::ensure_cluster(&certs, &ids)?;
     std::fs::write(
         &path,
-        bank_config(NODES, 200, &format!("data_dir = {:?}", dir.join("data")))?,
+        bank_config(
+            NODES,
+            200,
+            &format!(
+                "data_dir = {:?}\ntls = {{ certs_dir = {:?} }}",
+                dir.join("data"),
+                certs
+            ),
+        )?,
     )?;
     let config = ClusterConfig::load(&path)?;
+    let client = crate::cluster_cmds::operator(&config)?;
     let exe = std::env::current_exe().context("cannot find the cairn executable")?;
     println!(
         "Starting {NODES} bank nodes on loopback (config {}), {BALANCE} each, transfers at full speed.",
         path.display()
     );
     let mut sup = Supervisor::spawn(&exe, &path, &config, &[("RUST_LOG", "warn")])?;
-    if let Err(e) = sup.wait_ready(&config, Duration::from_secs(20)).await {
+    if let Err(e) = sup
+        .wait_ready(&config, &client, Duration::from_secs(20))
+        .await
+    {
         sup.stop(Duration::from_secs(3)).await;
         bail!(e);
     }
@@ -82,7 +97,7 @@ pub async fn run(seconds: u64) -> Result<bool> {
     let end = Instant::now() + Duration::from_secs(seconds);
     loop {
         let done = Instant::now() > end;
-        let (_, list): (_, Vec<Value>) = client::get_json(coord, "/snapshots").await?;
+        let (_, list): (_, Vec<Value>) = client.get_json(coord, "/snapshots").await?;
         let fresh: Vec<&Value> = list
             .iter()
             .filter(|s| s["id"].as_u64().is_some_and(|id| id >= shown))
@@ -92,7 +107,7 @@ pub async fn run(seconds: u64) -> Result<bool> {
             match s["status"].as_str() {
                 Some("complete") => {
                     let (_, doc): (_, SnapshotDoc<Value, Value>) =
-                        client::get_json(coord, &format!("/snapshots/{id}")).await?;
+                        client.get_json(coord, &format!("/snapshots/{id}")).await?;
                     let (held, flying) = cairn_apps::conserved_totals("bank", &doc)
                         .unwrap_or_else(|| Err("not a bank".into()))
                         .map_err(anyhow::Error::msg)?;

@@ -10,7 +10,8 @@ use cairn_apps::locks::{Deadlock, Locks, LocksParams};
 use cairn_apps::protocol::Protocol;
 use cairn_apps::ring::{LostToken, Ring, RingParams};
 use cairn_core::{Detector, GlobalSnapshot, SnapshotDoc, StableProperty, Topology};
-use cairn_runtime::{ClusterConfig, IdAnswer, client};
+use cairn_runtime::client::AdminClient;
+use cairn_runtime::{ClusterConfig, IdAnswer};
 use cairn_sim::detect::detect;
 use cairn_sim::workload::random_topology;
 use cairn_sim::{Config, Simulator};
@@ -172,6 +173,7 @@ where
 /// Takes snapshots of a running cluster until the property shows or time runs out.
 pub async fn on_cluster(
     config: &ClusterConfig,
+    client: &AdminClient,
     property: Property,
     limit: Duration,
     json: bool,
@@ -185,14 +187,15 @@ pub async fn on_cluster(
         );
     }
     match property {
-        Property::Termination => cluster_loop(config, Termination, limit, json).await,
-        Property::Deadlock => cluster_loop(config, Deadlock, limit, json).await,
-        Property::LostToken => cluster_loop(config, LostToken, limit, json).await,
+        Property::Termination => cluster_loop(config, client, Termination, limit, json).await,
+        Property::Deadlock => cluster_loop(config, client, Deadlock, limit, json).await,
+        Property::LostToken => cluster_loop(config, client, LostToken, limit, json).await,
     }
 }
 
 async fn cluster_loop<M, S, P>(
     config: &ClusterConfig,
+    client: &AdminClient,
     property: P,
     limit: Duration,
     json: bool,
@@ -205,19 +208,23 @@ where
 {
     let name = property.name().to_string();
     let mut detector = Detector::new(property);
-    let coordinator =
-        config.nodes[crate::cluster_cmds::find_coordinator(config).await.index()].admin;
+    let coordinator = config.nodes[crate::cluster_cmds::find_coordinator(config, client)
+        .await
+        .index()]
+    .admin;
     let started = Instant::now();
     while started.elapsed() < limit {
-        let (status, answer): (_, Value) =
-            client::post_json(coordinator, "/snapshots", &json!({})).await?;
+        let (status, answer): (_, Value) = client
+            .post_json(coordinator, "/snapshots", &json!({}))
+            .await?;
         if !status.is_success() {
             bail!("the coordinator refused a snapshot: {status} {answer}");
         }
         let id = serde_json::from_value::<IdAnswer>(answer)?.id;
         let doc: SnapshotDoc<M, S> = loop {
-            let (status, body): (_, Value) =
-                client::get_json(coordinator, &format!("/snapshots/{}", id.0)).await?;
+            let (status, body): (_, Value) = client
+                .get_json(coordinator, &format!("/snapshots/{}", id.0))
+                .await?;
             match status.as_u16() {
                 200 => break serde_json::from_value(body)?,
                 202 if started.elapsed() < limit => {

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_cmds;
 mod bench_report;
+mod cert_cmds;
 mod cluster_cmds;
 mod demo_cluster;
 mod detect_cmds;
@@ -94,6 +95,8 @@ enum Cmd {
         /// The cluster configuration (TOML).
         #[arg(long)]
         config: PathBuf,
+        #[command(flatten)]
+        auth: cluster_cmds::AuthArgs,
     },
     /// Take a snapshot of a running cluster now and print it as JSON.
     Snapshot {
@@ -103,6 +106,8 @@ enum Cmd {
         /// Start it at this node (default: the coordinator).
         #[arg(long)]
         node: Option<String>,
+        #[command(flatten)]
+        auth: cluster_cmds::AuthArgs,
     },
     /// Detect a stable property by taking snapshots one after another: in the
     /// simulator, or on a running cluster with --config. Exit 0 when detected,
@@ -129,6 +134,8 @@ enum Cmd {
         /// Print one JSON object instead of a sentence.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        auth: cluster_cmds::AuthArgs,
     },
     /// Roll a running cluster back to a snapshot: every node restores its part
     /// in a new epoch, and recorded in-flight messages are delivered again.
@@ -139,6 +146,8 @@ enum Cmd {
         /// The snapshot (default: the newest complete, uncorrupted one).
         #[arg(long)]
         snapshot: Option<u64>,
+        #[command(flatten)]
+        auth: cluster_cmds::AuthArgs,
     },
     /// List, show, verify or delete the snapshots in a store.
     Snapshots {
@@ -155,6 +164,14 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        auth: cluster_cmds::AuthArgs,
+    },
+    /// Make and list the cluster's certificates: a CA, one per node, one
+    /// per operator or tool (files named as CockroachDB names them).
+    Cert {
+        #[command(subcommand)]
+        action: cert_cmds::CertAction,
     },
     /// Run a COS 418 topology and events script in the simulator and print the
     /// snapshots as a JSON array.
@@ -272,30 +289,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Cluster { config } => {
+        Cmd::Cluster { config, auth } => {
             let cfg = cluster_cmds::load(&config)?;
-            runtime()?.block_on(cluster_cmds::cluster(&config, &cfg))?;
+            let client = auth.client(&cfg)?;
+            runtime()?.block_on(cluster_cmds::cluster(&config, &cfg, &client))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Snapshot { config, node } => {
+        Cmd::Snapshot { config, node, auth } => {
             let cfg = cluster_cmds::load(&config)?;
-            runtime()?.block_on(cluster_cmds::snapshot(&cfg, node.as_deref()))?;
+            let client = auth.client(&cfg)?;
+            runtime()?.block_on(cluster_cmds::snapshot(&cfg, &client, node.as_deref()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Status { config, json } => {
+        Cmd::Status { config, json, auth } => {
             let cfg = cluster_cmds::load(&config)?;
-            let healthy = runtime()?.block_on(cluster_cmds::status(&cfg, json))?;
+            let client = auth.client(&cfg)?;
+            let healthy = runtime()?.block_on(cluster_cmds::status(&cfg, &client, json))?;
             Ok(if healthy {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
         }
-        Cmd::Restore { config, snapshot } => {
+        Cmd::Restore {
+            config,
+            snapshot,
+            auth,
+        } => {
             let cfg = cluster_cmds::load(&config)?;
-            runtime()?.block_on(cluster_cmds::restore(&cfg, snapshot))?;
+            let client = auth.client(&cfg)?;
+            runtime()?.block_on(cluster_cmds::restore(&cfg, &client, snapshot))?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Cert { action } => cert_cmds::run(&action),
         Cmd::Snapshots { store, action } => {
             runtime()?.block_on(snapshots_cmds::run(&store, &action))?;
             Ok(ExitCode::SUCCESS)
@@ -308,12 +334,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             processes,
             max_snapshots,
             json,
+            auth,
         } => {
             let found = match config {
                 Some(path) => {
                     let cfg = cluster_cmds::load(&path)?;
+                    let client = auth.client(&cfg)?;
                     let limit = std::time::Duration::from_secs(time_limit);
-                    runtime()?.block_on(detect_cmds::on_cluster(&cfg, property, limit, json))?
+                    runtime()?.block_on(detect_cmds::on_cluster(
+                        &cfg, &client, property, limit, json,
+                    ))?
                 }
                 None => detect_cmds::simulated(
                     property,

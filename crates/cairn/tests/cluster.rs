@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use cairn_apps::bank::{BankModel, Transfer};
 use cairn_apps::token::TokenModel;
 use cairn_runtime::ClusterConfig;
-use cairn_runtime::client;
+use cairn_runtime::tls::Identity;
 use cairn_runtime::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION};
+use common::client;
 use common::{BALANCE, ONE_AT_A_TIME, TestCluster, write_config};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -170,7 +171,6 @@ fn hello_as(cluster: &str, node: &str, channel: &str, epoch: u64, incarnation: u
         cluster: cluster.into(),
         node: node.into(),
         channel: channel.into(),
-        auth: vec![],
         epoch,
         incarnation,
         peer_incarnation: None,
@@ -199,7 +199,17 @@ async fn bad_frames_leave_the_node_running_with_its_state_intact() {
         &framed(&wire::encode(&Frame::<u64>::Ack { next_seq: 3 }).unwrap()),
     )
     .await;
-    // Hellos the node must refuse, each by name.
+    // Hellos the node must refuse, each by name, from real members over TLS.
+    let certs = common::certs_dir();
+    let as_node = |id: &str| Identity::node(id);
+    let send_as = |who: Identity, bytes: Vec<u8>| {
+        let (target, certs) = (target.clone(), certs.clone());
+        async move {
+            common::send_tls(&target, &certs, Some(&who), &bytes)
+                .await
+                .unwrap()
+        }
+    };
     let (_, n1): (_, Value) = client::get_json(c.config.nodes[0].admin, "/status")
         .await
         .unwrap();
@@ -209,13 +219,13 @@ async fn bad_frames_leave_the_node_running_with_its_state_intact() {
     let hello_in_epoch = |cluster: &str, node: &str, channel: &str, epoch: u64| {
         hello_as(cluster, node, channel, epoch, life)
     };
-    let r = rejection(&send_raw(&target, &hello("bad", "intruder", "intruder->n2")).await);
-    assert!(r.contains("unknown node id \"intruder\""), "{r}");
-    let r = rejection(&send_raw(&target, &hello("other", "n1", "n1->n2")).await);
+    let r = rejection(&send_as(as_node("n1"), hello("bad", "intruder", "intruder->n2")).await);
+    assert!(r.contains("its certificate is node n1's"), "{r}");
+    let r = rejection(&send_as(as_node("n1"), hello("other", "n1", "n1->n2")).await);
     assert!(r.contains("cluster \"other\""), "{r}");
-    let r = rejection(&send_raw(&target, &hello("bad", "n3", "n3->n4")).await);
+    let r = rejection(&send_as(as_node("n3"), hello("bad", "n3", "n3->n4")).await);
     assert!(r.contains("has no channel"), "{r}");
-    let r = rejection(&send_raw(&target, &hello_in_epoch("bad", "n1", "n1->n2", 7)).await);
+    let r = rejection(&send_as(as_node("n1"), hello_in_epoch("bad", "n1", "n1->n2", 7)).await);
     assert!(r.contains("epoch 7"), "{r}");
     // A real node's channel, then a frame far ahead of its sequence: refused, nothing applied.
     let mut bytes = hello("bad", "n1", "n1->n2");
@@ -228,7 +238,7 @@ async fn bad_frames_leave_the_node_running_with_its_state_intact() {
         })
         .unwrap(),
     ));
-    send_raw(&target, &bytes).await;
+    send_as(as_node("n1"), bytes).await;
 
     let (status, v): (_, Value) = client::get_json(c.config.nodes[1].admin, "/status")
         .await

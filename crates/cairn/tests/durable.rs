@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use cairn_apps::bank::{Balance, BankModel, Transfer};
 use cairn_core::{GlobalSnapshot, SnapshotDoc};
-use cairn_runtime::client;
 use cairn_store::Store;
+use common::client;
 use common::{ONE_AT_A_TIME, TestCluster, cairn, text};
 use serde_json::Value;
 

@@ -17,8 +17,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cairn_runtime::{ClusterConfig, client};
+use cairn_runtime::ClusterConfig;
 use cairn_store::Store;
+use common::client;
 use common::{BANK, ONE_AT_A_TIME, TestCluster, cairn, signal, text, write_full_config};
 use serde_json::{Value, json};
 

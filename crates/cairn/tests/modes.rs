@@ -11,7 +11,7 @@ use std::time::Duration;
 use cairn_apps::bank::BankModel;
 use cairn_apps::diffusing::Diffusing;
 use cairn_apps::protocol::Protocol;
-use cairn_runtime::client;
+use common::client;
 use common::{BANK, ONE_AT_A_TIME, TestCluster};
 use serde_json::Value;
 

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use cairn_apps::bank::{Balance, BankModel, Transfer};
 use cairn_core::{GlobalSnapshot, SnapshotDoc};
-use cairn_runtime::{ClusterConfig, client};
+use cairn_runtime::ClusterConfig;
 use cairn_store::Store;
+use common::client;
 use common::{ONE_AT_A_TIME, TestCluster, signal};
 use serde_json::Value;
 

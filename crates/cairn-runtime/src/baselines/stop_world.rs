@@ -10,7 +10,6 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use crate::client;
 use crate::control::ControlError;
 use crate::control::initiation::{allocate, ask_driver, start_local};
 use crate::driver::Control;
@@ -70,12 +69,15 @@ async fn broadcast(
         .filter(|(i, _)| *i != s.me.index())
         .map(|(_, n)| async move {
             let body = json!({ "term": s.role.term() });
-            let problem =
-                match client::post_json::<_, serde_json::Value>(n.admin, path, &body).await {
-                    Ok((st, _)) if st.is_success() => return Ok(()),
-                    Ok((st, v)) => format!("{st} {v}"),
-                    Err(e) => e.to_string(),
-                };
+            let problem = match s
+                .client
+                .post_json::<_, serde_json::Value>(n.admin, path, &body)
+                .await
+            {
+                Ok((st, _)) if st.is_success() => return Ok(()),
+                Ok((st, v)) => format!("{st} {v}"),
+                Err(e) => e.to_string(),
+            };
             Err(ControlError::Peer {
                 node: n.id.clone(),
                 problem,

@@ -14,7 +14,6 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::client;
 use crate::control::ControlError;
 use crate::control::initiation::{ask_driver, start_here};
 use crate::control::recovery::{begin_first_epoch, roll_back};
@@ -117,8 +116,9 @@ pub(crate) async fn run_coordinator_timers(
             _ = heartbeat.tick(), if failure_timeout.is_some() || resume.is_some() => {
                 let limit = failure_timeout.unwrap_or_default();
                 let before = lock().epoch_state();
+                let client = &shared.client;
                 let polls = nodes.iter().enumerate().filter(|(i, _)| *i != shared.me.index()).map(|(i, n)| async move {
-                    let answer = tokio::time::timeout(Duration::from_millis(250), client::get_json::<serde_json::Value>(n.admin, "/status")).await;
+                    let answer = tokio::time::timeout(Duration::from_millis(250), client.get_json::<serde_json::Value>(n.admin, "/status")).await;
                     (i, answer.ok().and_then(|r| r.ok()).map(|(_, v)| v))
                 });
                 let answers = futures_util::future::join_all(polls).await;
@@ -207,11 +207,12 @@ fn broadcast_abort(shared: &Arc<Shared>, id: u64, epoch: u64) {
             });
         } else {
             let admin = n.admin;
+            let client = shared.client.clone();
             tokio::spawn(async move {
                 let body = json!({ "snapshot": id, "epoch": epoch, "term": term });
                 let _ = tokio::time::timeout(
                     Duration::from_secs(1),
-                    client::post_json::<_, serde_json::Value>(admin, "/internal/abort", &body),
+                    client.post_json::<_, serde_json::Value>(admin, "/internal/abort", &body),
                 )
                 .await;
             });

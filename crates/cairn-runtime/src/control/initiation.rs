@@ -8,7 +8,6 @@ use cairn_store::Store;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::client;
 use crate::config::SnapshotMode;
 use crate::control::ControlError;
 use crate::coordinator::Coordinator;
@@ -80,13 +79,14 @@ pub(crate) async fn start_here(s: &Shared) -> Result<SnapshotId, ControlError> {
                 initiator: s.name().to_string(),
             };
             let coordinator = s.coordinator_name().to_string();
-            let (status, answer): (_, serde_json::Value) =
-                client::post_json(s.coordinator_admin(), "/internal/ids", &req)
-                    .await
-                    .map_err(|e| ControlError::Peer {
-                        node: coordinator.clone(),
-                        problem: format!("cannot get a snapshot id: {e}"),
-                    })?;
+            let (status, answer): (_, serde_json::Value) = s
+                .client
+                .post_json(s.coordinator_admin(), "/internal/ids", &req)
+                .await
+                .map_err(|e| ControlError::Peer {
+                    node: coordinator.clone(),
+                    problem: format!("cannot get a snapshot id: {e}"),
+                })?;
             if !status.is_success() {
                 return Err(ControlError::Peer {
                     node: coordinator,

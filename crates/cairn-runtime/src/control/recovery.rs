@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::client;
 use crate::control::ControlError;
 use crate::control::initiation::ask_driver;
 use crate::coordinator::Coordinator;
@@ -188,7 +187,9 @@ async fn roll_nodes_back(
         let result = if i == s.me.index() {
             rollback_local(s, &order).await.map_err(|e| e.to_string())
         } else {
-            match client::post_json::<_, serde_json::Value>(n.admin, "/internal/rollback", &order)
+            match s
+                .client
+                .post_json::<_, serde_json::Value>(n.admin, "/internal/rollback", &order)
                 .await
             {
                 Ok((st, v)) if st.is_success() => {

@@ -22,7 +22,6 @@ use cairn_store::TermRecord;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::client;
 use crate::control::commit::run_committer;
 use crate::control::failure::run_coordinator_timers;
 use crate::coordinator::Coordinator;
@@ -264,7 +263,9 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
         let (term, current) = shared.role.view();
         let answer = tokio::time::timeout(
             Duration::from_millis(250),
-            client::get_json::<serde_json::Value>(config.nodes[current.index()].admin, "/status"),
+            shared
+                .client
+                .get_json::<serde_json::Value>(config.nodes[current.index()].admin, "/status"),
         )
         .await;
         if let Ok(Ok((_, v))) = answer {

@@ -8,12 +8,99 @@ use std::time::Duration;
 use cairn_core::oracle::{self, Model, Run};
 use cairn_core::{GlobalSnapshot, SnapshotDoc};
 use cairn_runtime::ClusterConfig;
-use cairn_runtime::client;
+use cairn_runtime::client::AdminClient;
 use cairn_runtime::cluster::Supervisor;
+use cairn_runtime::tls::{Identity, Security};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub const BALANCE: u64 = 1000;
+
+/// The certificates every test cluster of this process uses: one CA, nodes
+/// n1 to n10, and the operator `client.root`. Made once per process.
+pub fn certs_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("cairn-test-certs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ids: Vec<String> = (1..=10).map(|i| format!("n{i}")).collect();
+        cairn_runtime::tls::certs::ensure_cluster(&dir, &ids).unwrap();
+        dir
+    })
+    .clone()
+}
+
+/// The operator's admin client (`client.root`) for the test clusters.
+pub fn operator() -> AdminClient {
+    static CLIENT: std::sync::OnceLock<AdminClient> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let sec = Security::load(&certs_dir(), Some(&Identity::client("root"))).unwrap();
+            AdminClient::with_security(std::sync::Arc::new(sec))
+        })
+        .clone()
+}
+
+/// Sends `bytes` to a node's peer port over TLS, presenting `who`'s
+/// certificate from `certs` (none when `None`), and returns what came
+/// back before the node closed the connection (6 s at most). `Err` says
+/// why the TLS handshake failed.
+pub async fn send_tls(
+    addr: &str,
+    certs: &Path,
+    who: Option<&Identity>,
+    bytes: &[u8],
+) -> Result<Vec<u8>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sec = Security::load(certs, who).map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("cairn.node").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(sec.client_config())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(bytes).await.map_err(|e| e.to_string())?;
+    let _ = tls.flush().await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(6), tls.read_to_end(&mut answer)).await;
+    match read {
+        // TLS 1.3 checks the client's certificate after the handshake: a
+        // refusal arrives as an alert on the first read.
+        Ok(Err(e)) if answer.is_empty() => Err(e.to_string()),
+        _ => Ok(answer),
+    }
+}
+
+/// The admin API as the operator calls it, for the tests.
+pub mod client {
+    use std::net::SocketAddr;
+
+    use cairn_runtime::Result;
+    use hyper::StatusCode;
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    pub async fn get_json<T: DeserializeOwned>(
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<(StatusCode, T)> {
+        super::operator().get_json(addr, path).await
+    }
+
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        addr: SocketAddr,
+        path: &str,
+        body: &B,
+    ) -> Result<(StatusCode, T)> {
+        super::operator().post_json(addr, path, body).await
+    }
+
+    pub async fn get_text(addr: SocketAddr, path: &str) -> Result<(StatusCode, String)> {
+        super::operator().get_text(addr, path).await
+    }
+}
 
 /// Runs the `cairn` binary with `args` and collects what it printed.
 pub fn cairn(args: &[&str]) -> std::process::Output {
@@ -129,8 +216,14 @@ pub fn write_full_config(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let ports = free_ports(2 * nodes);
+    // Every cluster runs secure unless the test is about running insecure.
+    let tls = if top.contains("insecure") {
+        String::new()
+    } else {
+        format!("tls = {{ certs_dir = {:?} }}\n", certs_dir())
+    };
     let mut toml = format!(
-        "cluster = \"{name}\"\n{}channels = {channels}\ntrace_dir = {:?}\ndata_dir = {:?}\n{top}\n\n[debug]\nallow_cut = true\n\n[app]\n{app}\n\n[snapshots]\ninterval_ms = {interval_ms}\n{}{snapshots}\n",
+        "cluster = \"{name}\"\n{tls}{}channels = {channels}\ntrace_dir = {:?}\ndata_dir = {:?}\n{top}\n\n[debug]\nallow_cut = true\n\n[app]\n{app}\n\n[snapshots]\ninterval_ms = {interval_ms}\n{}{snapshots}\n",
         // n1 coordinates unless the test names the candidates.
         if top.contains("coordinator") {
             ""
@@ -184,13 +277,37 @@ impl TestCluster {
     /// waits until the cluster is ready. `CAIRN_TEST_LOG` sets the nodes'
     /// log filter when debugging a test.
     async fn launch(dir: PathBuf, path: PathBuf, env: &[(&str, &str)]) -> Self {
+        Self::launch_logged(dir, path, env, None).await
+    }
+
+    /// A cluster from a config written by [`write_full_config`], each node
+    /// logging to `<dir>/logs/<id>.log` (see [`TestCluster::log`]).
+    pub async fn start_logged(dir: PathBuf, path: PathBuf) -> Self {
+        let logs = dir.join("logs");
+        Self::launch_logged(dir, path, &[], Some(logs)).await
+    }
+
+    /// What node `id` has logged so far (with [`TestCluster::start_logged`]).
+    pub fn log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.dir.join("logs").join(format!("{id}.log"))).unwrap_or_default()
+    }
+
+    async fn launch_logged(
+        dir: PathBuf,
+        path: PathBuf,
+        env: &[(&str, &str)],
+        logs: Option<PathBuf>,
+    ) -> Self {
         let config = ClusterConfig::load(&path).unwrap();
         let exe = Path::new(env!("CARGO_BIN_EXE_cairn"));
         let log = std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "warn".into());
         let mut all_env = vec![("RUST_LOG", log.as_str())];
         all_env.extend_from_slice(env);
-        let mut sup = Supervisor::spawn(exe, &path, &config, &all_env).unwrap();
-        sup.wait_ready(&config, Duration::from_secs(30))
+        let mut sup = match &logs {
+            Some(l) => Supervisor::spawn_logged(exe, &path, &config, &all_env, l).unwrap(),
+            None => Supervisor::spawn(exe, &path, &config, &all_env).unwrap(),
+        };
+        sup.wait_ready(&config, &operator(), Duration::from_secs(30))
             .await
             .unwrap();
         TestCluster {
@@ -267,7 +384,7 @@ impl TestCluster {
         let exe = Path::new(env!("CARGO_BIN_EXE_cairn"));
         let mut sup =
             Supervisor::spawn(exe, &self.path, &self.config, &[("RUST_LOG", "warn")]).unwrap();
-        sup.wait_ready(&self.config, Duration::from_secs(30))
+        sup.wait_ready(&self.config, &operator(), Duration::from_secs(30))
             .await
             .unwrap();
         self.sup = Some(sup);
