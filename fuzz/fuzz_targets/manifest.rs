@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = decode_manifest(1, data) {
         assert_eq!(m.snapshot, 1);
-        let _ = m.check_complete();
-        let _ = m.to_json();
+        // Whatever decodes can be shown (cairn snapshots show prints it).
+        serde_json::to_vec(&m).unwrap();
     }
 });

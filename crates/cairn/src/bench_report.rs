@@ -400,7 +400,17 @@ pub fn problems(r: &Report) -> Vec<String> {
             }
             continue;
         }
-        if m.variant == "off" {
+        if r.complete
+            && r.runs
+                .iter()
+                .any(|t| t.variant == format!("{}-insecure", m.variant))
+            && m.vs_insecure.is_none()
+        {
+            out.push(format!(
+                "{at}: no ratio against the same cluster without TLS"
+            ));
+        }
+        if m.variant == "off" || m.variant == "off-insecure" {
             continue;
         }
         if m.snapshots == 0 || m.durable < m.snapshots {

@@ -28,12 +28,19 @@ fn quick_bench_produces_every_figure() {
         [
             "raw",
             "off",
+            "off-insecure",
             "cl-1s",
             "cl-100ms",
+            "cl-100ms-insecure",
             "stw-100ms",
             "aligned-100ms"
         ]
     );
+    // What TLS costs: each secure variant with an insecure twin has its ratio.
+    for name in ["off", "cl-100ms"] {
+        let r = runs.iter().find(|r| r["variant"] == name).unwrap();
+        assert!(r["vs_insecure"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+    }
     for r in runs {
         assert!(r["throughput"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["vs_raw"].is_number() && r["vs_off"].is_number(), "{r}");
@@ -41,7 +48,7 @@ fn quick_bench_produces_every_figure() {
         assert_eq!(r["frames_resent"], 0, "{r}");
         if r["variant"] == "raw" {
             assert!(r["hop_p50_us"].is_number(), "{r}");
-        } else if r["variant"] != "off" {
+        } else if r["variant"] != "off" && r["variant"] != "off-insecure" {
             for k in ["latency_p50_ms", "latency_p99_ms", "floor_ms"] {
                 assert!(r[k].is_number(), "{k} missing: {r}");
             }

@@ -192,3 +192,111 @@ fn bad_arguments_and_files_give_clear_errors_and_nonzero_exits() {
     }
     std::fs::remove_dir_all(tmp).ok();
 }
+
+/// Invariant: certificate files are made once and never replaced, keys are
+/// readable by their owner only, and `cert list` tells what each is and
+/// fails when one has expired.
+#[test]
+fn cert_commands_make_list_and_never_overwrite() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("certs");
+    let d = dir.to_str().unwrap();
+    // Nothing signs without a CA.
+    let out = cairn(&["cert", "create-node", "n1", "--certs-dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("ca.crt"),
+        "{}",
+        text(&out.stderr)
+    );
+    for args in [
+        vec!["cert", "create-ca", "--certs-dir", d],
+        vec![
+            "cert",
+            "create-node",
+            "n1",
+            "--certs-dir",
+            d,
+            "--host",
+            "10.1.2.3",
+            "--host",
+            "db.example",
+        ],
+        vec!["cert", "create-client", "root", "--certs-dir", d],
+    ] {
+        let out = cairn(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    for key in ["ca.key", "node.n1.key", "client.root.key"] {
+        let mode = std::fs::metadata(dir.join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{key} has mode {mode:o}");
+    }
+    // Never overwritten: the second CA is refused and the first is intact.
+    let before = std::fs::read(dir.join("ca.crt")).unwrap();
+    let out = cairn(&["cert", "create-ca", "--certs-dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(dir.join("ca.crt")).unwrap(), before);
+    let out = cairn(&["cert", "create-node", "n1", "--certs-dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = cairn(&["cert", "list", "--certs-dir", d, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<(String, String)> = list
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().into(),
+                c["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds[1], ("client".into(), "root".into()));
+    assert_eq!(kinds[2], ("node".into(), "n1".into()));
+    assert_eq!(kinds[0].0, "ca");
+    assert!(
+        list.iter()
+            .all(|c| c["expired"] == false && c["has_key"] == true)
+    );
+    // The node's certificate lasts 5 years, the CA's 10.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let years =
+        |c: &serde_json::Value| (c["not_after_unix"].as_i64().unwrap() - now) / (365 * 86_400);
+    assert_eq!(years(&list[0]), 10);
+    assert_eq!(years(&list[2]), 5);
+    let table = cairn(&["cert", "list", "--certs-dir", d]);
+    assert!(text(&table.stdout).contains("node.n1.crt"));
+
+    // An expired certificate makes `list` fail, saying which.
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(10);
+    cairn_runtime::tls::certs::create_leaf(
+        &dir,
+        &cairn_runtime::tls::Identity::client("old"),
+        &[],
+        cairn_runtime::tls::certs::Validity {
+            not_before: long_ago,
+            not_after: long_ago + time::Duration::days(1),
+        },
+    )
+    .unwrap();
+    let out = cairn(&["cert", "list", "--certs-dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("EXPIRED"),
+        "{}",
+        text(&out.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
