@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::peers::{PeerBook, Seen};
-use crate::tls::{BoxIo, Identity, Role, Security};
+use crate::tls::{BoxRead, BoxWrite, Identity, Role, Security, split_tcp, split_tls};
 use crate::transport::{HANDSHAKE_TIMEOUT, In};
 use crate::wire::{self, Frame, Hello, RejectKind};
 use cairn_core::link::{Delivery, RecvHalf};
@@ -105,13 +105,13 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                     let (sd, cut) = (shutdown.clone(), cut.clone());
                     tokio::spawn(async move {
                         let _ = stream.set_nodelay(true);
-                        let (stream, who): (BoxIo, _) = match &this.security {
-                            None => (Box::new(stream), None),
+                        let (halves, who) = match &this.security {
+                            None => (split_tcp(stream), None),
                             Some(sec) => {
                                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, sec.accept(stream))
                                     .await
                                 {
-                                    Ok(Ok((tls, who))) => (Box::new(tls), Some(who)),
+                                    Ok(Ok((tls, who))) => (split_tls(tls), Some(who)),
                                     Ok(Err(e)) => {
                                         return this.refused_at_door(peer, &e.to_string());
                                     }
@@ -122,7 +122,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                                 }
                             }
                         };
-                        match this.serve(stream, who, sd, cut).await {
+                        match this.serve(halves, who, sd, cut).await {
                             Ok(()) => {}
                             Err(e @ Error::Protocol(_)) => {
                                 warn!(%peer, "closed an incoming connection: {e}")
@@ -148,12 +148,11 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
     /// the link is TLS (`Some(None)`: no client certificate).
     async fn serve(
         &self,
-        stream: BoxIo,
+        (r, w): (BoxRead, BoxWrite),
         who: Option<Option<Identity>>,
         mut shutdown: watch::Receiver<bool>,
         mut cut: watch::Receiver<u64>,
     ) -> Result<()> {
-        let (r, w) = tokio::io::split(stream);
         let mut reader = FramedRead::new(r, wire::codec(self.max_frame_bytes));
         let mut writer = FramedWrite::new(w, wire::codec(self.max_frame_bytes));
         let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())

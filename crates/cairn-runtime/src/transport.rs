@@ -13,7 +13,6 @@ use bytes::Bytes;
 use cairn_core::ChannelId;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -22,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::peers::{PeerBook, Seen};
-use crate::tls::{BoxIo, Security};
+use crate::tls::{BoxRead, BoxWrite, Security, split_tcp, split_tls};
 use crate::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION, RejectKind};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use cairn_core::link::SendHalf;
@@ -261,14 +260,14 @@ pub(crate) async fn run_outbound<M: Serialize>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let stream: BoxIo = match &id.security {
+        let (r, w) = match &id.security {
             Some(sec) => {
                 let tls = tokio::select! {
                     _ = shutdown.changed() => return,
                     t = tokio::time::timeout(HANDSHAKE_TIMEOUT, sec.connect(stream, Some(id.peers.name(peer)))) => t,
                 };
                 match tls {
-                    Ok(Ok(t)) => Box::new(t),
+                    Ok(Ok(t)) => split_tls(t),
                     Ok(Err(e)) => {
                         warn!(%channel, %address, "{e}");
                         wait = Some(next_wait);
@@ -281,9 +280,8 @@ pub(crate) async fn run_outbound<M: Serialize>(
                     }
                 }
             }
-            None => Box::new(stream),
+            None => split_tcp(stream),
         };
-        let (r, w) = tokio::io::split(stream);
         let mut reader = FramedRead::new(r, wire::codec(id.max_frame_bytes));
         let mut writer = FramedWrite::new(w, wire::codec(id.max_frame_bytes));
         let resume = match handshake(&id, &channel, peer, current, &mut reader, &mut writer).await {
@@ -447,8 +445,8 @@ async fn handshake(
     channel: &str,
     peer: usize,
     epoch: u64,
-    reader: &mut FramedRead<ReadHalf<BoxIo>, LengthDelimitedCodec>,
-    writer: &mut FramedWrite<WriteHalf<BoxIo>, LengthDelimitedCodec>,
+    reader: &mut FramedRead<BoxRead, LengthDelimitedCodec>,
+    writer: &mut FramedWrite<BoxWrite, LengthDelimitedCodec>,
 ) -> Result<u64> {
     let hello = Hello {
         magic: MAGIC,

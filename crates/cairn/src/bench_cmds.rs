@@ -228,11 +228,12 @@ impl Running {
             dir.join("data"),
             variant.mode
         );
-        // Secure like any real cluster, unless the variant measures without TLS.
+        // Secure like any real cluster, unless the variant measures without
+        // TLS (the raw baseline is plain framed TCP by definition).
         let ids: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
         let certs = root.join("certs");
         cairn_runtime::tls::certs::ensure_cluster(&certs, &ids)?;
-        toml = if variant.insecure {
+        toml = if variant.insecure || variant.raw {
             format!("insecure = true\n{toml}")
         } else {
             format!("tls = {{ certs_dir = {certs:?} }}\n{toml}")

@@ -348,8 +348,13 @@ pub async fn status(config: &ClusterConfig, client: &AdminClient, json: bool) ->
         } else {
             ""
         };
+        let insecure = if v["insecure"] == true {
+            "  INSECURE: no TLS, anyone who reaches it may connect"
+        } else {
+            ""
+        };
         println!(
-            "{:<10} {:>9.1}s {:>6} {:>12} {:>12}  in {} / out {}{restore}",
+            "{:<10} {:>9.1}s {:>6} {:>12} {:>12}  in {} / out {}{restore}{insecure}",
             v["node"].as_str().unwrap_or("?"),
             v["uptime_ms"].as_f64().unwrap_or(0.0) / 1e3,
             v["epoch"],

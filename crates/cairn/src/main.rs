@@ -86,7 +86,8 @@ enum Cmd {
         #[arg(long)]
         stop_on_stdin_eof: bool,
         /// Run as the raw framed-TCP baseline that `cairn bench` measures
-        /// against: the same application and framing, none of Cairn.
+        /// against: the same application and framing, none of Cairn (plain
+        /// TCP, so the config must say insecure = true).
         #[arg(long, conflicts_with = "trace_dir")]
         raw_baseline: bool,
     },

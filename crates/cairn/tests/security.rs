@@ -225,6 +225,8 @@ async fn the_admin_api_needs_credentials_and_only_operators_change_things() {
     let c = TestCluster::start_from(dir.clone(), path.clone()).await;
     let at = c.coordinator();
 
+    // A caller that connects and never says anything holds up nobody.
+    let _silent = tokio::net::TcpStream::connect(at).await.unwrap();
     // Plain HTTP does not even get an answer.
     assert!(
         AdminClient::insecure()
@@ -541,6 +543,16 @@ async fn a_node_without_certificates_refuses_to_start_unless_told_insecure() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status["insecure"], true);
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["status", "--config", p])
+        .env("CAIRN_INSECURE", "true")
+        .output()
+        .unwrap();
+    assert!(
+        text(&shown.stdout).contains("INSECURE"),
+        "{}",
+        text(&shown.stdout)
+    );
     drop(child.stdin.take());
     let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
         .await

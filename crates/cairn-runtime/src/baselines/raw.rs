@@ -63,12 +63,21 @@ fn unix_nanos() -> u64 {
 /// Runs node `me` of `config` as the raw baseline until `shutdown` turns true.
 ///
 /// # Errors
-/// The application's parameters are unusable or an address cannot be bound.
+/// The config does not say `insecure = true` (the baseline is plain TCP,
+/// and never runs so unasked), the application's parameters are unusable,
+/// or an address cannot be bound.
 pub async fn run_raw_node<P: Process>(
     config: Arc<ClusterConfig>,
     me: ProcessId,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    if !config.security.insecure {
+        return Err(Error::Config {
+            file: config.file.display().to_string(),
+            key: "insecure".into(),
+            problem: "the raw baseline is plain framed TCP with no TLS: it runs only where the config says insecure = true".into(),
+        });
+    }
     let topo = config.topology.clone();
     let node = &config.nodes[me.index()];
     let mut process: P = crate::node::new_process(&config, me)?;

@@ -124,6 +124,24 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 /// A boxed connection, whichever it is.
 pub type BoxIo = Box<dyn Io>;
 
+/// The reading half of a connection, whichever it is.
+pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing half of a connection, whichever it is.
+pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Splits a connection into halves: a plain TCP stream without a lock
+/// between them (its halves are independent), TLS through tokio's split.
+pub(crate) fn split_tcp(tcp: tokio::net::TcpStream) -> (BoxRead, BoxWrite) {
+    let (r, w) = tcp.into_split();
+    (Box::new(r), Box::new(w))
+}
+
+/// As [`split_tcp`], for a TLS stream (whose halves share one state).
+pub(crate) fn split_tls<S: Io + 'static>(tls: S) -> (BoxRead, BoxWrite) {
+    let (r, w) = tokio::io::split(tls);
+    (Box::new(r), Box::new(w))
+}
+
 /// The TLS set-up of one process: what it presents and whom it trusts.
 #[derive(Clone)]
 pub struct Security {
