@@ -18,9 +18,9 @@ pub enum CertAction {
         #[arg(long)]
         certs_dir: PathBuf,
     },
-    /// Make a node's certificate, node.<ID>.crt and .key, whose identity is the node id.
+    /// Make a node's certificate, node.ID.crt and node.ID.key, whose identity is the node id ID.
     CreateNode {
-        /// The node id, as in the config's [[nodes]].
+        /// The node id, as in the config's list of nodes.
         id: String,
         /// The folder holding ca.crt and ca.key.
         #[arg(long)]
@@ -30,7 +30,7 @@ pub enum CertAction {
         #[arg(long = "host", value_name = "NAME_OR_IP")]
         hosts: Vec<String>,
     },
-    /// Make an operator's or tool's certificate, client.<NAME>.crt and .key
+    /// Make an operator's or tool's certificate, client.NAME.crt and client.NAME.key
     /// (`root` is what the CLI presents by default).
     CreateClient {
         /// The user name.

@@ -7,7 +7,7 @@
 //! and it dials a peer only if the answering certificate is that peer's
 //! node certificate. Host names are not what a node checks: the identity
 //! in the certificate is. Operators and tools present `client.<NAME>.crt`
-//! (or a bearer token, see [`crate::admin`]).
+//! (or a bearer token; see the README, "Members only").
 
 pub mod certs;
 pub(crate) mod listener;
