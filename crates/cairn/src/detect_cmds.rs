@@ -221,19 +221,19 @@ where
             bail!("the coordinator refused a snapshot: {status} {answer}");
         }
         let id = serde_json::from_value::<IdAnswer>(answer)?.id;
+        // A snapshot started before the limit is waited for (at most its own
+        // timeout past the limit) and evaluated: none is taken for nothing.
+        let give_up = limit + config.snapshots.timeout + Duration::from_secs(1);
         let doc: SnapshotDoc<M, S> = loop {
             let (status, body): (_, Value) = client
                 .get_json(coordinator, &format!("/snapshots/{}", id.0))
                 .await?;
             match status.as_u16() {
                 200 => break serde_json::from_value(body)?,
-                202 if started.elapsed() < limit => {
+                202 if started.elapsed() < give_up => {
                     tokio::time::sleep(Duration::from_millis(10)).await
                 }
-                202 => {
-                    print(&name, None, detector.rounds(), json);
-                    return Ok(false);
-                }
+                202 => bail!("snapshot {id} did not complete within its timeout"),
                 _ => bail!("snapshot {id} failed: {body}"),
             }
         };

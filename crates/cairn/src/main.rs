@@ -120,7 +120,8 @@ enum Cmd {
         /// diffusing, locks or ring); without it, run in the simulator.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// On a cluster: give up after this many seconds.
+        /// On a cluster: start no snapshot after this many seconds (one already
+        /// started is still waited for and evaluated).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         time_limit: u64,
         /// In the simulator: the seed (random and printed when absent).
