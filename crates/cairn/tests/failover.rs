@@ -284,8 +284,10 @@ async fn a_frozen_coordinator_is_deposed_and_its_orders_are_refused() {
         .as_u64()
         .unwrap_or(0);
     let (epoch, _) = recovered(&c.config, lead, epoch_before.saturating_sub(1), 2).await;
-    // Orders of the old term are refused, each with a reason.
+    // Orders of the old term, from the deposed coordinator itself, are
+    // refused, each with a reason.
     let target = c.config.nodes[2].admin;
+    let deposed = common::as_node("n1");
     for (path, body) in [
         (
             "/internal/rollback",
@@ -297,7 +299,8 @@ async fn a_frozen_coordinator_is_deposed_and_its_orders_are_refused() {
         ),
         ("/internal/pause", json!({"term": old_term})),
     ] {
-        let (st, v) = client::post_json::<_, Value>(target, path, &body)
+        let (st, v) = deposed
+            .post_json::<_, Value>(target, path, &body)
             .await
             .unwrap();
         assert_eq!(st.as_u16(), 409, "{path}: {v}");

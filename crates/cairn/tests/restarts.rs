@@ -232,12 +232,14 @@ async fn kill_9_of_the_coordinator_under_cairn_cluster_loses_nothing() {
 /// received by its receiver)`, once every node is paused and drained.
 async fn quiesce_and_count(config: &ClusterConfig) -> BTreeMap<String, (u64, u64)> {
     for (i, n) in config.nodes.iter().enumerate() {
-        // As the coordinator would: in its term (a pause of an older term is refused).
-        let term = status(config, i).await.unwrap()["term"].clone();
-        let (st, v) =
-            client::post_json::<_, Value>(n.admin, "/internal/pause", &json!({ "term": term }))
-                .await
-                .unwrap();
+        // As the coordinator would: from it, in its term (a pause of an
+        // older term, or from another node, is refused).
+        let v = status(config, i).await.unwrap();
+        let coordinator = common::as_node(v["coordinator"].as_str().unwrap());
+        let (st, v) = coordinator
+            .post_json::<_, Value>(n.admin, "/internal/pause", &json!({ "term": v["term"] }))
+            .await
+            .unwrap();
         assert!(st.is_success(), "{v}");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -394,10 +396,13 @@ async fn a_node_restarted_with_recovery_off_waits_for_a_restore_and_loses_nothin
             "channel {name}: {sent} sent + {restored} restored in flight, but {received} received"
         );
     }
-    for n in &c.config.nodes {
-        client::post_json::<_, Value>(n.admin, "/internal/resume", &json!({}))
+    for (i, n) in c.config.nodes.iter().enumerate() {
+        let v = status(&c.config, i).await.unwrap();
+        let (st, v) = common::as_node(v["coordinator"].as_str().unwrap())
+            .post_json::<_, Value>(n.admin, "/internal/resume", &json!({}))
             .await
             .unwrap();
+        assert!(st.is_success(), "{v}");
     }
     let ids = all_verify(&c.config.store, &store).await;
     assert!(after.iter().all(|id| ids.contains(id)));
@@ -570,13 +575,18 @@ async fn forged_rollbacks_are_refused_and_change_nothing() {
     let target = c.config.nodes[1].admin;
     let epoch_of = |v: &Value| v["epoch"].as_u64().unwrap();
     let before = status(&c.config, 1).await.unwrap();
-    let order = |epoch: u64, snapshot: Option<u64>| json!({ "epoch": epoch, "snapshot": snapshot, "in_flight": {} });
+    // Forged with the coordinator's own certificate, in its own term: only
+    // the order's content is wrong.
+    let term = before["term"].as_u64().unwrap();
+    let coordinator = common::as_node(before["coordinator"].as_str().unwrap());
+    let order = |epoch: u64, snapshot: Option<u64>| json!({ "term": term, "epoch": epoch, "snapshot": snapshot, "in_flight": {} });
     for (what, body) in [
         ("an absurd epoch", order(u64::MAX, None)),
         ("an epoch nobody began", order(epoch_of(&before) + 1, None)),
         ("the current epoch again", order(epoch_of(&before), None)),
     ] {
-        let (st, v) = client::post_json::<_, Value>(target, "/internal/rollback", &body)
+        let (st, v) = coordinator
+            .post_json::<_, Value>(target, "/internal/rollback", &body)
             .await
             .unwrap();
         assert_eq!(st.as_u16(), 409, "{what}: {v}");
@@ -591,7 +601,8 @@ async fn forged_rollbacks_are_refused_and_change_nothing() {
         .unwrap();
     assert!(st.is_success(), "{real}");
     let replay = order(real["epoch"].as_u64().unwrap(), real["snapshot"].as_u64());
-    let (st, v) = client::post_json::<_, Value>(target, "/internal/rollback", &replay)
+    let (st, v) = coordinator
+        .post_json::<_, Value>(target, "/internal/rollback", &replay)
         .await
         .unwrap();
     assert_eq!(st.as_u16(), 409, "replay: {v}");

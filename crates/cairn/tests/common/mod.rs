@@ -41,6 +41,13 @@ pub fn operator() -> AdminClient {
         .clone()
 }
 
+/// An admin client presenting node `id`'s certificate: for tests that
+/// speak as a node does (orders, reports), forged or real.
+pub fn as_node(id: &str) -> AdminClient {
+    let sec = Security::load(&certs_dir(), Some(&Identity::node(id))).unwrap();
+    AdminClient::with_security(std::sync::Arc::new(sec))
+}
+
 /// Sends `bytes` to a node's peer port over TLS, presenting `who`'s
 /// certificate from `certs` (none when `None`), and returns what came
 /// back before the node closed the connection (6 s at most). `Err` says
