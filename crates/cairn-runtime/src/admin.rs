@@ -184,12 +184,8 @@ async fn start(State(s): Shr) -> Response {
 
 /// Non-coordinators send snapshot reads to the coordinator.
 fn redirect(s: &Shared, path: &str) -> Response {
-    let scheme = if s.security.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let url = format!("{scheme}://{}{path}", s.coordinator_admin());
+    // This node's client speaks TLS exactly when the cluster does.
+    let url = s.client.url(s.coordinator_admin(), path);
     Redirect::temporary(&url).into_response()
 }
 

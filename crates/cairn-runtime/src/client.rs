@@ -86,7 +86,8 @@ impl AdminClient {
         Ok(client)
     }
 
-    fn url(&self, addr: SocketAddr, path: &str) -> String {
+    /// The URL of `path` at `addr`: https when this client speaks TLS.
+    pub fn url(&self, addr: SocketAddr, path: &str) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{addr}{path}")
     }

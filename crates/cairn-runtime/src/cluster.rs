@@ -189,13 +189,13 @@ impl Supervisor {
                 }
                 if let Ok(Some(code)) = self.children[i].child.try_wait() {
                     return Err(Error::Admin {
-                        url: format!("http://{}/status", n.admin),
+                        url: client.url(n.admin, "/status"),
                         problem: format!("node {} exited ({code}) before it was ready", n.id),
                     });
                 }
                 if Instant::now() > deadline {
                     return Err(Error::Admin {
-                        url: format!("http://{}/status", n.admin),
+                        url: client.url(n.admin, "/status"),
                         problem: format!("node {} was not ready within {timeout:?}", n.id),
                     });
                 }

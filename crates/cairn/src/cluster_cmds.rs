@@ -158,15 +158,10 @@ pub async fn cluster(
     }
     for n in &config.nodes {
         eprintln!(
-            "node {} up: peers at {}, admin at {}://{}",
+            "node {} up: peers at {}, admin at {}",
             n.id,
             n.address,
-            if config.security.insecure {
-                "http"
-            } else {
-                "https"
-            },
-            n.admin
+            client.url(n.admin, "")
         );
     }
     eprintln!("cluster {:?} running; Ctrl-C stops it", config.cluster);

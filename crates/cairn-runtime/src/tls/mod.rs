@@ -100,6 +100,12 @@ pub fn identity_of(der: &[u8]) -> Option<Identity> {
     Some(Identity { role, name })
 }
 
+/// The identity in the certificate the other end of a TLS connection
+/// presented, if it presented a Cairn one.
+fn peer_identity(conn: &rustls::CommonState) -> Option<Identity> {
+    identity_of(conn.peer_certificates()?.first()?)
+}
+
 /// Reads every certificate in a PEM file.
 pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let bad = |e: &dyn std::fmt::Display| Error::Tls(format!("{}: {e}", path.display()));
@@ -265,12 +271,7 @@ impl Security {
             .accept(stream)
             .await
             .map_err(|e| Error::Tls(format!("handshake: {e}")))?;
-        let who = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| identity_of(c));
+        let who = peer_identity(tls.get_ref().1);
         Ok((tls, who))
     }
 
@@ -287,12 +288,7 @@ impl Security {
             .await
             .map_err(|e| Error::Tls(format!("handshake: {e}")))?;
         if let Some(want) = expected {
-            let who = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| identity_of(c));
+            let who = peer_identity(tls.get_ref().1);
             if who.as_ref() != Some(&Identity::node(want)) {
                 return Err(Error::Tls(format!(
                     "expected node {want}'s certificate, the server presented {}",
