@@ -48,15 +48,8 @@ async fn cut_connections_lose_and_duplicate_nothing() {
     // path itself is checked deterministically in cairn-core's link model.)
     let (mut resent, mut connections) = (0, 0);
     for n in &c.config.nodes {
-        let (_, text) = client::get_text(n.admin, "/metrics").await.unwrap();
-        let counter = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .unwrap()
-        };
-        resent += counter("cairn_frames_resent_total");
-        connections += counter("cairn_connections_total");
+        resent += common::counter(n.admin, "cairn_frames_resent_total").await;
+        connections += common::counter(n.admin, "cairn_connections_total").await;
     }
     let channels = c.config.topology.channel_count() as u64;
     assert!(

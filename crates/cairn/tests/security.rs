@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use cairn_apps::bank::BankModel;
 use cairn_runtime::client::AdminClient;
+use cairn_runtime::tls::Identity;
 use cairn_runtime::tls::certs::{self, Validity};
-use cairn_runtime::tls::{Identity, Security};
 use cairn_runtime::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION};
 use common::{
-    BANK, ONE_AT_A_TIME, TestCluster, cairn, certs_dir, send_tls, signal, text, write_full_config,
+    BANK, ONE_AT_A_TIME, TestCluster, cairn, certs_dir, client_as, send_tls, signal, text,
+    write_full_config,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -178,14 +179,7 @@ async fn strangers_are_refused_at_the_door() {
             "n2's log does not name {reason:?}:\n{log}"
         );
     }
-    let (_, metrics) = common::client::get_text(c.config.nodes[1].admin, "/metrics")
-        .await
-        .unwrap();
-    let refused: u64 = metrics
-        .lines()
-        .find(|l| l.starts_with("cairn_peers_refused_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap();
+    let refused = common::counter(c.config.nodes[1].admin, "cairn_peers_refused_total").await;
     assert!(refused >= 6, "cairn_peers_refused_total is {refused}");
 
     // The cluster carried on and its money is exactly what it was.
@@ -196,12 +190,6 @@ async fn strangers_are_refused_at_the_door() {
     for d in [other, expired] {
         let _ = std::fs::remove_dir_all(d);
     }
-}
-
-fn client_as(who: Option<&Identity>) -> AdminClient {
-    AdminClient::with_security(std::sync::Arc::new(
-        Security::load(&certs_dir(), who).unwrap(),
-    ))
 }
 
 /// Invariant: the admin API reads only with credentials (a certificate of
@@ -454,14 +442,8 @@ async fn forgeries_from_members_are_refused() {
         "{log1}"
     );
     for node in [0, 1] {
-        let (_, metrics) = common::client::get_text(c.config.nodes[node].admin, "/metrics")
-            .await
-            .unwrap();
-        let refused: u64 = metrics
-            .lines()
-            .find(|l| l.starts_with("cairn_orders_refused_total"))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap();
+        let refused =
+            common::counter(c.config.nodes[node].admin, "cairn_orders_refused_total").await;
         assert!(refused >= 1, "n{} counted no refused order", node + 1);
     }
     // The held snapshot completes with n3's real part, and every snapshot

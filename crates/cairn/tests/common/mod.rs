@@ -34,18 +34,30 @@ pub fn certs_dir() -> PathBuf {
 pub fn operator() -> AdminClient {
     static CLIENT: std::sync::OnceLock<AdminClient> = std::sync::OnceLock::new();
     CLIENT
-        .get_or_init(|| {
-            let sec = Security::load(&certs_dir(), Some(&Identity::client("root"))).unwrap();
-            AdminClient::with_security(std::sync::Arc::new(sec))
-        })
+        .get_or_init(|| client_as(Some(&Identity::client("root"))))
         .clone()
+}
+
+/// An admin client over TLS presenting `who`'s certificate from the test
+/// certificates (none when `None`).
+pub fn client_as(who: Option<&Identity>) -> AdminClient {
+    let sec = Security::load(&certs_dir(), who).unwrap();
+    AdminClient::with_security(std::sync::Arc::new(sec))
+}
+
+/// The value of counter `name` in node `admin`'s `/metrics`.
+pub async fn counter(admin: std::net::SocketAddr, name: &str) -> u64 {
+    let (_, text) = client::get_text(admin, "/metrics").await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in /metrics:\n{text}"))
 }
 
 /// An admin client presenting node `id`'s certificate: for tests that
 /// speak as a node does (orders, reports), forged or real.
 pub fn as_node(id: &str) -> AdminClient {
-    let sec = Security::load(&certs_dir(), Some(&Identity::node(id))).unwrap();
-    AdminClient::with_security(std::sync::Arc::new(sec))
+    client_as(Some(&Identity::node(id)))
 }
 
 /// Sends `bytes` to a node's peer port over TLS, presenting `who`'s
