@@ -3,26 +3,57 @@
 //! certificates: it presents its certificate (a node's or an operator's)
 //! and trusts only node certificates of the cluster's CA; or it sends a
 //! bearer token.
+//!
+//! It speaks HTTP/2 and keeps one connection open to each address, which
+//! carries every request to it at once (multiplexed): reports, heartbeats
+//! and orders between nodes never wait on a connection set-up, whose lost
+//! SYN costs the kernel's one-second retry. Keep-alive pings find a dead
+//! connection within seconds; a failed or timed-out request drops it, and
+//! the next request dials again.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2;
 use hyper::{Method, Request, StatusCode, header};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::tls::{BoxIo, Identity, Security};
 
-/// How long one admin request may take.
+/// How long one admin request may take, unless its caller says otherwise.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Sender = http2::SendRequest<Full<Bytes>>;
+type Slot = Arc<tokio::sync::Mutex<Option<Sender>>>;
+
+/// One open connection per address, shared by every clone of a client.
+#[derive(Clone, Default)]
+struct Pool(Arc<Mutex<HashMap<SocketAddr, Slot>>>);
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map_or(0, |m| m.len());
+        write!(f, "Pool({n} addresses)")
+    }
+}
+
+impl Pool {
+    fn slot(&self, addr: SocketAddr) -> Slot {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(addr).or_default().clone()
+    }
+}
 
 /// How a process calls admin APIs: plain HTTP (an insecure cluster), or
 /// HTTPS with its certificate and/or a bearer token.
@@ -30,6 +61,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AdminClient {
     tls: Option<Arc<Security>>,
     token: Option<String>,
+    pool: Pool,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl AdminClient {
@@ -42,8 +75,16 @@ impl AdminClient {
     pub fn with_security(security: Arc<Security>) -> Self {
         AdminClient {
             tls: Some(security),
-            token: None,
+            ..AdminClient::default()
         }
+    }
+
+    /// Counts the connections it opens in `metrics`
+    /// (`cairn_control_connections_total`).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Also sends `token` as a bearer token.
@@ -92,7 +133,8 @@ impl AdminClient {
         format!("{scheme}://{addr}{path}")
     }
 
-    /// Sends one request to `addr` and returns the status and body.
+    /// Sends one request to `addr` and returns the status and body, within
+    /// [`REQUEST_TIMEOUT`].
     ///
     /// # Errors
     /// [`Error::Admin`] naming the URL and what failed.
@@ -103,32 +145,44 @@ impl AdminClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes)> {
+        self.request_within(REQUEST_TIMEOUT, addr, method, path, body)
+            .await
+    }
+
+    /// Sends one request to `addr` and returns the status and body, giving
+    /// up after `limit` (connecting included).
+    ///
+    /// # Errors
+    /// [`Error::Admin`] naming the URL and what failed.
+    pub async fn request_within(
+        &self,
+        limit: Duration,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes)> {
         let url = self.url(addr, path);
         let fail = |problem: String| Error::Admin {
             url: url.clone(),
             problem,
         };
+        let slot = self.pool.slot(addr);
         let work = async {
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|e| fail(format!("cannot connect: {e}")))?;
-            let _ = tcp.set_nodelay(true);
-            let stream: BoxIo = match &self.tls {
-                Some(sec) => Box::new(
-                    sec.connect(tcp, None)
-                        .await
-                        .map_err(|e| fail(e.to_string()))?,
-                ),
-                None => Box::new(tcp),
+            let mut sender = {
+                let mut open = slot.lock().await;
+                match open.as_ref().filter(|s| !s.is_closed()) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = self.connect(addr).await.map_err(&fail)?;
+                        *open = Some(s.clone());
+                        s
+                    }
+                }
             };
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            tokio::spawn(conn);
             let mut req = Request::builder()
                 .method(method)
-                .uri(path)
-                .header(header::HOST, addr.to_string())
+                .uri(&url)
                 .header(header::CONTENT_TYPE, "application/json");
             if let Some(t) = &self.token {
                 req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -149,9 +203,47 @@ impl AdminClient {
                 .to_bytes();
             Ok((status, bytes))
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, work)
+        let result = match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => Err(fail(format!("no answer within {limit:?}"))),
+        };
+        if result.is_err() {
+            // The connection may be dead (a partition, a restarted peer):
+            // the next request dials afresh.
+            if let Ok(mut open) = slot.try_lock() {
+                *open = None;
+            }
+        }
+        result
+    }
+
+    /// Dials `addr` and opens an HTTP/2 connection, over TLS when this
+    /// client speaks it.
+    async fn connect(&self, addr: SocketAddr) -> std::result::Result<Sender, String> {
+        let tcp = TcpStream::connect(addr)
             .await
-            .map_err(|_| fail("no answer within 5 s".into()))?
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let stream: BoxIo = match &self.tls {
+            Some(sec) => Box::new(sec.connect(tcp, None).await.map_err(|e| e.to_string())?),
+            None => Box::new(tcp),
+        };
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            // Ends when the connection closes or every sender is dropped.
+            let _ = conn.await;
+        });
+        if let Some(m) = &self.metrics {
+            Metrics::inc(&m.control_connections, 1);
+        }
+        Ok(sender)
     }
 
     /// GETs `path` and decodes the JSON answer, whatever the status.

@@ -56,6 +56,8 @@ pub struct Metrics {
     /// Admin requests refused: no or wrong credentials, or a caller that
     /// claims to be someone it is not.
     pub admin_refused: AtomicU64,
+    /// Admin-API connections this node opened to other nodes.
+    pub control_connections: AtomicU64,
     /// Peer connections refused at the door: no TLS, no or a wrong
     /// certificate, or a hello that names another node.
     pub peers_refused: AtomicU64,
@@ -186,6 +188,11 @@ impl Metrics {
                 "cairn_orders_refused_total",
                 "Orders refused as stale or unauthorised.",
                 &self.orders_refused,
+            ),
+            (
+                "cairn_control_connections_total",
+                "HTTP/2 connections this node opened to other nodes' admin APIs (each stays open for many requests).",
+                &self.control_connections,
             ),
             (
                 "cairn_admin_refused_total",

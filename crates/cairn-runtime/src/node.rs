@@ -62,9 +62,6 @@ pub async fn run_node<P: Process>(
             None
         }
     };
-    let client = security
-        .clone()
-        .map_or_else(AdminClient::insecure, AdminClient::with_security);
     let tokens = Tokens::load(&config)?;
     let listener = TcpListener::bind(&node.listen)
         .await
@@ -84,6 +81,10 @@ pub async fn run_node<P: Process>(
     let (cut_tx, cut_rx) = watch::channel(0u64);
     let (epoch_tx, epoch_rx) = watch::channel(0u64);
     let metrics = Arc::new(Metrics::default());
+    let client = security
+        .clone()
+        .map_or_else(AdminClient::insecure, AdminClient::with_security)
+        .with_metrics(metrics.clone());
     let room = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
     let names: Vec<String> = config.nodes.iter().map(|n| n.id.clone()).collect();
