@@ -14,7 +14,8 @@
 //!
 //! Nodes use internal routes: on the coordinator `POST /internal/ids` for a
 //! new snapshot id and `POST /internal/reports` for a local snapshot; on
-//! every node `POST /internal/rollback`, `POST /internal/abort`, and in
+//! every node `POST /internal/rollback`, `POST /internal/abort`,
+//! `POST /internal/join` (a fresh cluster's epoch 0), and in
 //! stop-the-world mode `POST /internal/pause` and `POST /internal/resume`.
 //! `POST /debug/cut` drops every connection of the node, when the config allows it.
 
@@ -34,7 +35,9 @@ use crate::admin_auth::{holder_of, refuse_unless};
 use crate::control::ControlError;
 use crate::control::commit::accept_report;
 use crate::control::initiation::{IdAnswer, IdRequest, allocate, ask_driver, start_here};
-use crate::control::recovery::{NodeRollback, RollbackRequest, roll_back, rollback_local};
+use crate::control::recovery::{
+    NodeRollback, RollbackRequest, join_local, roll_back, rollback_local,
+};
 use crate::coordinator::LocalReport;
 use crate::driver::Control;
 use crate::shared::Shared;
@@ -55,6 +58,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/rollback", post(rollback_all))
         .route("/internal/rollback", post(rollback_here))
         .route("/internal/abort", post(abort_here))
+        .route("/internal/join", post(join_here))
         .route("/internal/pause", post(pause_here))
         .route("/internal/resume", post(resume_here))
         .layer(axum::middleware::from_fn_with_state(
@@ -89,19 +93,25 @@ async fn status(State(s): Shr) -> Response {
     let topo = &s.config.topology;
     let m = &s.metrics;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let (recent, last_rollback, ready) = match s.coordinator() {
+    let (recent, last_rollback, ready, unreachable) = match s.coordinator() {
         Some(c) => {
             let c = c.lock().unwrap_or_else(|p| p.into_inner());
             let list = c.list();
             let skip = list.len().saturating_sub(20);
             let (epoch, rolling_back) = c.epoch_state();
+            let away: serde_json::Map<String, serde_json::Value> = c
+                .unreachable()
+                .iter()
+                .map(|(n, d)| (n.clone(), json!({ "silent_ms": d.as_millis() as u64 })))
+                .collect();
             (
                 Some(list.into_iter().skip(skip).collect::<Vec<_>>()),
                 c.last_rollback(),
                 Some(epoch.is_some() && !rolling_back),
+                Some(away),
             )
         }
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
     let counts = &s.counts;
     let channels_out: serde_json::Map<String, serde_json::Value> = topo
@@ -136,6 +146,7 @@ async fn status(State(s): Shr) -> Response {
         "needs_restore": s.peers.needs_restore(),
         "restarted_peers": s.peers.restarted_peers(),
         "epoch": *s.epoch.borrow(),
+        "joined": s.joined(),
         "ready": ready,
         "cluster": s.config.cluster,
         "app": s.config.app.name,
@@ -159,6 +170,7 @@ async fn status(State(s): Shr) -> Response {
         "longest_pause_us": load(&m.longest_pause_us),
         "snapshot_mode": s.config.snapshots.mode.as_str(),
         "recent_snapshots": recent,
+        "unreachable": unreachable,
         "last_rollback": last_rollback.map(|(snapshot, epoch)| json!({"snapshot": snapshot, "epoch": epoch})),
     }))
     .into_response()
@@ -373,6 +385,7 @@ async fn abort_here(
         return refused;
     }
     let id = SnapshotId(order.snapshot);
+    s.give_up(order.snapshot);
     match ask_driver(&s, |reply| Control::Abort {
         id,
         epoch: order.epoch,
@@ -381,6 +394,30 @@ async fn abort_here(
     .await
     {
         Ok(was) => Json(json!({ "aborted": was })).into_response(),
+        Err(e) => failed(e),
+    }
+}
+
+/// `{"term": 1, "epoch": 0}`: this node's state is of a fresh cluster's epoch 0.
+#[derive(Debug, Deserialize)]
+struct JoinOrder {
+    term: u64,
+    epoch: u64,
+}
+
+async fn join_here(
+    State(s): Shr,
+    Extension(caller): Extension<Caller>,
+    Json(order): Json<JoinOrder>,
+) -> Response {
+    if let Some(r) = stale(&s, "join", order.term) {
+        return r;
+    }
+    if let Some(refused) = from_holder(&s, &caller, "a join", order.term).await {
+        return refused;
+    }
+    match join_local(&s, order.term, order.epoch).await {
+        Ok(()) => Json(json!({ "joined": order.epoch })).into_response(),
         Err(e) => failed(e),
     }
 }

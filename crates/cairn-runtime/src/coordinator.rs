@@ -72,7 +72,8 @@ pub enum SnapshotStatus {
         missing_processes: Vec<String>,
         /// Channels never recorded.
         missing_channels: Vec<String>,
-        /// Why, when a node refused it.
+        /// Why: timed out (naming unreachable nodes), refused by a node,
+        /// a rollback, or the commit failed.
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
@@ -142,6 +143,8 @@ pub struct Coordinator {
     /// The last rollback: (snapshot, or `None` for the initial state; epoch).
     last_rollback: Option<(Option<u64>, u64)>,
     rolling_back: bool,
+    /// Nodes silent for the failure timeout, and for how long.
+    unreachable: Vec<(String, Duration)>,
     running: BTreeMap<SnapshotId, Running>,
     finished: VecDeque<Finished>,
 }
@@ -171,6 +174,7 @@ impl Coordinator {
             pinned: std::collections::BTreeSet::new(),
             last_rollback: None,
             rolling_back: false,
+            unreachable: Vec::new(),
             running: BTreeMap::new(),
             finished: VecDeque::new(),
         }
@@ -344,17 +348,52 @@ impl Coordinator {
         }
     }
 
-    /// Fails every snapshot older than the timeout.
+    /// Fails every snapshot older than the timeout, saying what it waited
+    /// for and which of those nodes are unreachable.
     pub fn expire(&mut self) {
-        let late: Vec<SnapshotId> = self
+        let late: Vec<(SnapshotId, String)> = self
             .running
             .iter()
             .filter(|(_, r)| r.started.elapsed() > self.timeout)
-            .map(|(id, _)| *id)
+            .map(|(id, r)| (*id, self.timeout_reason(r)))
             .collect();
-        for id in late {
-            self.fail(id, None);
+        for (id, why) in late {
+            self.fail(id, Some(why));
         }
+    }
+
+    fn timeout_reason(&self, r: &Running) -> String {
+        let (processes, channels) = r.assembler.missing();
+        let mut why = format!("timed out after {:?}", self.timeout);
+        let away: Vec<String> = self
+            .unreachable
+            .iter()
+            .filter(|(n, _)| processes.contains(n))
+            .map(|(n, d)| format!("{n} (silent for {:.1} s)", d.as_secs_f64()))
+            .collect();
+        if !away.is_empty() {
+            why += &format!("; unreachable: {}", away.join(", "));
+        }
+        if !processes.is_empty() {
+            why += &format!("; no report from {}", processes.join(", "));
+        }
+        if !channels.is_empty() {
+            why += &format!(
+                "; channels not recorded (waiting for a marker or its report): {}",
+                channels.join(", ")
+            );
+        }
+        why
+    }
+
+    /// The nodes silent for the failure timeout, and for how long.
+    pub fn set_unreachable(&mut self, nodes: Vec<(String, Duration)>) {
+        self.unreachable = nodes;
+    }
+
+    /// The nodes silent for the failure timeout, and for how long.
+    pub fn unreachable(&self) -> &[(String, Duration)] {
+        &self.unreachable
     }
 
     /// A rollback begins: no snapshot starts or commits until it ends, and
@@ -662,7 +701,11 @@ mod tests {
             SnapshotStatus::Failed {
                 missing_processes: vec!["b".into()],
                 missing_channels: vec!["a->b".into()],
-                reason: None,
+                reason: Some(
+                    "timed out after 0ns; no report from b; channels not recorded \
+                     (waiting for a marker or its report): a->b"
+                        .into()
+                ),
             }
         );
         assert_eq!(

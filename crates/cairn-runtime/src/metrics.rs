@@ -65,6 +65,8 @@ pub struct Metrics {
     pub term: AtomicU64,
     /// 1 while this node coordinates, else 0.
     pub leading: AtomicU64,
+    /// On the coordinator: nodes silent for the failure timeout.
+    pub nodes_unreachable: AtomicU64,
     durations: Mutex<Histogram>,
 }
 
@@ -222,6 +224,11 @@ impl Metrics {
                 "cairn_coordinating",
                 "1 while this node is the coordinator.",
                 &self.leading,
+            ),
+            (
+                "cairn_nodes_unreachable",
+                "On the coordinator: nodes that have not answered for the failure timeout.",
+                &self.nodes_unreachable,
             ),
         ] {
             let _ = writeln!(

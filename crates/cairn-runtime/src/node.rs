@@ -18,6 +18,7 @@ use crate::client::AdminClient;
 use crate::config::ClusterConfig;
 use crate::control::commit::accept_report;
 use crate::control::role::{Role, run_role};
+use crate::coordinator::LocalReport;
 use crate::driver::{ChannelCounts, Driver, PendingReport, REPORT_QUEUE};
 use crate::error::{Error, Result};
 use crate::inbound::Inbound;
@@ -166,6 +167,8 @@ pub async fn run_node<P: Process>(
         client,
         tokens,
         pending: pendings,
+        given_up: Default::default(),
+        joined: crate::shared::NO_EPOCH.into(),
     });
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
     // The reporter encodes and persists local snapshots on a thread of its
@@ -270,8 +273,11 @@ const KEEP_INITIAL_BYTES: usize = 64 << 10;
 
 /// Persists each local snapshot as this node's part in the store (off the
 /// driver, which keeps processing messages meanwhile), then hands the report
-/// to the coordinator: in-process on the coordinator, over HTTP elsewhere,
-/// retrying until the snapshot timeout.
+/// to the coordinator: in-process on the coordinator; elsewhere over the
+/// open HTTP/2 connection, each report on its own so that one held up by a
+/// lost packet does not hold up those behind it. A report is worth sending
+/// until the snapshot timeout after this node began recording, and not for
+/// a snapshot the coordinator already gave up.
 async fn run_reporter(
     shared: Arc<Shared>,
     initial: Option<serde_json::Value>,
@@ -285,7 +291,8 @@ async fn run_reporter(
             r = reports.recv() => match r { Some(r) => r, None => return },
         };
         let began = Instant::now();
-        let mut report = match pending() {
+        let deadline = pending.since + config.snapshots.timeout;
+        let mut report = match (pending.encode)() {
             Ok(r) => r,
             Err(e) => {
                 error!("cannot encode a local snapshot: {e}");
@@ -293,7 +300,6 @@ async fn run_reporter(
             }
         };
         let encoded = began.elapsed();
-        let deadline = Instant::now() + config.snapshots.timeout;
         let mut part = Part {
             snapshot: report.snapshot.0,
             process: report.process.clone(),
@@ -346,29 +352,58 @@ async fn run_reporter(
             }
             continue;
         }
-        loop {
-            match shared
-                .client
-                .post_json::<_, serde_json::Value>(
-                    shared.coordinator_admin(),
-                    "/internal/reports",
-                    &report,
-                )
-                .await
-            {
-                Ok((status, _)) if status.is_success() => break,
-                Ok((status, body)) => {
-                    warn!(snapshot = %report.snapshot, "coordinator refused the report: {status} {body}");
-                    break;
-                }
-                Err(e) if Instant::now() < deadline => {
-                    warn!("report failed, retrying: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => {
-                    error!(snapshot = %report.snapshot, "giving up on the report: {e}");
-                    break;
-                }
+        tokio::spawn(send_report(shared.clone(), report, deadline));
+    }
+}
+
+/// Sends one report to the coordinator, retrying a failed request (or one
+/// that reached a former coordinator) until `deadline`; drops it once the
+/// coordinator has given its snapshot up.
+async fn send_report(shared: Arc<Shared>, report: LocalReport, deadline: Instant) {
+    let id = report.snapshot;
+    let body = match serde_json::to_vec(&report) {
+        Ok(b) => b,
+        Err(e) => {
+            error!(snapshot = %id, "cannot encode the report: {e}");
+            return;
+        }
+    };
+    drop(report);
+    loop {
+        if shared.given_up(id.0) {
+            debug!(snapshot = %id, "the coordinator gave this snapshot up: its report is dropped");
+            return;
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            warn!(snapshot = %id, "giving up on the report: the snapshot timed out");
+            return;
+        };
+        let sent = shared
+            .client
+            .request_within(
+                left,
+                shared.coordinator_admin(),
+                hyper::Method::POST,
+                "/internal/reports",
+                Some(body.clone()),
+            )
+            .await;
+        match sent {
+            Ok((status, _)) if status.is_success() => return,
+            Ok((status, _)) if status == hyper::StatusCode::MISDIRECTED_REQUEST => {
+                // A new coordinator took over; this node learns which
+                // within moments (from the store), and the report follows.
+                debug!(snapshot = %id, "the report went to a former coordinator; retrying");
+                tokio::time::sleep(Duration::from_millis(50).min(left)).await;
+            }
+            Ok((status, body)) => {
+                let body = String::from_utf8_lossy(&body);
+                warn!(snapshot = %id, "coordinator refused the report: {status} {body}");
+                return;
+            }
+            Err(e) => {
+                warn!(snapshot = %id, "report failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(50).min(left)).await;
             }
         }
     }

@@ -53,6 +53,13 @@ pub(crate) struct Shared {
     pub client: crate::client::AdminClient,
     /// The bearer tokens the admin API accepts.
     pub tokens: crate::admin_auth::Tokens,
+    /// Snapshots the coordinator gave up, newest last (bounded): a report
+    /// for one of them is dropped, not sent or retried.
+    pub given_up: Mutex<std::collections::VecDeque<u64>>,
+    /// The epoch whose timeline this node's state belongs to: set when a
+    /// rollback gives it a state, or when it joins a fresh cluster's epoch
+    /// 0. A fresh process in a used store has none ([`NO_EPOCH`]).
+    pub joined: std::sync::atomic::AtomicU64,
     /// Per outgoing channel: frames queued or unacknowledged, and whether
     /// its connection is up.
     pub pending: std::collections::HashMap<
@@ -64,7 +71,42 @@ pub(crate) struct Shared {
     >,
 }
 
+/// `joined` before the node holds a state of any epoch.
+pub(crate) const NO_EPOCH: u64 = u64::MAX;
+
+/// How many given-up snapshot ids a node remembers.
+const GIVEN_UP: usize = 256;
+
 impl Shared {
+    /// The epoch whose timeline this node's state belongs to, if any.
+    pub fn joined(&self) -> Option<u64> {
+        let e = self.joined.load(std::sync::atomic::Ordering::Relaxed);
+        (e != NO_EPOCH).then_some(e)
+    }
+
+    /// This node's state now belongs to `epoch`'s timeline.
+    pub fn set_joined(&self, epoch: u64) {
+        self.joined
+            .store(epoch, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The coordinator gave snapshot `id` up.
+    pub fn give_up(&self, id: u64) {
+        let mut g = self.given_up.lock().unwrap_or_else(|p| p.into_inner());
+        if !g.contains(&id) {
+            g.push_back(id);
+            while g.len() > GIVEN_UP {
+                g.pop_front();
+            }
+        }
+    }
+
+    /// Whether the coordinator gave snapshot `id` up.
+    pub fn given_up(&self, id: u64) -> bool {
+        let g = self.given_up.lock().unwrap_or_else(|p| p.into_inner());
+        g.contains(&id)
+    }
+
     /// This node's id.
     pub fn name(&self) -> &str {
         self.config.topology.name(self.me)

@@ -1,63 +1,61 @@
 //! The coordinator's timers: it establishes its epoch from the store at
 //! start, starts a snapshot every interval, expires late ones and aborts
-//! them on every node, and watches every node's heartbeat. A node is failed
-//! when it is silent for the failure timeout, comes back as another
-//! incarnation, says it needs a restore, or is named restarted by a peer;
-//! once every node answers again, the cluster rolls back to the newest good
-//! snapshot on the current timeline.
+//! them on every node, and watches every node's heartbeat (judged in
+//! [`health`](super::health)).
+//!
+//! How the coordinator begins depends on the store and on how it came to
+//! lead:
+//! - a fresh store: epoch 0; every node is told it joined it, and nothing
+//!   else happens until all have;
+//! - a used store, at start (a restart of the coordinator or of the whole
+//!   cluster): the cluster resumes from the operator's restore point, or the
+//!   newest good snapshot, in a new epoch;
+//! - a takeover from a silent coordinator, by a node that holds a state of
+//!   the current epoch: the cluster carries on in that epoch. Any node that
+//!   lost its state shows it in its heartbeat, and only that rolls back.
+//!
+//! A node silent for the failure timeout is unreachable, not failed: no
+//! rollback, no work lost. Scheduled snapshots go on one at a time and
+//! fail naming it, until it answers again.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::control::ControlError;
+use crate::control::health::{Answer, Change, Health};
 use crate::control::initiation::{ask_driver, start_here};
 use crate::control::recovery::{begin_first_epoch, roll_back};
 use crate::coordinator::Coordinator;
 use crate::driver::Control;
 use crate::shared::Shared;
 
-/// Why a node counts as failed, from its answer to the heartbeat.
-///
-/// Only a new incarnation is judged from an answer taken while a rollback
-/// was under way or the epoch moved: the other signs may be from before it.
-fn failed_because(
-    v: &serde_json::Value,
-    known: Option<u64>,
-    restarted_by_peers: &BTreeSet<String>,
-    behind: bool,
-    settled: bool,
-) -> Option<&'static str> {
-    let incarnation = v["incarnation"].as_u64();
-    if known.is_some() && incarnation != known {
-        return Some("it restarted (a new incarnation) and lost its state");
-    }
-    if !settled {
-        return None;
-    }
-    if v["needs_restore"].as_bool() == Some(true) {
-        return Some("it says it restarted and needs a restore");
-    }
-    if v["node"]
-        .as_str()
-        .is_some_and(|n| restarted_by_peers.contains(n))
-    {
-        return Some("its peers saw it restart");
-    }
-    if behind {
-        return Some("it is behind the cluster's epoch");
-    }
-    None
+/// Where the coordinator's term stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A fresh store: every node must join epoch 0 first.
+    Join,
+    /// Roll the cluster back to this snapshot (or the newest good one)
+    /// once every node answers.
+    Resume(Option<u64>),
+    /// Snapshots run; a node that lost its state rolls the cluster back.
+    Running,
 }
 
-/// Runs the coordinator's timers until `stop`.
+/// How long the coordinator waits for one heartbeat answer.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Runs the coordinator's timers until `stop`. `takeover` is set when this
+/// node claimed its term from a silent coordinator while running (not at
+/// start).
 pub(crate) async fn run_coordinator_timers(
     shared: Arc<Shared>,
     coordinator: Arc<Mutex<Coordinator>>,
+    takeover: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let lock = || coordinator.lock().unwrap_or_else(|p| p.into_inner());
@@ -67,30 +65,28 @@ pub(crate) async fn run_coordinator_timers(
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
     });
-    let failure_timeout = shared.config.snapshots.failure_timeout;
+    let recovery = shared.config.snapshots.failure_timeout.is_some();
+    let limit = shared
+        .config
+        .snapshots
+        .failure_timeout
+        .unwrap_or(Duration::from_secs(1));
     let mut heartbeat = tokio::time::interval(Duration::from_millis(100));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let nodes = shared.config.nodes.clone();
-    let mut last_ok: Vec<Instant> = vec![Instant::now(); nodes.len()];
-    let mut failed: BTreeSet<usize> = BTreeSet::new();
-    let mut incarnations: Vec<Option<u64>> = vec![None; nodes.len()];
-    incarnations[shared.me.index()] = Some(shared.peers.me);
-    // A cluster over a fresh store begins epoch 0; over a used one (a
-    // restart of the coordinator or of the whole cluster) it resumes from
-    // the operator's restore point, or the newest good snapshot, in a new epoch.
-    let mut resume: Option<Option<u64>> = loop {
-        match begin_first_epoch(&shared).await {
-            Ok(true) => {
-                lock().enter_epoch(0);
-                break None;
-            }
-            Ok(false) => match shared.store.take_restore_point().await {
-                Ok(point) => break Some(point),
-                Err(e) => {
-                    warn!("cannot read the restore point, resuming from the newest snapshot: {e}");
-                    break Some(None);
-                }
-            },
+    let me = shared.me.index();
+    // The lives this node has spoken with over its links: a node that comes
+    // back as another has restarted, even if this coordinator is new.
+    let known = (0..nodes.len())
+        .map(|i| match i == me {
+            true => Some(shared.peers.me),
+            false => shared.peers.known(i).map(|(incarnation, _)| incarnation),
+        })
+        .collect();
+    let mut health = Health::new(limit, known, tokio::time::Instant::now());
+    let mut phase = loop {
+        match establish(&shared, &coordinator, takeover).await {
+            Ok(p) => break p,
             Err(e) => {
                 warn!("cannot read the store, retrying: {e}");
                 tokio::select! {
@@ -113,68 +109,86 @@ pub(crate) async fn run_coordinator_timers(
                     broadcast_abort(&shared, id.0, epoch);
                 }
             }
-            _ = heartbeat.tick(), if failure_timeout.is_some() || resume.is_some() => {
-                let limit = failure_timeout.unwrap_or_default();
+            _ = heartbeat.tick() => {
                 let before = lock().epoch_state();
                 let client = &shared.client;
-                let polls = nodes.iter().enumerate().filter(|(i, _)| *i != shared.me.index()).map(|(i, n)| async move {
-                    let answer = tokio::time::timeout(Duration::from_millis(250), client.get_json::<serde_json::Value>(n.admin, "/status")).await;
-                    (i, answer.ok().and_then(|r| r.ok()).map(|(_, v)| v))
+                let polls = nodes.iter().enumerate().filter(|(i, _)| *i != me).map(|(i, n)| async move {
+                    let answer = client.request_within(HEARTBEAT_TIMEOUT, n.admin, hyper::Method::GET, "/status", None).await;
+                    let v = answer.ok().and_then(|(_, body)| serde_json::from_slice::<serde_json::Value>(&body).ok());
+                    (i, v)
                 });
-                let answers = futures_util::future::join_all(polls).await;
-                let all_up = answers.iter().all(|(_, a)| a.is_some());
+                let raw = futures_util::future::join_all(polls).await;
+                let all_up = raw.iter().all(|(_, a)| a.is_some());
                 let after = lock().epoch_state();
                 // Mid-rollback, a node not yet rolled back is behind without having failed.
-                let settled = before == after && !after.1;
-                let epoch = after.0;
-                let mut restarted_by_peers: BTreeSet<String> =
-                    shared.peers.restarted_peers().into_iter().collect();
-                for (_, v) in &answers {
+                let settled = before == after && !after.1 && phase == Phase::Running;
+                let mut restarted: BTreeSet<String> = shared.peers.restarted_peers().into_iter().collect();
+                for (_, v) in &raw {
                     for p in v.iter().flat_map(|v| v["restarted_peers"].as_array()).flatten() {
                         if let Some(p) = p.as_str() {
-                            restarted_by_peers.insert(p.to_string());
+                            restarted.insert(p.to_string());
                         }
                     }
                 }
-                for (i, answer) in answers {
-                    match answer {
-                        Some(v) => {
-                            last_ok[i] = Instant::now();
-                            let behind = settled
-                                && epoch.is_some_and(|e| v["epoch"].as_u64().is_some_and(|n| n < e));
-                            if let Some(why) = failed_because(&v, incarnations[i], &restarted_by_peers, behind, settled) {
-                                if failed.insert(i) {
-                                    warn!(node = %nodes[i].id, "node failed: {why}");
-                                }
-                            }
-                            incarnations[i] = v["incarnation"].as_u64();
-                        }
-                        None if last_ok[i].elapsed() > limit && failed.insert(i) => {
-                            warn!(node = %nodes[i].id, "node failed: no heartbeat for {limit:?}");
-                        }
-                        None => {}
+                let answers: Vec<(usize, Option<Answer>)> =
+                    raw.iter().map(|(i, v)| (*i, v.as_ref().map(Answer::from_status))).collect();
+                let now = tokio::time::Instant::now();
+                for change in health.observe(now, &answers, after.0, settled, &restarted) {
+                    match change {
+                        Change::Failed(i, why) => warn!(node = %nodes[i].id, "node failed: {why}"),
+                        Change::Unreachable(i) => warn!(
+                            node = %nodes[i].id,
+                            "node unreachable: no answer for {limit:?}; snapshots fail until it answers, and nothing is rolled back unless it comes back having lost its state"
+                        ),
+                        Change::Back(i, away) => info!(node = %nodes[i].id, "node reachable again after {away:.1?}, as the same life: nothing to roll back"),
                     }
                 }
-                if shared.peers.needs_restore() && failed.insert(shared.me.index()) {
+                if shared.peers.needs_restore() && health.fail(me) {
                     warn!(node = %shared.name(), "node failed: the coordinator's own node restarted and needs a restore");
                 }
-                if failure_timeout.is_none() && resume.is_none() {
-                    failed.clear(); // recovery is off: the operator restores
+                if settled && after.0.is_some() && shared.joined() != after.0 && health.fail(me) {
+                    warn!(node = %shared.name(), "node failed: the coordinator's own node holds no state of the cluster's epoch");
                 }
-                if (!failed.is_empty() || resume.is_some()) && all_up {
-                    match roll_back(&shared, &coordinator, resume.flatten()).await {
-                        Ok(v) => {
-                            info!(snapshot = %v["snapshot"], epoch = %v["epoch"], "recovered: the cluster rolled back");
-                            failed.clear();
-                            resume = None;
+                let away: Vec<(String, Duration)> = health
+                    .unreachable()
+                    .iter()
+                    .map(|&i| (nodes[i].id.clone(), health.silent_for(i, now)))
+                    .collect();
+                shared.metrics.nodes_unreachable.store(away.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                lock().set_unreachable(away);
+                if !recovery && phase == Phase::Running {
+                    health.recovered(); // recovery is off: the operator restores
+                }
+                match phase {
+                    Phase::Join if all_up => {
+                        let joined = join_all(&shared, &raw).await;
+                        if joined {
+                            info!("every node joined epoch 0");
+                            phase = Phase::Running;
                         }
-                        Err(e) => warn!("recovery failed, retrying: {e}"),
                     }
+                    Phase::Resume(point) if all_up => {
+                        let done = recover(&shared, &coordinator, point).await;
+                        if done {
+                            health.recovered();
+                            phase = Phase::Running;
+                        }
+                    }
+                    Phase::Running if !health.failed().is_empty() && all_up => {
+                        let done = recover(&shared, &coordinator, None).await;
+                        if done {
+                            health.recovered();
+                        }
+                    }
+                    _ => {}
                 }
             }
             _ = async { match &mut interval { Some(i) => { i.tick().await; } None => std::future::pending().await } } => {
-                if !failed.is_empty() || resume.is_some() {
-                    continue; // no snapshots while a node is down or the cluster resumes
+                if phase != Phase::Running || !health.failed().is_empty() {
+                    continue; // no snapshots while a node lost its state or the cluster resumes
+                }
+                if !health.unreachable().is_empty() && lock().in_progress().is_some() {
+                    continue; // while a node is away, one snapshot at a time (each fails naming it)
                 }
                 match start_here(&shared).await {
                     Ok(_) => {}
@@ -189,6 +203,83 @@ pub(crate) async fn run_coordinator_timers(
     }
 }
 
+/// Establishes the coordinator's epoch from the store; returns what comes first.
+async fn establish(
+    shared: &Shared,
+    coordinator: &Mutex<Coordinator>,
+    takeover: bool,
+) -> Result<Phase, ControlError> {
+    let lock = || coordinator.lock().unwrap_or_else(|p| p.into_inner());
+    if begin_first_epoch(shared).await? {
+        lock().enter_epoch(0);
+        return Ok(Phase::Join);
+    }
+    if takeover {
+        let current = shared.store.current_epoch().await?.map(|r| r.epoch);
+        if current.is_some() && shared.joined() == current && !shared.peers.needs_restore() {
+            let epoch = current.unwrap_or_default();
+            info!(
+                epoch,
+                "took over a running cluster: it carries on in epoch {epoch}"
+            );
+            lock().enter_epoch(epoch);
+            return Ok(Phase::Running);
+        }
+        warn!(
+            "took over, but this node holds no state of the current epoch: the cluster resumes from a snapshot"
+        );
+    }
+    match shared.store.take_restore_point().await {
+        Ok(point) => Ok(Phase::Resume(point)),
+        Err(e) => {
+            warn!("cannot read the restore point, resuming from the newest snapshot: {e}");
+            Ok(Phase::Resume(None))
+        }
+    }
+}
+
+/// Rolls the cluster back; whether it worked.
+async fn recover(shared: &Shared, coordinator: &Arc<Mutex<Coordinator>>, to: Option<u64>) -> bool {
+    match roll_back(shared, coordinator, to).await {
+        Ok(v) => {
+            info!(snapshot = %v["snapshot"], epoch = %v["epoch"], "recovered: the cluster rolled back");
+            true
+        }
+        Err(e) => {
+            warn!("recovery failed, retrying: {e}");
+            false
+        }
+    }
+}
+
+/// Tells every node that has not joined epoch 0 that it has (a fresh
+/// store's processes all begin from their initial states); whether all have.
+async fn join_all(shared: &Shared, answers: &[(usize, Option<serde_json::Value>)]) -> bool {
+    let term = shared.role.term();
+    if shared.joined().is_none() {
+        shared.set_joined(0);
+    }
+    let body = json!({ "term": term, "epoch": 0 });
+    let orders = answers
+        .iter()
+        .filter(|(_, v)| v.as_ref().is_none_or(|v| v["joined"].as_u64() != Some(0)))
+        .map(|(i, _)| {
+            let admin = shared.config.nodes[*i].admin;
+            let body = &body;
+            async move {
+                let r = shared
+                    .client
+                    .post_json::<_, serde_json::Value>(admin, "/internal/join", body)
+                    .await;
+                matches!(r, Ok((status, _)) if status.is_success())
+            }
+        });
+    futures_util::future::join_all(orders)
+        .await
+        .into_iter()
+        .all(|ok| ok)
+}
+
 /// Tells every node (this one through its driver) to give up snapshot `id`
 /// of `epoch`, without waiting: a node that misses it gives the snapshot up
 /// by itself once it is older than the snapshot timeout.
@@ -196,6 +287,7 @@ fn broadcast_abort(shared: &Arc<Shared>, id: u64, epoch: u64) {
     let term = shared.role.term();
     for (i, n) in shared.config.nodes.iter().enumerate() {
         if i == shared.me.index() {
+            shared.give_up(id);
             let s = shared.clone();
             tokio::spawn(async move {
                 let _ = ask_driver(&s, |reply| Control::Abort {

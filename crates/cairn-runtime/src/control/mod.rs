@@ -13,6 +13,7 @@
 
 pub(crate) mod commit;
 pub(crate) mod failure;
+pub(crate) mod health;
 pub(crate) mod initiation;
 pub(crate) mod recovery;
 pub(crate) mod role;

@@ -262,13 +262,49 @@ pub(crate) async fn rollback_local(
             s.store.read_part(part_ref).await?
         }
     };
-    ask_driver(s, |reply| Control::Rollback {
+    let redelivered = ask_driver(s, |reply| Control::Rollback {
         epoch: order.epoch,
         part: Box::new(part),
         in_flight: order.in_flight.clone(),
         reply,
     })
-    .await?
+    .await??;
+    s.set_joined(order.epoch);
+    Ok(redelivered)
+}
+
+/// Joins a fresh cluster's epoch 0 on its coordinator's word: this node's
+/// state (its initial one, and all it did since) is of that timeline.
+///
+/// # Errors
+/// [`ControlError::Stale`] unless the store's current epoch is 0, begun in
+/// this order's term, and this node is in it and has not restarted.
+pub(crate) async fn join_local(s: &Shared, term: u64, epoch: u64) -> Result<(), ControlError> {
+    let stale = |why: String| {
+        Metrics::inc(&s.metrics.orders_refused, 1);
+        warn!(epoch, term, "join order refused: {why}");
+        Err(ControlError::Stale(why))
+    };
+    if s.joined() == Some(epoch) {
+        return Ok(());
+    }
+    let mine = *s.epoch.borrow();
+    if epoch != 0 || mine != 0 || s.peers.needs_restore() {
+        return stale(format!(
+            "only a fresh cluster's epoch 0 is joined, by a node in it that did not restart (this node is in epoch {mine})"
+        ));
+    }
+    match s.store.current_epoch().await? {
+        Some(r) if r.epoch == 0 && r.term == term => {}
+        other => {
+            return stale(format!(
+                "the store's current epoch is {}, not epoch 0 of term {term}",
+                other.map_or("none".into(), |r| format!("{} of term {}", r.epoch, r.term))
+            ));
+        }
+    }
+    s.set_joined(0);
+    Ok(())
 }
 
 async fn check_order(s: &Shared, order: &NodeRollback) -> Result<(), ControlError> {

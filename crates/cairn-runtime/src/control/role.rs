@@ -7,12 +7,13 @@
 //!
 //! Every node watches the coordinator of its term. When it has been silent
 //! for the failure timeout, the next candidate in order claims the next
-//! term; if that one is silent too, the one after it claims a failure
-//! timeout later. The new coordinator rebuilds its view from the store: its
-//! timers begin by rolling the cluster back, once every node answers, into a
-//! new epoch (the old coordinator's node lost its state, or may come back
-//! with orders of its term; the new epoch fences both). A coordinator that
-//! finds a higher term in the store steps down and follows.
+//! term, if it reaches more than half of the cluster (a node cut off from
+//! the rest never takes the lead); if that one is silent too, the one after
+//! it claims a failure timeout later. A new coordinator that holds a state
+//! of the current epoch carries the cluster on in it: a node that lost its
+//! state shows it in its heartbeat, and only that rolls back (see
+//! `failure`). Orders of the old term are refused by the term check. A
+//! coordinator that finds a higher term in the store steps down and follows.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -107,6 +108,7 @@ type LeadTasks = Vec<tokio::task::JoinHandle<()>>;
 async fn claim(
     shared: &Arc<Shared>,
     term: u64,
+    takeover: bool,
     stop: &watch::Receiver<bool>,
     tasks: &mut LeadTasks,
 ) {
@@ -118,7 +120,7 @@ async fn claim(
     };
     match shared.store.claim_term(&mine).await {
         Ok(holder) if holder.node == mine.node && holder.incarnation == mine.incarnation => {
-            tasks.extend(begin_lead(shared, term, stop));
+            tasks.extend(begin_lead(shared, term, takeover, stop));
         }
         Ok(holder) => {
             if let Some(p) = shared.config.topology.process(&holder.node) {
@@ -131,7 +133,12 @@ async fn claim(
 
 /// Becomes coordinator of `term`: a fresh coordinator, its committer and
 /// its timers, all stopped when the term is lost or the node stops.
-fn begin_lead(shared: &Arc<Shared>, term: u64, node_stop: &watch::Receiver<bool>) -> LeadTasks {
+fn begin_lead(
+    shared: &Arc<Shared>,
+    term: u64,
+    takeover: bool,
+    node_stop: &watch::Receiver<bool>,
+) -> LeadTasks {
     let me = shared.me;
     if !shared.role.follow(term, me) && shared.role.view() != (term, me) {
         return Vec::new(); // a newer term is already known
@@ -172,8 +179,44 @@ fn begin_lead(shared: &Arc<Shared>, term: u64, node_stop: &watch::Receiver<bool>
             commit_rx,
             stop_rx.clone(),
         )),
-        tokio::spawn(run_coordinator_timers(shared.clone(), coordinator, stop_rx)),
+        tokio::spawn(run_coordinator_timers(
+            shared.clone(),
+            coordinator,
+            takeover,
+            stop_rx,
+        )),
     ]
+}
+
+/// How many nodes this node reaches (itself included), and how many it must
+/// to take over: more than half of the cluster; in a cluster of two,
+/// itself, since the other side of a cut cannot be told from a crash.
+async fn reachable(shared: &Shared) -> (usize, usize) {
+    let nodes = &shared.config.nodes;
+    let need = if nodes.len() <= 2 {
+        1
+    } else {
+        nodes.len() / 2 + 1
+    };
+    let polls = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != shared.me.index())
+        .map(|(_, n)| {
+            shared.client.request_within(
+                Duration::from_millis(250),
+                n.admin,
+                hyper::Method::GET,
+                "/status",
+                None,
+            )
+        });
+    let reached = 1 + futures_util::future::join_all(polls)
+        .await
+        .iter()
+        .filter(|r| r.is_ok())
+        .count();
+    (reached, need)
 }
 
 /// This node's rank among the candidates that would take over from
@@ -216,10 +259,12 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     };
     match newest {
         None if config.candidates.first() == Some(&shared.me) => {
-            claim(&shared, 1, &stop, &mut tasks).await
+            claim(&shared, 1, false, &stop, &mut tasks).await
         }
         None => {}
-        Some(r) if r.node == shared.name() => claim(&shared, r.term + 1, &stop, &mut tasks).await,
+        Some(r) if r.node == shared.name() => {
+            claim(&shared, r.term + 1, false, &stop, &mut tasks).await
+        }
         Some(r) => {
             if let Some(p) = config.topology.process(&r.node) {
                 shared.role.follow(r.term, p);
@@ -230,6 +275,7 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let mut last_heard = Instant::now();
     // Until a coordinator has answered once, nodes may still be starting.
     let mut heard_once = false;
+    let mut warned_minority = false;
     let mut last_store_look = Instant::now();
     loop {
         tokio::select! {
@@ -288,6 +334,22 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
             Duration::from_secs(5)
         };
         if last_heard.elapsed() > grace + limit * (1 + rank as u32) {
+            let (reached, need) = reachable(&shared).await;
+            if reached < need {
+                // Cut off from most of the cluster: this node is the one
+                // partitioned away, and must not take the lead from the side
+                // that can run.
+                if !warned_minority {
+                    warn!(
+                        reached,
+                        need,
+                        "the coordinator is silent, but this node reaches too few nodes to take over"
+                    );
+                    warned_minority = true;
+                }
+                continue;
+            }
+            warned_minority = false;
             let newest = shared
                 .store
                 .newest_term()
@@ -301,7 +363,7 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                 term = next,
                 "the coordinator is silent: claiming the next term"
             );
-            claim(&shared, next, &stop, &mut tasks).await;
+            claim(&shared, next, true, &stop, &mut tasks).await;
             last_heard = Instant::now();
         }
     }

@@ -147,7 +147,7 @@ impl<P: Process> Driver<P> {
                     })
                     .collect(),
             };
-            self.send_report(local);
+            self.send_report(local, a.since());
         } else {
             let why = format!(
                 "the application sent {} message(s) while handling messages during alignment, which an aligned \

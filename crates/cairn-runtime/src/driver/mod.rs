@@ -581,8 +581,8 @@ impl<P: Process> Driver<P> {
                 Output::ChannelRecorded { .. } => {}
                 Output::LocalSnapshotComplete(local) => {
                     tracing::debug!(snapshot = %local.snapshot, "local snapshot complete");
-                    self.recording_since.remove(&local.snapshot);
-                    self.send_report(local)
+                    let since = self.recording_since.remove(&local.snapshot);
+                    self.send_report(local, since.unwrap_or_else(Instant::now))
                 }
                 Output::RecordingAbandoned {
                     snapshot,
@@ -617,12 +617,18 @@ impl<P: Process> Driver<P> {
 
     /// Hands a local snapshot to the reporter. Encoding it (the state may be
     /// large) is left to the reporter, off this task.
-    pub(crate) fn send_report(&mut self, local: cairn_core::LocalSnapshot<P::Message, P::State>) {
+    pub(crate) fn send_report(
+        &mut self,
+        local: cairn_core::LocalSnapshot<P::Message, P::State>,
+        since: Instant,
+    ) {
         let topology = self.topology.clone();
         let metrics = self.metrics.clone();
         let (id, epoch) = (local.snapshot, self.epoch);
-        let pending: PendingReport =
-            Box::new(move || encode_report(&topology, &metrics, epoch, local));
+        let pending = PendingReport {
+            since,
+            encode: Box::new(move || encode_report(&topology, &metrics, epoch, local)),
+        };
         if self.reports.try_send(pending).is_err() {
             // The reporter is far behind (a slow store): give this one up
             // rather than queue without bound; the coordinator times it out.
@@ -643,7 +649,10 @@ impl<P: Process> Driver<P> {
             refused: Some(why),
             state_in_store: false,
         };
-        let _ = self.reports.try_send(Box::new(move || Ok(report)));
+        let _ = self.reports.try_send(PendingReport {
+            since: Instant::now(),
+            encode: Box::new(move || Ok(report)),
+        });
     }
 
     /// Gives up snapshot `id` here; whether it was being recorded.

@@ -33,8 +33,21 @@ impl ChannelCounts {
     }
 }
 
-/// A local snapshot for the reporter to encode.
-pub(crate) type PendingReport = Box<dyn FnOnce() -> serde_json::Result<LocalReport> + Send>;
+/// A local snapshot for the reporter to encode, and when this node began
+/// recording it: the report is worth sending until the snapshot timeout
+/// after that, never later.
+pub(crate) struct PendingReport {
+    pub since: std::time::Instant,
+    pub encode: Box<dyn FnOnce() -> serde_json::Result<LocalReport> + Send>,
+}
+
+impl std::fmt::Debug for PendingReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingReport")
+            .field("since", &self.since)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Counts the bytes written to it and keeps none.
 struct Counted(u64);
