@@ -251,8 +251,9 @@ impl<M: Clone, S> Engine<M, S> {
     /// A marker of `snapshot` arrived on `channel` (the marker-receiving rule).
     ///
     /// # Errors
-    /// `channel` is not incoming here, a state is pending, or a marker of this
-    /// snapshot already came on this channel.
+    /// `channel` is not incoming here, a state is pending, a marker of this
+    /// snapshot already came on this channel, or the snapshot is finished
+    /// or given up here ([`Error::LateMarker`]).
     pub fn handle_marker(&mut self, channel: ChannelId, snapshot: SnapshotId) -> Result<()> {
         self.ready()?;
         let i = self.incoming_index(channel)?;
@@ -261,7 +262,10 @@ impl<M: Clone, S> Engine<M, S> {
             channel: self.incoming[i].1.clone(),
         };
         if self.is_finished(snapshot) {
-            return Err(duplicate());
+            return Err(Error::LateMarker {
+                snapshot,
+                channel: self.incoming[i].1.clone(),
+            });
         }
         match self.active.iter().position(|r| r.snapshot == snapshot) {
             Some(r) => {

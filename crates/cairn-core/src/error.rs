@@ -62,6 +62,17 @@ pub enum Error {
         /// The channel's name.
         channel: String,
     },
+    /// A marker of a snapshot this process already finished or gave up (a
+    /// marker that was held up, by a partition say, past the snapshot's end).
+    #[error(
+        "snapshot {snapshot} is already finished or given up here: a late marker on {channel} is ignored"
+    )]
+    LateMarker {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// The channel's name.
+        channel: String,
+    },
     /// The engine asked for the local state and the caller did not give it yet.
     #[error(
         "snapshot {0}: the local state must be recorded (Engine::record_state) before anything else happens"

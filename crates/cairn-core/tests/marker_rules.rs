@@ -257,10 +257,10 @@ fn duplicate_marker_is_an_error_not_a_panic() {
         }
     );
     e.handle_marker(RQ, SnapshotId(1)).unwrap();
-    // After completion, another marker of the same snapshot is still a duplicate.
+    // After completion, another marker of the same snapshot is late.
     assert!(matches!(
         e.handle_marker(RQ, SnapshotId(1)),
-        Err(Error::DuplicateMarker { .. })
+        Err(Error::LateMarker { .. })
     ));
 }
 
@@ -357,7 +357,7 @@ fn an_aborted_snapshot_drops_its_recording_and_ignores_late_markers() {
     assert_eq!(q.in_progress().count(), 0, "its recording is dropped");
     assert!(matches!(
         q.handle_marker(PQ, SnapshotId(4)),
-        Err(Error::DuplicateMarker { .. })
+        Err(Error::LateMarker { .. })
     ));
     assert_eq!(
         q.start_snapshot(SnapshotId(4)).unwrap(),

@@ -398,7 +398,12 @@ async fn send_report(shared: Arc<Shared>, report: LocalReport, deadline: Instant
             }
             Ok((status, body)) => {
                 let body = String::from_utf8_lossy(&body);
-                warn!(snapshot = %id, "coordinator refused the report: {status} {body}");
+                if status == hyper::StatusCode::CONFLICT {
+                    // The snapshot ended (it failed) while the report travelled.
+                    debug!(snapshot = %id, "coordinator refused the report: {status} {body}");
+                } else {
+                    warn!(snapshot = %id, "coordinator refused the report: {status} {body}");
+                }
                 return;
             }
             Err(e) => {

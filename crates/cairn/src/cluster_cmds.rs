@@ -13,6 +13,7 @@ use cairn_apps::protocol::ProtocolProcess;
 use cairn_apps::ring::Ring;
 use cairn_apps::token::TokenProcess;
 use cairn_runtime::client::AdminClient;
+use cairn_runtime::client::Method;
 use cairn_runtime::cluster::Supervisor;
 use cairn_runtime::{ClusterConfig, IdAnswer, run_node, run_raw_node};
 use serde_json::Value;
@@ -193,23 +194,30 @@ pub async fn cluster(
     Ok(())
 }
 
-/// Every node's `/status`, asked all at once (`None` for a node that did
-/// not answer within a second), in config order.
+/// How long `cairn status` (and every command's search for the
+/// coordinator) waits for a node: all are asked at once, so this bounds the
+/// whole question.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long `cairn restore` waits for the coordinator's rollback: it orders
+/// every node in turn with the admin client's own timeout.
+const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Every node's `/status`, asked all at once (an error for a node that did
+/// not answer within [`STATUS_TIMEOUT`]), in config order.
 async fn statuses(config: &ClusterConfig, client: &AdminClient) -> Vec<Result<Value, String>> {
     let mut asks = tokio::task::JoinSet::new();
     for (i, n) in config.nodes.iter().enumerate() {
         let admin = n.admin;
         let client = client.clone();
         asks.spawn(async move {
-            let answer = tokio::time::timeout(
-                Duration::from_secs(1),
-                client.get_json::<Value>(admin, "/status"),
-            )
-            .await;
+            let answer = client
+                .request_within(STATUS_TIMEOUT, admin, Method::GET, "/status", None)
+                .await;
             let v = match answer {
-                Ok(Ok((_, v))) => Ok(v),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("no answer within 1 s".to_string()),
+                Ok((_, body)) => serde_json::from_slice::<Value>(&body)
+                    .map_err(|e| format!("an answer that is not JSON: {e}")),
+                Err(e) => Err(e.to_string()),
             };
             (i, v)
         });
@@ -263,9 +271,18 @@ pub async fn snapshot(
     let deadline = started + config.snapshots.timeout + Duration::from_secs(2);
     let tty = std::io::stderr().is_terminal();
     loop {
-        let (status, body): (_, Value) = client
-            .get_json(coordinator, &format!("/snapshots/{}", id.0))
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (status, body) = client
+            .request_within(
+                left.max(Duration::from_millis(100)),
+                coordinator,
+                Method::GET,
+                &format!("/snapshots/{}", id.0),
+                None,
+            )
             .await?;
+        let body: Value = serde_json::from_slice(&body)
+            .with_context(|| format!("snapshot {id}: an answer that is not JSON"))?;
         match status.as_u16() {
             200 => {
                 if tty {
@@ -291,9 +308,14 @@ pub async fn snapshot(
                 }
             }
             500 => bail!(
-                "snapshot {id} failed: it never got processes {} and channels {}",
-                body["missing_processes"],
-                body["missing_channels"]
+                "snapshot {id} failed: {}",
+                body["reason"].as_str().map_or_else(
+                    || format!(
+                        "it never got processes {} and channels {}",
+                        body["missing_processes"], body["missing_channels"]
+                    ),
+                    str::to_string
+                )
             ),
             _ => bail!("snapshot {id}: unexpected answer {status}: {body}"),
         }
@@ -373,6 +395,21 @@ pub async fn status(config: &ClusterConfig, client: &AdminClient, json: bool) ->
         healthy = false;
         println!("\nno node is coordinating");
     }
+    if let Some(away) = all
+        .iter()
+        .filter(|v| v["leading"] == true)
+        .max_by_key(|v| v["term"].as_u64().unwrap_or(0))
+        .and_then(|v| v["unreachable"].as_object())
+        .filter(|away| !away.is_empty())
+    {
+        healthy = false;
+        for (node, v) in away {
+            println!(
+                "{node} is unreachable from the coordinator: silent for {:.1} s (snapshots fail until it answers; see README, \"Partitions\")",
+                v["silent_ms"].as_f64().unwrap_or(0.0) / 1e3
+            );
+        }
+    }
     if let Some(recent) = all
         .iter()
         .filter(|v| v["leading"] == true)
@@ -391,6 +428,9 @@ pub async fn status(config: &ClusterConfig, client: &AdminClient, json: bool) ->
                 dur,
                 s["initiator"].as_str().unwrap_or("?")
             );
+            if let Some(why) = s["reason"].as_str() {
+                println!("          why: {why}");
+            }
         }
     }
     Ok(healthy)
@@ -404,8 +444,21 @@ pub async fn restore(
 ) -> Result<()> {
     let req = cairn_runtime::RollbackRequest { snapshot };
     let coordinator = config.nodes[find_coordinator(config, client).await.index()].admin;
-    let (status, body): (_, Value) = match client.post_json(coordinator, "/rollback", &req).await {
-        Ok(answer) => answer,
+    let body = serde_json::to_vec(&req)?;
+    let answer = client
+        .request_within(
+            ROLLBACK_TIMEOUT,
+            coordinator,
+            Method::POST,
+            "/rollback",
+            Some(body),
+        )
+        .await;
+    let (status, body): (_, Value) = match answer {
+        Ok((status, body)) => (
+            status,
+            serde_json::from_slice(&body).context("the rollback's answer is not JSON")?,
+        ),
         Err(e) => {
             // A stopped cluster: record the choice; the coordinator rolls back to it at start-up.
             let Some(id) = snapshot else {

@@ -355,7 +355,11 @@ impl<P: Process> Driver<P> {
                     return;
                 }
                 if let Err(e) = self.engine.handle_marker(channel, SnapshotId(snapshot)) {
-                    warn!("ignored a marker: {e}");
+                    if let cairn_core::Error::LateMarker { .. } = e {
+                        tracing::debug!("{e}");
+                    } else {
+                        warn!("ignored a marker: {e}");
+                    }
                 }
                 self.pump();
             }
