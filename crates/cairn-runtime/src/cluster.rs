@@ -22,6 +22,8 @@ pub struct Supervisor {
     args: Vec<String>,
     /// Each node's log goes to `<dir>/<id>.log` (appended) when set.
     log_dir: Option<std::path::PathBuf>,
+    /// A command each node runs under, by id (`ip netns exec NS`, say).
+    wrappers: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -57,7 +59,7 @@ impl Supervisor {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Result<Self> {
-        Self::spawn_inner(exe, config_path, config, env, args, None)
+        Self::spawn_inner(exe, config_path, config, env, args, None, &|_| Vec::new())
     }
 
     /// As [`Supervisor::spawn`], each node logging to `<log_dir>/<id>.log`
@@ -74,7 +76,30 @@ impl Supervisor {
     ) -> Result<Self> {
         std::fs::create_dir_all(log_dir)
             .map_err(|e| Error::io(format!("creating {}", log_dir.display()), e))?;
-        Self::spawn_inner(exe, config_path, config, env, &[], Some(log_dir))
+        Self::spawn_inner(exe, config_path, config, env, &[], Some(log_dir), &|_| {
+            Vec::new()
+        })
+    }
+
+    /// As [`Supervisor::spawn`], each node started under the command
+    /// `wrap(id)` returns (for example `["ip", "netns", "exec", "lab-1"]`, to
+    /// run it on a host of its own), logging to `<log_dir>/<id>.log` if given.
+    ///
+    /// # Errors
+    /// A child cannot be started or its log file created.
+    pub fn spawn_wrapped(
+        exe: &Path,
+        config_path: &Path,
+        config: &ClusterConfig,
+        env: &[(&str, &str)],
+        log_dir: Option<&Path>,
+        wrap: &dyn Fn(&str) -> Vec<String>,
+    ) -> Result<Self> {
+        if let Some(dir) = log_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        Self::spawn_inner(exe, config_path, config, env, &[], log_dir, wrap)
     }
 
     fn spawn_inner(
@@ -84,8 +109,15 @@ impl Supervisor {
         env: &[(&str, &str)],
         args: &[&str],
         log_dir: Option<&Path>,
+        wrap: &dyn Fn(&str) -> Vec<String>,
     ) -> Result<Self> {
         let mut sup = Supervisor {
+            wrappers: config
+                .nodes
+                .iter()
+                .map(|n| (n.id.clone(), wrap(&n.id)))
+                .filter(|(_, w)| !w.is_empty())
+                .collect(),
             log_dir: log_dir.map(Path::to_path_buf),
             args: args.iter().map(|a| a.to_string()).collect(),
             children: Vec::new(),
@@ -104,7 +136,14 @@ impl Supervisor {
     }
 
     fn start(&self, id: &str) -> Result<Running> {
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = match self.wrappers.get(id).and_then(|w| w.split_first()) {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
         cmd.arg("node")
             .arg("--config")
             .arg(&self.config_path)

@@ -14,6 +14,8 @@ use cairn_runtime::tls::{Identity, Security};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub mod lab;
+
 pub const BALANCE: u64 = 1000;
 
 /// The certificates every test cluster of this process uses: one CA, nodes
@@ -221,7 +223,7 @@ pub fn write_app_config(
 }
 
 /// A config with `top` added to the top-level keys and `snapshots` to the
-/// `[snapshots]` table.
+/// `[snapshots]` table, its nodes on 127.0.0.1 with free ports.
 pub fn write_full_config(
     name: &str,
     nodes: usize,
@@ -231,10 +233,32 @@ pub fn write_full_config(
     top: &str,
     snapshots: &str,
 ) -> (PathBuf, PathBuf) {
+    let ports = free_ports(2 * nodes);
+    let hosts: Vec<(String, String)> = (0..nodes)
+        .map(|i| {
+            (
+                format!("127.0.0.1:{}", ports[2 * i]),
+                format!("127.0.0.1:{}", ports[2 * i + 1]),
+            )
+        })
+        .collect();
+    write_config_at(name, &hosts, channels, interval_ms, app, top, snapshots)
+}
+
+/// As [`write_full_config`], node `i` listening at `hosts[i]` (its peer
+/// address, its admin address).
+pub fn write_config_at(
+    name: &str,
+    hosts: &[(String, String)],
+    channels: &str,
+    interval_ms: u64,
+    app: &str,
+    top: &str,
+    snapshots: &str,
+) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("cairn-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let ports = free_ports(2 * nodes);
     // Every cluster runs secure unless the test is about running insecure.
     let tls = if top.contains("insecure") {
         String::new()
@@ -259,12 +283,10 @@ pub fn write_full_config(
             "keep = 10000\n"
         },
     );
-    for i in 0..nodes {
+    for (i, (address, admin)) in hosts.iter().enumerate() {
         toml += &format!(
-            "\n[[nodes]]\nid = \"n{}\"\naddress = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n",
+            "\n[[nodes]]\nid = \"n{}\"\naddress = \"{address}\"\nadmin = \"{admin}\"\n",
             i + 1,
-            ports[2 * i],
-            ports[2 * i + 1]
         );
     }
     let path = dir.join("cluster.toml");
@@ -311,21 +333,45 @@ impl TestCluster {
         std::fs::read_to_string(self.dir.join("logs").join(format!("{id}.log"))).unwrap_or_default()
     }
 
+    /// A cluster from a config written by [`write_config_at`] with the
+    /// lab's addresses, node `nI` on lab host `I`, each logging to
+    /// `<dir>/logs/<id>.log`.
+    pub async fn start_in_lab(dir: PathBuf, path: PathBuf, lab: &lab::Lab) -> Self {
+        let logs = dir.join("logs");
+        let namespaces: Vec<String> = (1..=lab.hosts()).map(|h| lab.netns(h)).collect();
+        let wrap = move |id: &str| {
+            let host: usize = id.trim_start_matches('n').parse().unwrap();
+            ["ip", "netns", "exec", namespaces[host - 1].as_str()]
+                .map(String::from)
+                .to_vec()
+        };
+        Self::launch_with(dir, path, &[], Some(logs), &wrap).await
+    }
+
     async fn launch_logged(
         dir: PathBuf,
         path: PathBuf,
         env: &[(&str, &str)],
         logs: Option<PathBuf>,
     ) -> Self {
+        Self::launch_with(dir, path, env, logs, &|_| Vec::new()).await
+    }
+
+    async fn launch_with(
+        dir: PathBuf,
+        path: PathBuf,
+        env: &[(&str, &str)],
+        logs: Option<PathBuf>,
+        wrap: &dyn Fn(&str) -> Vec<String>,
+    ) -> Self {
         let config = ClusterConfig::load(&path).unwrap();
         let exe = Path::new(env!("CARGO_BIN_EXE_cairn"));
         let log = std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "warn".into());
         let mut all_env = vec![("RUST_LOG", log.as_str())];
         all_env.extend_from_slice(env);
-        let mut sup = match &logs {
-            Some(l) => Supervisor::spawn_logged(exe, &path, &config, &all_env, l).unwrap(),
-            None => Supervisor::spawn(exe, &path, &config, &all_env).unwrap(),
-        };
+        let mut sup =
+            Supervisor::spawn_wrapped(exe, &path, &config, &all_env, logs.as_deref(), wrap)
+                .unwrap();
         sup.wait_ready(&config, &operator(), Duration::from_secs(30))
             .await
             .unwrap();
