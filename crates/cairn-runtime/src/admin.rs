@@ -147,6 +147,7 @@ async fn status(State(s): Shr) -> Response {
         "restarted_peers": s.peers.restarted_peers(),
         "epoch": *s.epoch.borrow(),
         "joined": s.joined(),
+        "coordinator_silent_ms": s.coordinator_silent().as_millis() as u64,
         "ready": ready,
         "cluster": s.config.cluster,
         "app": s.config.app.name,

@@ -25,7 +25,6 @@ use hyper::{Request, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::TcpStream;
 
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
@@ -169,32 +168,42 @@ impl AdminClient {
             problem,
         };
         let slot = self.pool.slot(addr);
+        let body = Bytes::from(body.unwrap_or_default());
+        // A GET may be sent again; anything else only if it never left.
+        let idempotent = method == Method::GET;
         let work = async {
-            let mut sender = {
-                let mut open = slot.lock().await;
-                match open.as_ref().filter(|s| !s.is_closed()) {
-                    Some(s) => s.clone(),
-                    None => {
-                        let s = self.connect(addr).await.map_err(&fail)?;
-                        *open = Some(s.clone());
-                        s
+            let mut reuse = true;
+            let resp = loop {
+                let (mut sender, reused) = {
+                    let mut open = slot.lock().await;
+                    match open.as_ref().filter(|s| reuse && !s.is_closed()) {
+                        Some(s) => (s.clone(), true),
+                        None => {
+                            let s = self.connect(addr).await.map_err(&fail)?;
+                            *open = Some(s.clone());
+                            (s, false)
+                        }
                     }
+                };
+                let mut req = Request::builder()
+                    .method(method.clone())
+                    .uri(&url)
+                    .header(header::CONTENT_TYPE, "application/json");
+                if let Some(t) = &self.token {
+                    req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+                }
+                let req = req
+                    .body(Full::new(body.clone()))
+                    .map_err(|e| fail(e.to_string()))?;
+                match sender.send_request(req).await {
+                    Ok(resp) => break resp,
+                    // A kept connection that died since its last use (a
+                    // partition healed, the peer restarted): once more on a
+                    // fresh one.
+                    Err(e) if reused && (idempotent || e.is_canceled()) => reuse = false,
+                    Err(e) => return Err(fail(e.to_string())),
                 }
             };
-            let mut req = Request::builder()
-                .method(method)
-                .uri(&url)
-                .header(header::CONTENT_TYPE, "application/json");
-            if let Some(t) = &self.token {
-                req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-            }
-            let req = req
-                .body(Full::new(Bytes::from(body.unwrap_or_default())))
-                .map_err(|e| fail(e.to_string()))?;
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
             let status = resp.status();
             let bytes = resp
                 .into_body()
@@ -221,10 +230,10 @@ impl AdminClient {
     /// Dials `addr` and opens an HTTP/2 connection, over TLS when this
     /// client speaks it.
     async fn connect(&self, addr: SocketAddr) -> std::result::Result<Sender, String> {
-        let tcp = TcpStream::connect(addr)
+        let tcp = crate::net::connect(&addr.to_string())
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
-        let _ = tcp.set_nodelay(true);
+        tcp.set_nodelay();
         let stream: BoxIo = match &self.tls {
             Some(sec) => Box::new(sec.connect(tcp, None).await.map_err(|e| e.to_string())?),
             None => Box::new(tcp),

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use cairn_core::{
     Assembler, GlobalSnapshot, LocalSnapshot, RecordedChannel, SnapshotDoc, SnapshotId, Topology,

@@ -10,7 +10,6 @@ use std::time::Duration;
 use cairn_core::{ChannelId, ProcessId, Topology};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, warn};
@@ -90,7 +89,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
     /// Accepts connections until shutdown; each is served by its own task.
     pub async fn run(
         self: Arc<Self>,
-        listener: TcpListener,
+        listener: crate::net::Listener,
         mut shutdown: watch::Receiver<bool>,
         cut: watch::Receiver<u64>,
     ) {
@@ -104,7 +103,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                     let this = self.clone();
                     let (sd, cut) = (shutdown.clone(), cut.clone());
                     tokio::spawn(async move {
-                        let _ = stream.set_nodelay(true);
+                        stream.set_nodelay();
                         let (halves, who) = match &this.security {
                             None => (split_tcp(stream), None),
                             Some(sec) => {

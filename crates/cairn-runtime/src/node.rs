@@ -4,10 +4,11 @@
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use cairn_core::{Process, ProcessId};
-use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
@@ -41,6 +42,32 @@ pub async fn run_node<P: Process>(
     me: ProcessId,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    run_node_with::<P>(config, me, shutdown, None).await
+}
+
+/// As [`run_node`], for a reproducible run: `seed` gives the application's
+/// randomness and this life's incarnation (so a restarted node must be
+/// given another seed), and the reporter runs on the caller's runtime
+/// rather than a thread of its own. For deterministic simulations (the
+/// `turmoil` feature), where everything must run on the simulated host.
+///
+/// # Errors
+/// As [`run_node`].
+pub async fn run_node_seeded<P: Process>(
+    config: Arc<ClusterConfig>,
+    me: ProcessId,
+    shutdown: watch::Receiver<bool>,
+    seed: u64,
+) -> Result<()> {
+    run_node_with::<P>(config, me, shutdown, Some(seed)).await
+}
+
+async fn run_node_with<P: Process>(
+    config: Arc<ClusterConfig>,
+    me: ProcessId,
+    shutdown: watch::Receiver<bool>,
+    seeded: Option<u64>,
+) -> Result<()> {
     let topo = config.topology.clone();
     let node = &config.nodes[me.index()];
     let name = node.id.clone();
@@ -64,15 +91,17 @@ pub async fn run_node<P: Process>(
         }
     };
     let tokens = Tokens::load(&config)?;
-    let listener = TcpListener::bind(&node.listen)
+    let listener = crate::net::Listener::bind(&node.listen)
         .await
         .map_err(|e| Error::io(format!("node {name}: cannot listen on {}", node.listen), e))?;
-    let admin_listener = TcpListener::bind(node.admin).await.map_err(|e| {
-        Error::io(
-            format!("node {name}: cannot serve the admin API on {}", node.admin),
-            e,
-        )
-    })?;
+    let admin_listener = crate::net::Listener::bind(&node.admin.to_string())
+        .await
+        .map_err(|e| {
+            Error::io(
+                format!("node {name}: cannot serve the admin API on {}", node.admin),
+                e,
+            )
+        })?;
     let trace = match &config.trace_dir {
         Some(dir) => Some(TraceWriter::create(dir, &name, 0)?),
         None => None,
@@ -89,7 +118,12 @@ pub async fn run_node<P: Process>(
     let room = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
     let names: Vec<String> = config.nodes.iter().map(|n| n.id.clone()).collect();
-    let peers = Arc::new(PeerBook::new(new_incarnation(), names, metrics.clone()));
+    let incarnation = match seeded {
+        // Never 0, and odd like every other incarnation.
+        Some(seed) => seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        None => new_incarnation(),
+    };
+    let peers = Arc::new(PeerBook::new(incarnation, names, metrics.clone()));
     let counts = Arc::new(ChannelCounts::new(topo.channel_count()));
     let mut pendings = std::collections::HashMap::new();
 
@@ -169,6 +203,7 @@ pub async fn run_node<P: Process>(
         pending: pendings,
         given_up: Default::default(),
         joined: crate::shared::NO_EPOCH.into(),
+        coordinator_heard: std::sync::Mutex::new(Instant::now()),
     });
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
     // The reporter encodes and persists local snapshots on a thread of its
@@ -176,7 +211,14 @@ pub async fn run_node<P: Process>(
     let kept_initial = serde_json::to_vec(&initial_json)
         .is_ok_and(|b| b.len() <= KEEP_INITIAL_BYTES)
         .then(|| initial_json.clone());
-    {
+    if seeded.is_some() {
+        tasks.spawn(run_reporter(
+            shared.clone(),
+            kept_initial,
+            report_rx,
+            stop_rx.clone(),
+        ));
+    } else {
         let (shared, stop) = (shared.clone(), stop_rx.clone());
         std::thread::Builder::new()
             .name(format!("{name}-reporter"))
@@ -208,7 +250,7 @@ pub async fn run_node<P: Process>(
     });
     tasks.spawn(run_role(shared.clone(), stop_rx.clone()));
 
-    let seed = RandomState::new().hash_one((std::process::id(), me.0));
+    let seed = seeded.unwrap_or_else(|| RandomState::new().hash_one((std::process::id(), me.0)));
     let driver = Driver::new(
         me,
         topo.clone(),

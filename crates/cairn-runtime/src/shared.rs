@@ -2,7 +2,9 @@
 //! store, its peers, and (on the coordinator) the coordinator's state.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use cairn_core::ProcessId;
 use cairn_store::Store;
@@ -60,6 +62,8 @@ pub(crate) struct Shared {
     /// rollback gives it a state, or when it joins a fresh cluster's epoch
     /// 0. A fresh process in a used store has none ([`NO_EPOCH`]).
     pub joined: std::sync::atomic::AtomicU64,
+    /// When this node last heard its coordinator (or led).
+    pub coordinator_heard: Mutex<Instant>,
     /// Per outgoing channel: frames queued or unacknowledged, and whether
     /// its connection is up.
     pub pending: std::collections::HashMap<
@@ -88,6 +92,22 @@ impl Shared {
     pub fn set_joined(&self, epoch: u64) {
         self.joined
             .store(epoch, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// This node heard its coordinator just now (or leads).
+    pub fn heard_coordinator(&self) {
+        *self
+            .coordinator_heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// How long since this node last heard its coordinator.
+    pub fn coordinator_silent(&self) -> Duration {
+        self.coordinator_heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
     }
 
     /// The coordinator gave snapshot `id` up.

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use cairn_core::ChannelId;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
@@ -153,6 +152,13 @@ fn backoff() -> impl Iterator<Item = Duration> {
 /// A connection that stayed up this long starts the back-off afresh.
 const HEALTHY: Duration = Duration::from_secs(1);
 
+/// A connection with frames unacknowledged this long, while the peer
+/// acknowledges nothing, is taken for dead and replaced: a path that drops
+/// everything (a cut, a middlebox that lost its state) would otherwise hold
+/// the channel until the kernel gives up on the connection, many minutes
+/// later. The new connection resends what is unacknowledged, exactly once.
+const STALLED: Duration = Duration::from_secs(3);
+
 /// While a channel has never connected and the process is this young, a
 /// refused connection (the peer's process is still starting) is retried
 /// after `STARTING_RETRY`: a cluster whose nodes start together links up in
@@ -244,7 +250,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
         Metrics::inc(&metrics.connect_attempts, 1);
         let stream = tokio::select! {
             _ = shutdown.changed() => return,
-            s = TcpStream::connect(&address) => s,
+            s = crate::net::connect(&address) => s,
         };
         let stream = match stream {
             Ok(s) => s,
@@ -259,7 +265,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        stream.set_nodelay();
         let (r, w) = match &id.security {
             Some(sec) => {
                 let tls = tokio::select! {
@@ -321,6 +327,10 @@ pub(crate) async fn run_outbound<M: Serialize>(
         let mut moved = false;
         // The peer acknowledged something on this connection.
         let mut progressed = false;
+        // Since when frames have waited for an acknowledgement with none coming.
+        let mut waiting_since = (link.unacked() > 0).then(tokio::time::Instant::now);
+        let mut watch_stall = tokio::time::interval(STALLED / 4);
+        watch_stall.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Frames held over from an epoch change go first.
             let batch: Vec<Out<M>> = if carry.is_empty() {
@@ -336,6 +346,13 @@ pub(crate) async fn run_outbound<M: Serialize>(
                     _ = epoch.changed() => {
                         moved = true;
                         break;
+                    }
+                    _ = watch_stall.tick() => {
+                        if waiting_since.is_some_and(|t| t.elapsed() >= STALLED) {
+                            warn!(%channel, unacked = link.unacked(), "no acknowledgement for {STALLED:?}: replacing the connection");
+                            break;
+                        }
+                        continue;
                     }
                     out = rx.recv() => {
                         let Some(first) = out else { return };
@@ -354,6 +371,9 @@ pub(crate) async fn run_outbound<M: Serialize>(
                                 let n = link.on_ack(next_seq);
                                 progressed |= n > 0;
                                 freed(n);
+                                if n > 0 || link.unacked() == 0 {
+                                    waiting_since = (link.unacked() > 0).then(tokio::time::Instant::now);
+                                }
                             }
                             Some(Ok(other)) => {
                                 warn!(%channel, "unexpected frame from the receiver: {other:?}");
@@ -399,6 +419,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
                     }
                 };
                 link.push(out);
+                waiting_since.get_or_insert_with(tokio::time::Instant::now);
                 if ok && writer.feed(bytes).await.is_err() {
                     // Keep numbering the rest: they are resent after the reconnect.
                     ok = false;

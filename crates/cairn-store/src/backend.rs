@@ -25,7 +25,8 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
-    /// `memory://`, `s3://bucket[/prefix]`, `file:///path` or a plain path.
+    /// `memory://` (private to this opening), `memory://NAME` (one per
+    /// process and name), `s3://bucket[/prefix]`, `file:///path` or a plain path.
     ///
     /// For S3 the endpoint comes from `CAIRN_S3_ENDPOINT` or `AWS_ENDPOINT_URL`
     /// (for S3-compatible servers), credentials and region from the usual
@@ -38,6 +39,25 @@ impl Backend {
         if url == "memory://" || url == "memory" {
             return Ok(Backend::Objects {
                 store: Arc::new(InMemory::new()),
+                prefix: String::new(),
+            });
+        }
+        if let Some(name) = url.strip_prefix("memory://") {
+            // A named store in memory is one per process, whoever opens it:
+            // the shared durable store of a simulated cluster.
+            static NAMED: std::sync::Mutex<Vec<(String, Arc<InMemory>)>> =
+                std::sync::Mutex::new(Vec::new());
+            let mut named = NAMED.lock().unwrap_or_else(|p| p.into_inner());
+            let store = match named.iter().find(|(n, _)| n == name) {
+                Some((_, s)) => s.clone(),
+                None => {
+                    let s = Arc::new(InMemory::new());
+                    named.push((name.to_string(), s.clone()));
+                    s
+                }
+            };
+            return Ok(Backend::Objects {
+                store,
                 prefix: String::new(),
             });
         }

@@ -24,7 +24,7 @@
 //! driver; the driver carries out its steps (`driver/alignment.rs`).
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use cairn_core::{ChannelId, SnapshotId};
 

@@ -3,7 +3,9 @@
 //! wait until it is durable, resume every node. It exists to be measured
 //! against Chandy–Lamport (`cairn bench`); see [`crate::config::SnapshotMode`].
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use cairn_core::SnapshotId;
 use serde_json::json;

@@ -6,7 +6,9 @@
 //! rollback is reading or a snapshot still in progress.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use cairn_core::SnapshotId;
 use cairn_store::{Manifest, Retention};

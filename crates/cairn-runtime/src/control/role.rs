@@ -16,7 +16,9 @@
 //! coordinator that finds a higher term in the store steps down and follows.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use cairn_core::ProcessId;
 use cairn_store::TermRecord;
@@ -188,10 +190,13 @@ fn begin_lead(
     ]
 }
 
-/// How many nodes this node reaches (itself included), and how many it must
-/// to take over: more than half of the cluster; in a cluster of two,
-/// itself, since the other side of a cut cannot be told from a crash.
-async fn reachable(shared: &Shared) -> (usize, usize) {
+/// How many nodes agree that the coordinator is gone (this node, and each
+/// node it reaches that has not heard the coordinator for `silent`), and
+/// how many must: more than half of the cluster; in a cluster of two,
+/// this node alone, since the other side of a cut cannot be told from a
+/// crash. A node cut off from the rest, or one whose link to the
+/// coordinator alone is broken, never deposes a coordinator the others hear.
+async fn reachable(shared: &Shared, silent: Duration) -> (usize, usize) {
     let nodes = &shared.config.nodes;
     let need = if nodes.len() <= 2 {
         1
@@ -211,10 +216,20 @@ async fn reachable(shared: &Shared) -> (usize, usize) {
                 None,
             )
         });
+    let agree = |r: &crate::error::Result<(hyper::StatusCode, bytes::Bytes)>| {
+        let Ok((_, body)) = r else { return false };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return false;
+        };
+        v["leading"] != true
+            && v["coordinator_silent_ms"]
+                .as_u64()
+                .is_some_and(|ms| ms >= silent.as_millis() as u64)
+    };
     let reached = 1 + futures_util::future::join_all(polls)
         .await
         .iter()
-        .filter(|r| r.is_ok())
+        .filter(|r| agree(r))
         .count();
     (reached, need)
 }
@@ -273,6 +288,7 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     }
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_heard = Instant::now();
+    shared.heard_coordinator();
     // Until a coordinator has answered once, nodes may still be starting.
     let mut heard_once = false;
     let mut warned_minority = false;
@@ -299,11 +315,13 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                 if let Some(p) = config.topology.process(&r.node) {
                     if shared.role.follow(r.term, p) {
                         last_heard = Instant::now();
+                        shared.heard_coordinator();
                     }
                 }
             }
         }
         if shared.role.lead().is_some() {
+            shared.heard_coordinator();
             continue;
         }
         let (term, current) = shared.role.view();
@@ -319,6 +337,7 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
             if v["leading"] == true {
                 heard_once = true;
                 last_heard = Instant::now();
+                shared.heard_coordinator();
                 if let Some(t) = v["term"].as_u64() {
                     shared.role.follow(t, current);
                 }
@@ -334,7 +353,7 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
             Duration::from_secs(5)
         };
         if last_heard.elapsed() > grace + limit * (1 + rank as u32) {
-            let (reached, need) = reachable(&shared).await;
+            let (reached, need) = reachable(&shared, limit / 2).await;
             if reached < need {
                 // Cut off from most of the cluster: this node is the one
                 // partitioned away, and must not take the lead from the side
@@ -365,6 +384,7 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
             );
             claim(&shared, next, true, &stop, &mut tasks).await;
             last_heard = Instant::now();
+            shared.heard_coordinator();
         }
     }
 }

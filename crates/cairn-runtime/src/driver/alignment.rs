@@ -2,7 +2,7 @@
 //! [`crate::baselines::aligned`]): it sends the markers, holds and releases
 //! the application's sends, and records once aligned.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use cairn_core::trace::Event;
 use cairn_core::{ChannelId, LocalSnapshot, Process, RecordedChannel, SnapshotId, StartOutcome};

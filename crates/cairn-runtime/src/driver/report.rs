@@ -37,7 +37,7 @@ impl ChannelCounts {
 /// recording it: the report is worth sending until the snapshot timeout
 /// after that, never later.
 pub(crate) struct PendingReport {
-    pub since: std::time::Instant,
+    pub since: tokio::time::Instant,
     pub encode: Box<dyn FnOnce() -> serde_json::Result<LocalReport> + Send>,
 }
 

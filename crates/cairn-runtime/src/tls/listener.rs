@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -47,7 +46,10 @@ impl Drop for AdminListener {
 
 impl AdminListener {
     /// Starts accepting on `tcp`; with `security`, every connection is TLS.
-    pub fn new(tcp: TcpListener, security: Option<Arc<Security>>) -> std::io::Result<Self> {
+    pub fn new(
+        tcp: crate::net::Listener,
+        security: Option<Arc<Security>>,
+    ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel::<(BoxIo, Caller)>(64);
         let task = tokio::spawn(async move {
@@ -60,7 +62,7 @@ impl AdminListener {
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
+                stream.set_nodelay();
                 let Some(sec) = security.clone() else {
                     let caller = Caller {
                         addr,

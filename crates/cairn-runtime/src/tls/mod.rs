@@ -137,9 +137,8 @@ pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Splits a connection into halves: a plain TCP stream without a lock
 /// between them (its halves are independent), TLS through tokio's split.
-pub(crate) fn split_tcp(tcp: tokio::net::TcpStream) -> (BoxRead, BoxWrite) {
-    let (r, w) = tcp.into_split();
-    (Box::new(r), Box::new(w))
+pub(crate) fn split_tcp(tcp: crate::net::Stream) -> (BoxRead, BoxWrite) {
+    tcp.into_split()
 }
 
 /// As [`split_tcp`], for a TLS stream (whose halves share one state).
