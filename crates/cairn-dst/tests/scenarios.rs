@@ -1,0 +1,415 @@
+//! The real runtime under turmoil's deterministic network: four bank
+//! nodes, links that delay each segment by 1 to 10 ms, and faults whose
+//! kind, target, start and length come from the seed. Every snapshot of
+//! every run conserves the money and passes the oracle against the traces
+//! of its epoch. Each scenario prints its seeds; `CAIRN_DST_SEED=<seed>`
+//! replays one and `CAIRN_DST_SEEDS=<n>` runs more. A failed seed's panic
+//! names it.
+//!
+//! Turmoil orders the network and the clocks by the seed; the tokio
+//! runtimes inside each host still pick among ready branches at random
+//! (exact replay needs `--cfg tokio_unstable`), so a replay repeats the
+//! same faults at the same simulated times, not always every interleaving.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use cairn_dst::harness::{self, Cluster, Taken};
+use serde_json::Value;
+
+/// What the operator's script asks of the simulation between steps.
+#[derive(Default)]
+struct Ctl {
+    bounce: Vec<String>,
+}
+
+type Shared<T> = Rc<RefCell<T>>;
+
+/// A stream of numbers from a seed (splitmix64), for the faults.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn millis(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from + self.below(to - from))
+    }
+}
+
+/// Runs one seed of scenario `name`: `script` is the operator, it may ask
+/// for node restarts through `Ctl`, and it returns the snapshots to check
+/// (with the epochs whose traces the oracle reads: a crashed node's life
+/// leaves its epoch's trace incomplete).
+fn run_seed<F, Fut>(name: &str, seed: u64, script: F)
+where
+    F: FnOnce(Rc<Cluster>, Shared<Ctl>) -> Fut + 'static,
+    Fut: std::future::Future<Output = (Vec<Taken>, Vec<u64>)> + 'static,
+{
+    run_seed_on(name, seed, None, script);
+}
+
+/// As [`run_seed`], on links that break and repair at random (`flaky`).
+fn run_seed_on<F, Fut>(name: &str, seed: u64, flaky: Option<(f64, f64)>, script: F)
+where
+    F: FnOnce(Rc<Cluster>, Shared<Ctl>) -> Fut + 'static,
+    Fut: std::future::Future<Output = (Vec<Taken>, Vec<u64>)> + 'static,
+{
+    eprintln!("{name}: seed {seed} (replay with CAIRN_DST_SEED={seed})");
+    let _watchdog = harness::Watchdog::new(name, seed, Duration::from_secs(120));
+    let c = Rc::new(harness::cluster(name, seed, 4));
+    let mut sim = harness::sim(&c, Duration::from_secs(180), flaky);
+    let ctl: Shared<Ctl> = Rc::default();
+    let gathered: Shared<Option<(Vec<Taken>, Vec<u64>)>> = Rc::default();
+    let (c2, ctl2, out) = (c.clone(), ctl.clone(), gathered.clone());
+    sim.client("operator", async move {
+        let result = script(c2.clone(), ctl2).await;
+        harness::stop_all(&c2);
+        // Let every node stop and write the end of its trace.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        *out.borrow_mut() = Some(result);
+        Ok(())
+    });
+    loop {
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => panic!("{name}: seed {seed} failed: {e}"),
+        }
+        for host in std::mem::take(&mut ctl.borrow_mut().bounce) {
+            sim.bounce(host.as_str());
+        }
+    }
+    let (docs, epochs) = gathered.borrow_mut().take().expect("the script finished");
+    let checked: Vec<Taken> = docs
+        .iter()
+        .filter(|(e, _)| epochs.contains(e))
+        .cloned()
+        .collect();
+    harness::conserve(&c, &docs);
+    let n = harness::check(&c, &checked);
+    eprintln!(
+        "{name}: seed {seed}: {} snapshots conserve, {n} pass the oracle (digest {:016x})",
+        docs.len(),
+        harness::digest(&docs)
+    );
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+fn completed_after(list: &[Value], t_ms: u64) -> usize {
+    list.iter()
+        .filter(|s| s["status"] == "complete" && s["started_unix_ms"].as_u64() > Some(t_ms))
+        .count()
+}
+
+/// Waits until the node leading now has `n` snapshots complete since
+/// `t_ms`; returns its index.
+async fn resumed(
+    op: &cairn_runtime::client::AdminClient,
+    c: &Cluster,
+    t_ms: u64,
+    n: usize,
+) -> usize {
+    for _ in 0..400 {
+        for i in 0..c.config.nodes.len() {
+            let Some(v) = harness::status(op, c, i).await else {
+                continue;
+            };
+            if v["leading"] == true
+                && completed_after(&harness::summaries(op, c, i).await, t_ms) >= n
+            {
+                return i;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("seed {}: snapshots did not resume", c.seed);
+}
+
+/// The invariants of a fault that cost no state: the node leading at the
+/// end is in the epoch the run began in and never rolled back.
+async fn no_rollback(
+    op: &cairn_runtime::client::AdminClient,
+    c: &Cluster,
+    lead: usize,
+    epoch: u64,
+) {
+    let v = harness::status(op, c, lead).await.unwrap();
+    assert_eq!(
+        v["epoch"].as_u64(),
+        Some(epoch),
+        "seed {}: the cluster rolled back: {v}",
+        c.seed
+    );
+    assert!(v["last_rollback"].is_null(), "seed {}: {v}", c.seed);
+}
+
+/// Cuts `who` off from every other node: segments dropped (`drop`), or
+/// held and delivered at the heal (as TCP's retransmissions would).
+fn cut(c: &Cluster, who: usize, drop: bool) {
+    for (j, n) in c.config.nodes.iter().enumerate() {
+        if j != who {
+            let a = c.config.nodes[who].id.as_str();
+            if drop {
+                turmoil::partition(a, n.id.as_str());
+            } else {
+                turmoil::hold(a, n.id.as_str());
+            }
+        }
+    }
+}
+
+fn heal(c: &Cluster, who: usize) {
+    for (j, n) in c.config.nodes.iter().enumerate() {
+        if j != who {
+            let a = c.config.nodes[who].id.as_str();
+            turmoil::repair(a, n.id.as_str());
+            turmoil::release(a, n.id.as_str());
+        }
+    }
+}
+
+/// Invariant: with nothing going wrong, snapshots conserve the money and
+/// pass the oracle.
+#[test]
+fn a_quiet_cluster_takes_consistent_snapshots() {
+    for seed in harness::seeds("quiet", 2) {
+        run_seed("quiet", seed, |c, _| async move {
+            let op = harness::operator(&c);
+            harness::ready(&op, &c, 0).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let docs = harness::complete(&op, &c, 0).await;
+            assert!(
+                docs.len() >= 10,
+                "seed {}: only {} snapshots",
+                c.seed,
+                docs.len()
+            );
+            (docs, vec![0])
+        });
+    }
+}
+
+/// Invariant: a follower cut off past the failure timeout (its segments
+/// dropped or held) costs no rollback; snapshots meanwhile fail naming it,
+/// and resume after the heal in the same epoch.
+#[test]
+fn a_partitioned_follower_costs_no_work() {
+    for seed in harness::seeds("follower", 4) {
+        run_seed("follower", seed, |c, _| async move {
+            let mut dice = Dice(c.seed);
+            let who = 1 + dice.below(3) as usize;
+            let drop = dice.below(2) == 0;
+            let op = harness::operator(&c);
+            let epoch = harness::ready(&op, &c, 0).await["epoch"].as_u64().unwrap();
+            tokio::time::sleep(dice.millis(1000, 3000)).await;
+            cut(&c, who, drop);
+            tokio::time::sleep(dice.millis(2500, 5000)).await;
+            let name = &c.config.nodes[who].id;
+            let list = harness::summaries(&op, &c, 0).await;
+            assert!(
+                list.iter().any(|s| s["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(&format!("unreachable: {name}")))),
+                "seed {}: no failed snapshot named {name} unreachable",
+                c.seed
+            );
+            heal(&c, who);
+            let healed = harness::now_ms();
+            let lead = resumed(&op, &c, healed, 5).await;
+            assert_eq!(lead, 0, "seed {}: the lead moved", c.seed);
+            no_rollback(&op, &c, lead, epoch).await;
+            (harness::complete(&op, &c, 0).await, vec![epoch])
+        });
+    }
+}
+
+/// Invariant: the coordinator cut off is replaced by a node that reaches
+/// the rest, in the same epoch; after the heal the old one follows, and
+/// nothing was rolled back.
+#[test]
+fn a_partitioned_coordinator_is_replaced_without_a_rollback() {
+    for seed in harness::seeds("coordinator", 3) {
+        run_seed("coordinator", seed, |c, _| async move {
+            let mut dice = Dice(c.seed);
+            let drop = dice.below(2) == 0;
+            let op = harness::operator(&c);
+            let epoch = harness::ready(&op, &c, 0).await["epoch"].as_u64().unwrap();
+            tokio::time::sleep(dice.millis(1000, 3000)).await;
+            let mut docs = harness::complete(&op, &c, 0).await;
+            cut(&c, 0, drop);
+            tokio::time::sleep(dice.millis(3500, 6000)).await;
+            heal(&c, 0);
+            let healed = harness::now_ms();
+            let lead = resumed(&op, &c, healed, 5).await;
+            assert_ne!(
+                lead, 0,
+                "seed {}: the cut-off coordinator still leads",
+                c.seed
+            );
+            no_rollback(&op, &c, lead, epoch).await;
+            let old = harness::status(&op, &c, 0).await.unwrap();
+            assert_eq!(old["leading"], false, "seed {}: {old}", c.seed);
+            docs.extend(harness::complete(&op, &c, lead).await);
+            docs.sort_by_key(|(_, d)| d.id);
+            docs.dedup_by_key(|(_, d)| d.id);
+            (docs, vec![epoch])
+        });
+    }
+}
+
+/// Invariant: a one-way cut between two nodes (every segment from one to
+/// the other dropped) costs no rollback, whoever leads afterwards.
+#[test]
+fn a_one_way_partition_costs_no_work() {
+    for seed in harness::seeds("one-way", 3) {
+        run_seed("one-way", seed, |c, _| async move {
+            let mut dice = Dice(c.seed);
+            let a = dice.below(4) as usize;
+            let b = (a + 1 + dice.below(3) as usize) % 4;
+            let (na, nb) = (c.config.nodes[a].id.clone(), c.config.nodes[b].id.clone());
+            let op = harness::operator(&c);
+            let epoch = harness::ready(&op, &c, 0).await["epoch"].as_u64().unwrap();
+            tokio::time::sleep(dice.millis(1000, 3000)).await;
+            let mut docs = harness::complete(&op, &c, 0).await;
+            turmoil::partition_oneway(na.as_str(), nb.as_str());
+            tokio::time::sleep(dice.millis(2000, 4000)).await;
+            turmoil::repair_oneway(na.as_str(), nb.as_str());
+            let healed = harness::now_ms();
+            let lead = resumed(&op, &c, healed, 5).await;
+            no_rollback(&op, &c, lead, epoch).await;
+            docs.extend(harness::complete(&op, &c, lead).await);
+            docs.sort_by_key(|(_, d)| d.id);
+            docs.dedup_by_key(|(_, d)| d.id);
+            (docs, vec![epoch])
+        });
+    }
+}
+
+/// Invariant: a node that restarts (a crash: its process and state gone)
+/// is noticed and the cluster rolls back to a snapshot; the snapshots of
+/// the new epoch conserve the money and pass the oracle.
+#[test]
+fn a_restarted_node_rolls_the_cluster_back() {
+    for seed in harness::seeds("restart", 3) {
+        run_seed("restart", seed, |c, ctl| async move {
+            let mut dice = Dice(c.seed);
+            let who = dice.below(4) as usize;
+            let op = harness::operator(&c);
+            let epoch = harness::ready(&op, &c, 0).await["epoch"].as_u64().unwrap();
+            tokio::time::sleep(dice.millis(1500, 3000)).await;
+            let mut docs = harness::complete(&op, &c, 0).await;
+            ctl.borrow_mut().bounce.push(c.config.nodes[who].id.clone());
+            let restarted = harness::now_ms();
+            // Some node leads a later epoch with snapshots in it.
+            let mut later = None;
+            for _ in 0..400 {
+                for i in 0..4 {
+                    if let Some(v) = harness::status(&op, &c, i).await {
+                        let e = v["epoch"].as_u64().unwrap_or(0);
+                        if v["leading"] == true && e > epoch {
+                            let list = harness::summaries(&op, &c, i).await;
+                            if completed_after(&list, restarted) >= 5 {
+                                later = Some((i, e));
+                            }
+                        }
+                    }
+                }
+                if later.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let (lead, now) = later.unwrap_or_else(|| {
+                panic!("seed {}: no rollback after n{} restarted", c.seed, who + 1)
+            });
+            docs.extend(harness::complete(&op, &c, lead).await);
+            docs.sort_by_key(|(_, d)| d.id);
+            docs.dedup_by_key(|(_, d)| d.id);
+            // The restarted node's first life left epoch `epoch`'s trace cut short.
+            (docs, vec![now])
+        });
+    }
+}
+
+/// Invariant: links that break at random and drop what they carry (like a
+/// path losing packets with no retransmission below us) lose and repeat
+/// nothing: stalled connections are replaced and resend exactly once, and
+/// every snapshot conserves the money and passes the oracle.
+#[test]
+fn flaky_links_lose_and_repeat_nothing() {
+    let seeds = harness::seeds("flaky", 3);
+    let replaced: Shared<u64> = Rc::default();
+    for &seed in &seeds {
+        let replaced = replaced.clone();
+        run_seed_on(
+            "flaky",
+            seed,
+            Some((0.0005, 0.02)),
+            move |c, _| async move {
+                let op = harness::operator(&c);
+                harness::ready(&op, &c, 0).await;
+                let began = harness::now_ms();
+                // Long enough for links to break under this load.
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                let mut lead = 0;
+                for _ in 0..600 {
+                    let mut done = false;
+                    for i in 0..4 {
+                        if let Some(v) = harness::status(&op, &c, i).await {
+                            if v["leading"] == true
+                                && completed_after(&harness::summaries(&op, &c, i).await, began)
+                                    >= 5
+                            {
+                                lead = i;
+                                done = true;
+                            }
+                        }
+                    }
+                    if done {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let list = harness::summaries(&op, &c, lead).await;
+                assert!(
+                    completed_after(&list, began) >= 5,
+                    "seed {}: too few snapshots",
+                    c.seed
+                );
+                let v = harness::status(&op, &c, lead).await.unwrap();
+                let epoch = v["epoch"].as_u64().unwrap();
+                // Twelve channels connect once each when no link breaks.
+                let (mut resent, mut attempts) = (0, 0);
+                for i in 0..4 {
+                    if let Some(v) = harness::status(&op, &c, i).await {
+                        resent += v["frames_resent"].as_u64().unwrap_or(0);
+                        attempts += v["connect_attempts"].as_u64().unwrap_or(0);
+                    }
+                }
+                eprintln!(
+                    "flaky: seed {}: {attempts} connection attempts, {resent} frames resent",
+                    c.seed
+                );
+                *replaced.borrow_mut() += attempts.saturating_sub(12);
+                let docs = harness::complete(&op, &c, lead).await;
+                (docs, vec![epoch])
+            },
+        );
+    }
+    // The faults hit: channel connections were replaced.
+    assert!(
+        *replaced.borrow() > 0,
+        "no link broke in any of the seeds {seeds:?}"
+    );
+}
