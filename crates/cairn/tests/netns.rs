@@ -276,3 +276,67 @@ async fn lossy_slow_links_keep_every_snapshot_consistent() {
     let docs = docs(&c, 0).await;
     c.stop_and_check(&BankModel, docs).await;
 }
+
+/// The figures in BENCHMARKS.md ("Lossy links"): snapshot latency on four
+/// hosts whose links delay 5 ± 2 ms and lose 1% of packets, each node
+/// sending 1000 transfers a second. Not a check: run it by hand, and with
+/// `CAIRN_LAB_EXE=<an older cairn>` for the same figures of that build:
+///
+/// ```text
+/// cargo test --release -p cairn --test netns -- --ignored --nocapture figures
+/// ```
+#[tokio::test]
+#[ignore = "measurement for BENCHMARKS.md; run by hand"]
+async fn figures_snapshot_latency_on_lossy_links() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let seconds: u64 = std::env::var("CAIRN_LAB_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let link = Link {
+        delay_ms: 5.0,
+        jitter_ms: 2.0,
+        loss: 0.01,
+        seed: 11,
+    };
+    let Some(lab) = Lab::start(4, link) else {
+        return;
+    };
+    let (dir, path) = write_config_at(
+        "lab-figures",
+        &lab.node_addresses(),
+        "\"complete\"",
+        100,
+        "name = \"bank\"\ninitial_balance = 1000\nrate = 1000",
+        CANDIDATES,
+        "failure_timeout_ms = 1000\ntimeout_ms = 2500",
+    );
+    let c = TestCluster::start_in_lab(dir, path, &lab).await;
+    let began = cairn_store::unix_ms();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let list = snapshots(&c, 0).await;
+    let ran: Vec<&Value> = list
+        .iter()
+        .filter(|s| s["started_unix_ms"].as_u64() > Some(began))
+        .collect();
+    let mut done: Vec<f64> = ran
+        .iter()
+        .filter(|s| s["status"] == "complete")
+        .filter_map(|s| s["duration_ms"].as_f64())
+        .collect();
+    let failed = ran.iter().filter(|s| s["status"] == "failed").count();
+    done.sort_by(f64::total_cmp);
+    let at = |q: f64| done[((done.len() as f64 - 1.0) * q).round() as usize];
+    let slow = done.iter().filter(|&&d| d > 900.0).count();
+    println!(
+        "{{\"snapshots\": {}, \"failed\": {failed}, \"p50_ms\": {:.1}, \"p90_ms\": {:.1}, \"p99_ms\": {:.1}, \"max_ms\": {:.1}, \"over_900_ms\": {slow}, \"p99_over_p50\": {:.2}}}",
+        done.len(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0),
+        at(0.99) / at(0.5)
+    );
+    let docs = docs(&c, 0).await;
+    c.stop_and_check(&BankModel, docs).await;
+}

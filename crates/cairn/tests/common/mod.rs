@@ -335,7 +335,8 @@ impl TestCluster {
 
     /// A cluster from a config written by [`write_config_at`] with the
     /// lab's addresses, node `nI` on lab host `I`, each logging to
-    /// `<dir>/logs/<id>.log`.
+    /// `<dir>/logs/<id>.log`. `CAIRN_LAB_EXE` names another `cairn` binary
+    /// to run (an older build, for before-and-after figures).
     pub async fn start_in_lab(dir: PathBuf, path: PathBuf, lab: &lab::Lab) -> Self {
         let logs = dir.join("logs");
         let namespaces: Vec<String> = (1..=lab.hosts()).map(|h| lab.netns(h)).collect();
@@ -345,7 +346,8 @@ impl TestCluster {
                 .map(String::from)
                 .to_vec()
         };
-        Self::launch_with(dir, path, &[], Some(logs), &wrap).await
+        let exe = std::env::var_os("CAIRN_LAB_EXE").map(PathBuf::from);
+        Self::launch_with(dir, path, &[], Some(logs), &wrap, exe.as_deref()).await
     }
 
     async fn launch_logged(
@@ -354,7 +356,7 @@ impl TestCluster {
         env: &[(&str, &str)],
         logs: Option<PathBuf>,
     ) -> Self {
-        Self::launch_with(dir, path, env, logs, &|_| Vec::new()).await
+        Self::launch_with(dir, path, env, logs, &|_| Vec::new(), None).await
     }
 
     async fn launch_with(
@@ -363,9 +365,10 @@ impl TestCluster {
         env: &[(&str, &str)],
         logs: Option<PathBuf>,
         wrap: &dyn Fn(&str) -> Vec<String>,
+        exe: Option<&Path>,
     ) -> Self {
         let config = ClusterConfig::load(&path).unwrap();
-        let exe = Path::new(env!("CARGO_BIN_EXE_cairn"));
+        let exe = exe.unwrap_or(Path::new(env!("CARGO_BIN_EXE_cairn")));
         let log = std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "warn".into());
         let mut all_env = vec![("RUST_LOG", log.as_str())];
         all_env.extend_from_slice(env);
