@@ -99,7 +99,8 @@ enum Cmd {
         #[command(flatten)]
         auth: cluster_cmds::AuthArgs,
     },
-    /// Take a snapshot of a running cluster now and print it as JSON.
+    /// Take a snapshot of a running cluster now and print it as JSON. Gives
+    /// up (exit 1, with the reason) 2 s after the snapshot timeout.
     Snapshot {
         /// The cluster configuration (TOML).
         #[arg(long)]
@@ -141,6 +142,7 @@ enum Cmd {
     },
     /// Roll a running cluster back to a snapshot: every node restores its part
     /// in a new epoch, and recorded in-flight messages are delivered again.
+    /// Waits at most 20 s for the rollback.
     Restore {
         /// The cluster configuration (TOML).
         #[arg(long)]
@@ -159,6 +161,8 @@ enum Cmd {
         action: snapshots_cmds::Action,
     },
     /// Show the nodes, channels and recent snapshots of a running cluster.
+    /// Asks every node at once and waits at most 1 s; names the nodes that
+    /// did not answer and those the coordinator cannot reach (exit 1).
     Status {
         /// The cluster configuration (TOML).
         #[arg(long)]
