@@ -74,13 +74,15 @@ pub fn cluster(scenario: &str, seed: u64, n: usize) -> Cluster {
     let certs = dir.join("certs");
     cairn_runtime::tls::certs::ensure_cluster(&certs, &ids).unwrap();
     let candidates: Vec<String> = ids.iter().map(|i| format!("{i:?}")).collect();
+    // Every run has a store of its own, even the same seed twice.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut toml = format!(
         "cluster = \"dst\"\ntls = {{ certs_dir = {certs:?} }}\nchannels = \"complete\"\ntrace_dir = {:?}\n\
-         store = \"memory://dst-{scenario}-{seed}-{}\"\ncoordinator = [{}]\n\n\
+         store = \"memory://dst-{scenario}-{seed}-{run}\"\ncoordinator = [{}]\n\n\
          [app]\nname = \"bank\"\ninitial_balance = {BALANCE}\nrate = 200\n\n\
          [snapshots]\ninterval_ms = 100\ntimeout_ms = 1500\nfailure_timeout_ms = 1000\nkeep = 10000\n",
         dir.join("traces"),
-        std::process::id(),
         candidates.join(", "),
     );
     for i in 1..=n {
@@ -192,25 +194,53 @@ pub async fn summaries(client: &AdminClient, c: &Cluster, i: usize) -> Vec<Value
 /// A complete snapshot and the epoch it was taken in.
 pub type Taken = (u64, SnapshotDoc<Value, Value>);
 
-/// Every complete snapshot node `i` holds as coordinator.
-pub async fn complete(client: &AdminClient, c: &Cluster, i: usize) -> Vec<Taken> {
+/// GETs `path` from node `i`, retrying for up to 30 s of simulated time
+/// (the operator's links may be down for a while too); panics naming the
+/// seed if it never gets an answer, so nothing is skipped unseen.
+async fn get_surely(client: &AdminClient, c: &Cluster, i: usize, path: &str) -> (u16, Value) {
     let admin = c.config.nodes[i].admin;
+    for _ in 0..300 {
+        if let Ok((st, v)) = client.get_json::<Value>(admin, path).await {
+            return (st.as_u16(), v);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("seed {}: n{} never answered GET {path}", c.seed, i + 1);
+}
+
+/// Every complete snapshot node `i` holds as coordinator (none if it does
+/// not coordinate).
+pub async fn complete(client: &AdminClient, c: &Cluster, i: usize) -> Vec<Taken> {
+    let (st, list) = get_surely(client, c, i, "/snapshots").await;
+    if st != 200 {
+        return Vec::new();
+    }
     let mut out = Vec::new();
-    for s in summaries(client, c, i).await {
+    for s in list.as_array().into_iter().flatten() {
         if s["status"] != "complete" {
             continue;
         }
-        if let Ok((st, doc)) = client
-            .get_json::<Value>(admin, &format!("/snapshots/{}", s["id"]))
-            .await
-        {
-            if st.is_success() {
-                let epoch = s["epoch"].as_u64().unwrap_or_default();
-                out.push((epoch, serde_json::from_value(doc).unwrap()));
-            }
+        let (st, doc) = get_surely(client, c, i, &format!("/snapshots/{}", s["id"])).await;
+        // A snapshot may leave the coordinator's memory between the list and the read.
+        if st == 200 {
+            let epoch = s["epoch"].as_u64().unwrap_or_default();
+            out.push((epoch, serde_json::from_value(doc).unwrap()));
         }
     }
     out
+}
+
+/// The newest snapshot id any node lists now (0 if none): snapshots with a
+/// higher id started after this moment. Ids, unlike wall-clock stamps, do
+/// not depend on how fast the simulation runs.
+pub async fn newest_id(client: &AdminClient, c: &Cluster) -> u64 {
+    let mut newest = 0;
+    for i in 0..c.config.nodes.len() {
+        for s in summaries(client, c, i).await {
+            newest = newest.max(s["id"].as_u64().unwrap_or(0));
+        }
+    }
+    newest
 }
 
 /// Waits (in simulated time) until node `i` coordinates and is ready.
@@ -228,12 +258,6 @@ pub async fn ready(client: &AdminClient, c: &Cluster, i: usize) -> Value {
         c.seed,
         i + 1
     );
-}
-
-/// The wall clock in Unix milliseconds, as snapshot summaries stamp their
-/// start (it moves on with the simulation, if more slowly).
-pub fn now_ms() -> u64 {
-    cairn_store::unix_ms()
 }
 
 /// Every snapshot in `docs` conserves the money.

@@ -6,10 +6,13 @@
 //! replays one and `CAIRN_DST_SEEDS=<n>` runs more. A failed seed's panic
 //! names it.
 //!
-//! Turmoil orders the network and the clocks by the seed; the tokio
-//! runtimes inside each host still pick among ready branches at random
-//! (exact replay needs `--cfg tokio_unstable`), so a replay repeats the
-//! same faults at the same simulated times, not always every interleaving.
+//! A seed replays exactly: turmoil orders the network and the clocks by
+//! it, and seeds each host's tokio runtime too, which needs
+//! `--cfg tokio_unstable` (set for the whole workspace in
+//! `.cargo/config.toml`; a `RUSTFLAGS` of your own replaces it). Each run
+//! prints a digest of the snapshots it checked: the same seed gives the
+//! same digest. The scripts measure progress by snapshot ids, never by the
+//! wall clock, which a simulation does not control.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -59,8 +62,9 @@ where
     run_seed_on(name, seed, None, script);
 }
 
-/// As [`run_seed`], on links that break and repair at random (`flaky`).
-fn run_seed_on<F, Fut>(name: &str, seed: u64, flaky: Option<(f64, f64)>, script: F)
+/// As [`run_seed`], on links that break and repair at random (`flaky`);
+/// returns the digest of the snapshots checked.
+fn run_seed_on<F, Fut>(name: &str, seed: u64, flaky: Option<(f64, f64)>, script: F) -> u64
 where
     F: FnOnce(Rc<Cluster>, Shared<Ctl>) -> Fut + 'static,
     Fut: std::future::Future<Output = (Vec<Taken>, Vec<u64>)> + 'static,
@@ -98,35 +102,31 @@ where
         .collect();
     harness::conserve(&c, &docs);
     let n = harness::check(&c, &checked);
+    let digest = harness::digest(&docs);
     eprintln!(
-        "{name}: seed {seed}: {} snapshots conserve, {n} pass the oracle (digest {:016x})",
+        "{name}: seed {seed}: {} snapshots conserve, {n} pass the oracle (digest {digest:016x})",
         docs.len(),
-        harness::digest(&docs)
     );
     let _ = std::fs::remove_dir_all(&c.dir);
+    digest
 }
 
-fn completed_after(list: &[Value], t_ms: u64) -> usize {
+/// Snapshots in `list` complete with an id above `id`.
+fn completed_after(list: &[Value], id: u64) -> usize {
     list.iter()
-        .filter(|s| s["status"] == "complete" && s["started_unix_ms"].as_u64() > Some(t_ms))
+        .filter(|s| s["status"] == "complete" && s["id"].as_u64() > Some(id))
         .count()
 }
 
-/// Waits until the node leading now has `n` snapshots complete since
-/// `t_ms`; returns its index.
-async fn resumed(
-    op: &cairn_runtime::client::AdminClient,
-    c: &Cluster,
-    t_ms: u64,
-    n: usize,
-) -> usize {
+/// Waits until the node leading now has `n` snapshots complete with ids
+/// above `id`; returns its index.
+async fn resumed(op: &cairn_runtime::client::AdminClient, c: &Cluster, id: u64, n: usize) -> usize {
     for _ in 0..400 {
         for i in 0..c.config.nodes.len() {
             let Some(v) = harness::status(op, c, i).await else {
                 continue;
             };
-            if v["leading"] == true
-                && completed_after(&harness::summaries(op, c, i).await, t_ms) >= n
+            if v["leading"] == true && completed_after(&harness::summaries(op, c, i).await, id) >= n
             {
                 return i;
             }
@@ -225,7 +225,7 @@ fn a_partitioned_follower_costs_no_work() {
                 c.seed
             );
             heal(&c, who);
-            let healed = harness::now_ms();
+            let healed = harness::newest_id(&op, &c).await;
             let lead = resumed(&op, &c, healed, 5).await;
             assert_eq!(lead, 0, "seed {}: the lead moved", c.seed);
             no_rollback(&op, &c, lead, epoch).await;
@@ -250,7 +250,7 @@ fn a_partitioned_coordinator_is_replaced_without_a_rollback() {
             cut(&c, 0, drop);
             tokio::time::sleep(dice.millis(3500, 6000)).await;
             heal(&c, 0);
-            let healed = harness::now_ms();
+            let healed = harness::newest_id(&op, &c).await;
             let lead = resumed(&op, &c, healed, 5).await;
             assert_ne!(
                 lead, 0,
@@ -285,7 +285,7 @@ fn a_one_way_partition_costs_no_work() {
             turmoil::partition_oneway(na.as_str(), nb.as_str());
             tokio::time::sleep(dice.millis(2000, 4000)).await;
             turmoil::repair_oneway(na.as_str(), nb.as_str());
-            let healed = harness::now_ms();
+            let healed = harness::newest_id(&op, &c).await;
             let lead = resumed(&op, &c, healed, 5).await;
             no_rollback(&op, &c, lead, epoch).await;
             docs.extend(harness::complete(&op, &c, lead).await);
@@ -310,7 +310,7 @@ fn a_restarted_node_rolls_the_cluster_back() {
             tokio::time::sleep(dice.millis(1500, 3000)).await;
             let mut docs = harness::complete(&op, &c, 0).await;
             ctl.borrow_mut().bounce.push(c.config.nodes[who].id.clone());
-            let restarted = harness::now_ms();
+            let restarted = harness::newest_id(&op, &c).await;
             // Some node leads a later epoch with snapshots in it.
             let mut later = None;
             for _ in 0..400 {
@@ -359,7 +359,7 @@ fn flaky_links_lose_and_repeat_nothing() {
             move |c, _| async move {
                 let op = harness::operator(&c);
                 harness::ready(&op, &c, 0).await;
-                let began = harness::now_ms();
+                let began = harness::newest_id(&op, &c).await;
                 // Long enough for links to break under this load.
                 tokio::time::sleep(Duration::from_secs(8)).await;
                 let mut lead = 0;
@@ -411,5 +411,28 @@ fn flaky_links_lose_and_repeat_nothing() {
     assert!(
         *replaced.borrow() > 0,
         "no link broke in any of the seeds {seeds:?}"
+    );
+}
+
+/// Invariant: a seed replays exactly. The same seed, run twice in one
+/// process, takes the same snapshots with the same contents, faults and
+/// reconnects included (turmoil seeds every host's tokio runtime, which
+/// needs `--cfg tokio_unstable`, set in `.cargo/config.toml`).
+#[test]
+fn a_seed_replays_exactly() {
+    let seed = harness::seeds("replay", 1)[0];
+    let once = || {
+        run_seed_on("replay", seed, Some((0.0005, 0.02)), |c, _| async move {
+            let op = harness::operator(&c);
+            harness::ready(&op, &c, 0).await;
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let docs = harness::complete(&op, &c, 0).await;
+            (docs, vec![0])
+        })
+    };
+    let (first, second) = (once(), once());
+    assert_eq!(
+        first, second,
+        "seed {seed} gave two different runs: is tokio_unstable set (a RUSTFLAGS of your own replaces .cargo/config.toml)?"
     );
 }

@@ -139,12 +139,17 @@ pub(crate) struct Identity {
 
 /// Reconnect delays: exponential from 250 ms to 2 s with jitter, so a
 /// channel never tries more than about four times a second, and channels
-/// that failed together do not retry in step.
-fn backoff() -> impl Iterator<Item = Duration> {
+/// that failed together do not retry in step. The jitter is drawn from
+/// `seeds`, which each channel derives from its process's incarnation and
+/// its own name: random in production (incarnations are), and the same on
+/// every replay of a seeded simulation.
+fn backoff(seeds: &mut u64) -> impl Iterator<Item = Duration> + use<> {
+    *seeds = seeds.wrapping_add(0x9E37_79B9_7F4A_7C15);
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(250))
         .with_max_delay(Duration::from_secs(2))
         .with_jitter()
+        .with_jitter_seed(*seeds)
         .without_max_times()
         .build()
 }
@@ -211,7 +216,10 @@ pub(crate) async fn run_outbound<M: Serialize>(
     // if it must be resent.
     let mut link: SendHalf<Out<M>> = SendHalf::new(current);
     let mut carry: Vec<Out<M>> = Vec::new();
-    let mut delays = backoff();
+    let mut seeds = channel.bytes().fold(id.peers.me, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut delays = backoff(&mut seeds);
     // The first attempt, and the first after a healthy connection ends, go
     // at once; every attempt after a failure waits for the next delay.
     let mut wait: Option<Duration> = None;
@@ -232,7 +240,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(d) => {}
                 // A rollback settles restarts and epochs: try again at once.
-                _ = epoch.changed() => delays = backoff(),
+                _ = epoch.changed() => delays = backoff(&mut seeds),
             }
         }
         let now = *epoch.borrow_and_update();
@@ -257,7 +265,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
             Err(e) => {
                 debug!(%channel, %address, "connect failed: {e}");
                 wait = Some(if !ever_connected && born.elapsed() < STARTING {
-                    delays = backoff();
+                    delays = backoff(&mut seeds);
                     STARTING_RETRY
                 } else {
                     next_wait
@@ -434,7 +442,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
         // failure: reconnect at once. One that broke without the peer
         // acknowledging anything counts as a failed attempt.
         if moved || progressed || connected_at.elapsed() >= HEALTHY {
-            delays = backoff();
+            delays = backoff(&mut seeds);
             wait = None;
         }
     }
