@@ -298,7 +298,17 @@ pub(crate) async fn run_outbound<M: Serialize>(
         };
         let mut reader = FramedRead::new(r, wire::codec(id.max_frame_bytes));
         let mut writer = FramedWrite::new(w, wire::codec(id.max_frame_bytes));
-        let resume = match handshake(&id, &channel, peer, current, &mut reader, &mut writer).await {
+        let resume = match handshake(
+            &id,
+            &channel,
+            peer,
+            current,
+            &epoch,
+            &mut reader,
+            &mut writer,
+        )
+        .await
+        {
             Ok(n) => n,
             Err(e) => {
                 debug!(%channel, %address, "handshake failed: {e}");
@@ -474,6 +484,7 @@ async fn handshake(
     channel: &str,
     peer: usize,
     epoch: u64,
+    now: &watch::Receiver<u64>,
     reader: &mut FramedRead<BoxRead, LengthDelimitedCodec>,
     writer: &mut FramedWrite<BoxWrite, LengthDelimitedCodec>,
 ) -> Result<u64> {
@@ -502,6 +513,14 @@ async fn handshake(
             incarnation,
             peer_incarnation,
         } => {
+            // A rollback while the hello travelled: this connection belongs
+            // to the old epoch, and judging this node by it would take how
+            // the peer saw its life before the restore for a new restart.
+            if *now.borrow() != epoch {
+                return Err(Error::Protocol(format!(
+                    "{channel}: the epoch moved during the handshake; reconnecting in the new one"
+                )));
+            }
             if id.peers.judge_me(peer_incarnation, epoch) == Seen::Restarted {
                 return Err(Error::Restarted(format!(
                     "{channel}: the peer knew an earlier life of this node"
