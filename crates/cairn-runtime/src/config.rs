@@ -33,7 +33,7 @@
 //! interval_ms = 200           # optional: the coordinator starts one this often
 //! timeout_ms = 5000
 //! retain = 10                 # complete snapshots the store keeps
-//! failure_timeout_ms = 1000   # a node silent this long is failed; 0 turns recovery off
+//! failure_timeout_ms = 1000   # silent this long: a node is unreachable, a coordinator replaced; 0 turns recovery off
 //! mode = "chandy-lamport"     # or "aligned" or "stop-the-world", baselines to compare with
 //! max_recorded_bytes = 268435456  # channel state one snapshot may record at one node
 //! ```
@@ -193,8 +193,10 @@ pub struct SnapshotConfig {
     /// How many complete snapshots the store keeps.
     pub retain: usize,
     /// A node that does not answer the coordinator's heartbeat for this long
-    /// is failed; once every node answers again the cluster rolls back to
-    /// the newest good snapshot. `None` turns automatic recovery off.
+    /// is unreachable (nothing is rolled back for that alone), and a
+    /// coordinator silent this long is replaced. A node that lost its state
+    /// rolls the cluster back to the newest good snapshot once every node
+    /// answers. `None` turns automatic recovery off.
     pub failure_timeout: Option<Duration>,
     /// The bytes of messages one snapshot may record at one node (over all
     /// its incoming channels); past it the snapshot fails, naming the channel.
