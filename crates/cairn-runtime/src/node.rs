@@ -398,6 +398,13 @@ async fn run_reporter(
     }
 }
 
+/// The pause between attempts to send a report. Never shortened to what is
+/// left before the deadline: with less than a timer tick left, the attempt
+/// and the pause would both end at once, again and again, without time
+/// moving on (a busy loop that froze a simulated host); after a whole pause
+/// the deadline is simply past.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
 /// Sends one report to the coordinator, retrying a failed request (or one
 /// that reached a former coordinator) until `deadline`; drops it once the
 /// coordinator has given its snapshot up.
@@ -436,7 +443,7 @@ async fn send_report(shared: Arc<Shared>, report: LocalReport, deadline: Instant
                 // A new coordinator took over; this node learns which
                 // within moments (from the store), and the report follows.
                 debug!(snapshot = %id, "the report went to a former coordinator; retrying");
-                tokio::time::sleep(Duration::from_millis(50).min(left)).await;
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
             Ok((status, body)) => {
                 let body = String::from_utf8_lossy(&body);
@@ -450,7 +457,7 @@ async fn send_report(shared: Arc<Shared>, report: LocalReport, deadline: Instant
             }
             Err(e) => {
                 warn!(snapshot = %id, "report failed, retrying: {e}");
-                tokio::time::sleep(Duration::from_millis(50).min(left)).await;
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
     }
