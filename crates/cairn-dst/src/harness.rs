@@ -169,16 +169,9 @@ pub fn operator(c: &Cluster) -> AdminClient {
 pub async fn status(client: &AdminClient, c: &Cluster, i: usize) -> Option<Value> {
     let admin = c.config.nodes[i].admin;
     let answer = client
-        .request_within(
-            Duration::from_secs(1),
-            admin,
-            cairn_runtime::client::Method::GET,
-            "/status",
-            None,
-        )
-        .await
-        .ok()?;
-    serde_json::from_slice(&answer.1).ok()
+        .get_json_within(Duration::from_secs(1), admin, "/status")
+        .await;
+    answer.ok().map(|(_, v)| v)
 }
 
 /// The snapshot summaries node `i` holds as coordinator.

@@ -265,7 +265,22 @@ impl AdminClient {
         addr: SocketAddr,
         path: &str,
     ) -> Result<(StatusCode, T)> {
-        let (status, body) = self.request(addr, Method::GET, path, None).await?;
+        self.get_json_within(REQUEST_TIMEOUT, addr, path).await
+    }
+
+    /// As [`get_json`](Self::get_json), giving up after `limit`.
+    ///
+    /// # Errors
+    /// The request failed or timed out, or the answer is not the expected JSON.
+    pub async fn get_json_within<T: DeserializeOwned>(
+        &self,
+        limit: Duration,
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<(StatusCode, T)> {
+        let (status, body) = self
+            .request_within(limit, addr, Method::GET, path, None)
+            .await?;
         self.decode(addr, path, status, &body)
     }
 

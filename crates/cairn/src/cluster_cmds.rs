@@ -212,14 +212,9 @@ async fn statuses(config: &ClusterConfig, client: &AdminClient) -> Vec<Result<Va
         let client = client.clone();
         asks.spawn(async move {
             let answer = client
-                .request_within(STATUS_TIMEOUT, admin, Method::GET, "/status", None)
+                .get_json_within::<Value>(STATUS_TIMEOUT, admin, "/status")
                 .await;
-            let v = match answer {
-                Ok((_, body)) => serde_json::from_slice::<Value>(&body)
-                    .map_err(|e| format!("an answer that is not JSON: {e}")),
-                Err(e) => Err(e.to_string()),
-            };
-            (i, v)
+            (i, answer.map(|(_, v)| v).map_err(|e| e.to_string()))
         });
     }
     let mut out: Vec<Result<Value, String>> = vec![Err(String::new()); config.nodes.len()];
@@ -272,17 +267,13 @@ pub async fn snapshot(
     let tty = std::io::stderr().is_terminal();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let (status, body) = client
-            .request_within(
+        let (status, body): (_, Value) = client
+            .get_json_within(
                 left.max(Duration::from_millis(100)),
                 coordinator,
-                Method::GET,
                 &format!("/snapshots/{}", id.0),
-                None,
             )
             .await?;
-        let body: Value = serde_json::from_slice(&body)
-            .with_context(|| format!("snapshot {id}: an answer that is not JSON"))?;
         match status.as_u16() {
             200 => {
                 if tty {

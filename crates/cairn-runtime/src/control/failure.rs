@@ -113,9 +113,8 @@ pub(crate) async fn run_coordinator_timers(
                 let before = lock().epoch_state();
                 let client = &shared.client;
                 let polls = nodes.iter().enumerate().filter(|(i, _)| *i != me).map(|(i, n)| async move {
-                    let answer = client.request_within(HEARTBEAT_TIMEOUT, n.admin, hyper::Method::GET, "/status", None).await;
-                    let v = answer.ok().and_then(|(_, body)| serde_json::from_slice::<serde_json::Value>(&body).ok());
-                    (i, v)
+                    let answer = client.get_json_within::<serde_json::Value>(HEARTBEAT_TIMEOUT, n.admin, "/status").await;
+                    (i, answer.ok().map(|(_, v)| v))
                 });
                 let raw = futures_util::future::join_all(polls).await;
                 let all_up = raw.iter().all(|(_, a)| a.is_some());

@@ -208,19 +208,14 @@ async fn reachable(shared: &Shared, silent: Duration) -> (usize, usize) {
         .enumerate()
         .filter(|(i, _)| *i != shared.me.index())
         .map(|(_, n)| {
-            shared.client.request_within(
+            shared.client.get_json_within::<serde_json::Value>(
                 Duration::from_millis(250),
                 n.admin,
-                hyper::Method::GET,
                 "/status",
-                None,
             )
         });
-    let agree = |r: &crate::error::Result<(hyper::StatusCode, bytes::Bytes)>| {
-        let Ok((_, body)) = r else { return false };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-            return false;
-        };
+    let agree = |r: &crate::error::Result<(hyper::StatusCode, serde_json::Value)>| {
+        let Ok((_, v)) = r else { return false };
         v["leading"] != true
             && v["coordinator_silent_ms"]
                 .as_u64()
@@ -325,14 +320,15 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
             continue;
         }
         let (term, current) = shared.role.view();
-        let answer = tokio::time::timeout(
-            Duration::from_millis(250),
-            shared
-                .client
-                .get_json::<serde_json::Value>(config.nodes[current.index()].admin, "/status"),
-        )
-        .await;
-        if let Ok(Ok((_, v))) = answer {
+        let answer = shared
+            .client
+            .get_json_within::<serde_json::Value>(
+                Duration::from_millis(250),
+                config.nodes[current.index()].admin,
+                "/status",
+            )
+            .await;
+        if let Ok((_, v)) = answer {
             // Only a node that leads vouches for a term.
             if v["leading"] == true {
                 heard_once = true;
