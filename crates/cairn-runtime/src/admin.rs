@@ -379,10 +379,7 @@ async fn abort_here(
     Extension(caller): Extension<Caller>,
     Json(order): Json<AbortOrder>,
 ) -> Response {
-    if let Some(r) = stale(&s, "abort", order.term) {
-        return r;
-    }
-    if let Some(refused) = from_holder(&s, &caller, "an abort", order.term).await {
+    if let Some(refused) = refuse_order(&s, &caller, "abort", "an abort", order.term).await {
         return refused;
     }
     let id = SnapshotId(order.snapshot);
@@ -411,10 +408,7 @@ async fn join_here(
     Extension(caller): Extension<Caller>,
     Json(order): Json<JoinOrder>,
 ) -> Response {
-    if let Some(r) = stale(&s, "join", order.term) {
-        return r;
-    }
-    if let Some(refused) = from_holder(&s, &caller, "a join", order.term).await {
+    if let Some(refused) = refuse_order(&s, &caller, "join", "a join", order.term).await {
         return refused;
     }
     match join_local(&s, order.term, order.epoch).await {
@@ -429,10 +423,7 @@ async fn pause_here(
     order: Option<Json<Order>>,
 ) -> Response {
     let order = order.map(|Json(o)| o).unwrap_or_default();
-    if let Some(r) = stale(&s, "pause", order.term) {
-        return r;
-    }
-    if let Some(refused) = from_holder(&s, &caller, "a pause", order.term).await {
+    if let Some(refused) = refuse_order(&s, &caller, "pause", "a pause", order.term).await {
         return refused;
     }
     ok_or_failed(ask_driver(&s, |reply| Control::Pause { reply }).await)
@@ -449,6 +440,21 @@ async fn resume_here(State(s): Shr, Extension(caller): Extension<Caller>) -> Res
 }
 
 /// Refuses an order that does not come from the coordinator of its term.
+/// Refuses an order (`kind`, or with its article `what`) of an older term
+/// than this node follows, or from anyone but that term's holder.
+async fn refuse_order(
+    s: &Shared,
+    caller: &Caller,
+    kind: &str,
+    what: &str,
+    term: u64,
+) -> Option<Response> {
+    match stale(s, kind, term) {
+        Some(refused) => Some(refused),
+        None => from_holder(s, caller, what, term).await,
+    }
+}
+
 async fn from_holder(s: &Shared, caller: &Caller, what: &str, term: u64) -> Option<Response> {
     s.security.as_ref()?;
     let holder = holder_of(s, term)
