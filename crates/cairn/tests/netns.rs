@@ -59,20 +59,30 @@ async fn snapshots(c: &TestCluster, node: usize) -> Vec<Value> {
 
 /// The complete snapshots the coordinator at `node` holds, in the shared shape.
 async fn docs(c: &TestCluster, node: usize) -> Vec<SnapshotDoc<Value, Value>> {
-    let admin = c.config.nodes[node].admin;
-    let mut out = Vec::new();
-    for s in snapshots(c, node).await {
-        if s["status"] != "complete" {
-            continue;
-        }
-        let (st, doc): (_, Value) = client::get_json(admin, &format!("/snapshots/{}", s["id"]))
-            .await
-            .unwrap();
-        if st.is_success() {
-            out.push(serde_json::from_value(doc).unwrap());
-        }
-    }
-    out
+    c.snapshots_from(c.config.nodes[node].admin, |_| true).await
+}
+
+/// After a heal: waits until the coordinator at `lead` has five snapshots
+/// complete that started afterwards, then requires that nothing rolled
+/// back (still `epoch`, no rollback recorded). Returns its status.
+async fn resumed_without_rollback(c: &TestCluster, lead: usize, epoch: Option<u64>) -> Value {
+    let healed = cairn_store::unix_ms();
+    until_snapshots(
+        c,
+        lead,
+        Duration::from_secs(20),
+        "snapshots did not resume",
+        |l| completed_after(l, healed) >= 5,
+    )
+    .await;
+    let after = status(c, lead).await;
+    assert_eq!(
+        after["epoch"].as_u64(),
+        epoch,
+        "the cluster rolled back: {after}"
+    );
+    assert!(after["last_rollback"].is_null(), "{after}");
+    after
 }
 
 /// Polls for `limit` until `done` holds of the coordinator at `node`'s
@@ -129,22 +139,7 @@ async fn a_node_cut_off_past_the_failure_timeout_heals_with_no_rollback() {
     assert!(status(&c, 0).await["unreachable"]["n3"].is_object());
     tokio::time::sleep(Duration::from_secs(4).saturating_sub(cut.elapsed())).await;
     lab.up(3);
-    let healed = cairn_store::unix_ms();
-    until_snapshots(
-        &c,
-        0,
-        Duration::from_secs(20),
-        "snapshots did not resume",
-        |l| completed_after(l, healed) >= 5,
-    )
-    .await;
-    let after = status(&c, 0).await;
-    assert_eq!(
-        after["epoch"].as_u64(),
-        epoch,
-        "the cluster rolled back: {after}"
-    );
-    assert!(after["last_rollback"].is_null(), "{after}");
+    let after = resumed_without_rollback(&c, 0, epoch).await;
     assert_eq!(after["term"].as_u64(), term, "the lead changed: {after}");
     assert!(
         after["unreachable"]
@@ -186,18 +181,7 @@ async fn the_coordinator_cut_off_is_replaced_and_nothing_rolls_back() {
     })
     .await;
     lab.up(1);
-    let healed = cairn_store::unix_ms();
-    until_snapshots(
-        &c,
-        1,
-        Duration::from_secs(20),
-        "snapshots did not resume",
-        |l| completed_after(l, healed) >= 5,
-    )
-    .await;
-    let lead = status(&c, 1).await;
-    assert_eq!(lead["epoch"].as_u64(), epoch, "{lead}");
-    assert!(lead["last_rollback"].is_null(), "{lead}");
+    resumed_without_rollback(&c, 1, epoch).await;
     let n1 = status(&c, 0).await;
     assert_eq!(n1["leading"], false, "{n1}");
     assert_eq!(n1["coordinator"], "n2", "{n1}");
@@ -232,18 +216,7 @@ async fn a_one_way_cut_is_named_and_heals_with_no_rollback() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     lab.pass_packets(2, 3);
-    let healed = cairn_store::unix_ms();
-    until_snapshots(
-        &c,
-        0,
-        Duration::from_secs(20),
-        "snapshots did not resume",
-        |l| completed_after(l, healed) >= 5,
-    )
-    .await;
-    let after = status(&c, 0).await;
-    assert_eq!(after["epoch"].as_u64(), epoch, "{after}");
-    assert!(after["last_rollback"].is_null(), "{after}");
+    resumed_without_rollback(&c, 0, epoch).await;
     assert!(lab.stats()["dropped"].as_u64() > Some(0));
     let docs = docs(&c, 0).await;
     c.stop_and_check(&BankModel, docs).await;

@@ -430,13 +430,21 @@ impl TestCluster {
         &self,
         keep: impl Fn(&Value) -> bool,
     ) -> Vec<SnapshotDoc<Value, Value>> {
-        let (_, list): (_, Vec<Value>) = client::get_json(self.coordinator(), "/snapshots")
-            .await
-            .unwrap();
+        self.snapshots_from(self.coordinator(), keep).await
+    }
+
+    /// As [`TestCluster::snapshots_where`], from the node whose admin API is
+    /// at `admin` (the coordinator of a later term, say).
+    pub async fn snapshots_from(
+        &self,
+        admin: std::net::SocketAddr,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Vec<SnapshotDoc<Value, Value>> {
+        let (_, list): (_, Vec<Value>) = client::get_json(admin, "/snapshots").await.unwrap();
         let mut out = Vec::new();
         for s in list.iter().filter(|s| s["status"] == "complete" && keep(s)) {
             let (status, doc): (_, Value) =
-                client::get_json(self.coordinator(), &format!("/snapshots/{}", s["id"]))
+                client::get_json(admin, &format!("/snapshots/{}", s["id"]))
                     .await
                     .unwrap();
             // One may leave the coordinator's memory between the list and the read.
