@@ -160,15 +160,15 @@ async fn status(State(s): Shr) -> Response {
         "outgoing": topo.outgoing(s.me).iter().map(|&c| topo.channel_name(c)).collect::<Vec<_>>(),
         "channels_out": channels_out,
         "channels_in": channels_in,
-        "messages_sent": load(&m.messages_sent),
-        "messages_received": load(&m.messages_received),
-        "snapshots_recorded": load(&m.snapshots_recorded),
-        "snapshots_aborted": load(&m.snapshots_aborted),
-        "markers_sent": load(&m.markers_sent),
-        "frames_resent": load(&m.frames_resent),
-        "connect_attempts": load(&m.connect_attempts),
-        "orders_refused": load(&m.orders_refused),
-        "longest_pause_us": load(&m.longest_pause_us),
+        "messages_sent": m.messages_sent.get(),
+        "messages_received": m.messages_received.get(),
+        "snapshots_recorded": m.snapshots_recorded.get(),
+        "snapshots_aborted": m.snapshots_aborted.get(),
+        "markers_sent": m.markers_sent.get(),
+        "frames_resent": m.frames_resent.get(),
+        "connect_attempts": m.connect_attempts.get(),
+        "orders_refused": m.orders_refused.get(),
+        "longest_pause_us": m.longest_pause_us.load(Ordering::Relaxed),
         "snapshot_mode": s.config.snapshots.mode.as_str(),
         "recent_snapshots": recent,
         "unreachable": unreachable,
@@ -257,12 +257,18 @@ async fn one(State(s): Shr, Path(id): Path<String>) -> Response {
 }
 
 async fn metrics(State(s): Shr) -> Response {
+    let m = &s.metrics;
+    crate::metrics::Metrics::set(&m.epoch, *s.epoch.borrow());
+    if let Some(c) = s.coordinator() {
+        let running = c.lock().unwrap_or_else(|p| p.into_inner()).running_count();
+        crate::metrics::Metrics::set(&m.snapshots_in_progress, running as u64);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        s.metrics.render(s.name()),
+        m.render(),
     )
         .into_response()
 }
@@ -365,9 +371,7 @@ fn stale(s: &Shared, what: &str, term: u64) -> Option<Response> {
     if term >= known {
         return None;
     }
-    s.metrics
-        .orders_refused
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    s.metrics.orders_refused.inc();
     tracing::warn!(term, known, "refused a {what} of an older term");
     Some(failed(ControlError::Stale(format!(
         "a {what} of term {term}, older than term {known}, which this node follows"

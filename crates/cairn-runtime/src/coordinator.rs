@@ -232,6 +232,11 @@ impl Coordinator {
         self.running.keys().next().copied()
     }
 
+    /// How many snapshots are started and not yet complete or failed.
+    pub fn running_count(&self) -> usize {
+        self.running.len()
+    }
+
     /// Whether snapshot `id` is durable (`Some(true)`), failed or forgotten
     /// (`Some(false)`), or neither yet (`None`).
     pub fn settled(&self, id: SnapshotId) -> Option<bool> {
@@ -311,7 +316,7 @@ impl Coordinator {
                 .finish()
                 .map_err(|e| ControlError::BadRequest(e.to_string()))?;
             let duration = run.started.elapsed();
-            self.metrics.observe_duration(duration);
+            self.metrics.observe_complete(duration);
             Metrics::inc(&self.metrics.snapshots_completed, 1);
             info!(snapshot = %id, ms = duration.as_secs_f64() * 1e3, "global snapshot complete");
             let manifest = run
@@ -344,9 +349,10 @@ impl Coordinator {
     /// Records that snapshot `id`'s manifest is durable.
     pub fn mark_durable(&mut self, id: SnapshotId) {
         if let Some(f) = self.finished.iter_mut().find(|f| f.summary.id == id) {
-            let ms = f.started.elapsed().as_secs_f64() * 1e3;
-            f.summary.durable_ms = Some(ms);
+            let took = f.started.elapsed();
+            f.summary.durable_ms = Some(took.as_secs_f64() * 1e3);
             Metrics::inc(&self.metrics.snapshots_durable, 1);
+            self.metrics.observe_durable(id.0, took);
         }
     }
 
@@ -710,12 +716,7 @@ mod tests {
                 ),
             }
         );
-        assert_eq!(
-            c.metrics
-                .snapshots_failed
-                .load(std::sync::atomic::Ordering::Relaxed),
-            1
-        );
+        assert_eq!(c.metrics.snapshots_failed.get(), 1);
         // Only the most recent `keep` (2) finished snapshots are kept.
         for _ in 0..3 {
             start(&mut c, &mut next, "a");

@@ -110,7 +110,7 @@ async fn run_node_with<P: Process>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (cut_tx, cut_rx) = watch::channel(0u64);
     let (epoch_tx, epoch_rx) = watch::channel(0u64);
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(&name));
     let client = security
         .clone()
         .map_or_else(AdminClient::insecure, AdminClient::with_security)

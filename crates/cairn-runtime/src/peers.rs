@@ -109,7 +109,7 @@ impl PeerBook {
     /// until a rollback.
     pub fn mark_needs_restore(&self) {
         if !self.needs_restore.swap(true, Ordering::Relaxed) {
-            self.metrics.needs_restore.store(1, Ordering::Relaxed);
+            self.metrics.needs_restore.set(1);
             warn!(
                 "this node restarted and its peers knew an earlier life of it: it needs a restore \
                  (automatic recovery rolls the cluster back; with recovery off, run `cairn restore`)"
@@ -132,7 +132,7 @@ impl PeerBook {
     /// A rollback gave every node a state again: restarts are settled.
     pub fn restored(&self) {
         self.needs_restore.store(false, Ordering::Relaxed);
-        self.metrics.needs_restore.store(0, Ordering::Relaxed);
+        self.metrics.needs_restore.set(0);
         self.restarted
             .lock()
             .unwrap_or_else(|p| p.into_inner())

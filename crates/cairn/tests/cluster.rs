@@ -129,12 +129,33 @@ async fn one_way_ring_with_a_chord_works_over_tcp() {
             .any(|s| s["initiator"] == "n4")
     );
 
+    // Invariant: the metrics follow Prometheus's conventions (promtool
+    // passes them), on the coordinator and on a follower, and carry the
+    // series an operator alerts on.
     let (_, metrics) = client::get_text(c.coordinator(), "/metrics").await.unwrap();
-    assert!(
-        metrics.contains("cairn_snapshot_duration_seconds_bucket{node=\"n1\",le=\"0.1\"}"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("cairn_messages_sent_total{node=\"n1\"}"));
+    for until in ["complete", "durable"] {
+        let bucket = format!(
+            "cairn_snapshot_duration_seconds_bucket{{until=\"{until}\",node=\"n1\",le=\"0.1\"}}"
+        );
+        assert!(metrics.contains(&bucket), "{bucket} missing:\n{metrics}");
+    }
+    for series in [
+        "cairn_messages_sent_total{node=\"n1\"}",
+        "cairn_epoch{node=\"n1\"} 0",
+        "cairn_snapshots_in_progress{node=\"n1\"}",
+        "cairn_last_durable_snapshot_id{node=\"n1\"}",
+        "cairn_last_durable_snapshot_timestamp_seconds{node=\"n1\"}",
+        "cairn_build_info{version=",
+        "cairn_processing_pause_seconds_count{node=\"n1\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+    assert!(common::counter(c.coordinator(), "cairn_last_durable_snapshot_id").await > 0);
+    common::promtool_check(&metrics);
+    let (_, follower) = client::get_text(c.config.nodes[2].admin, "/metrics")
+        .await
+        .unwrap();
+    common::promtool_check(&follower);
 
     let snaps = c.snapshots().await;
     c.stop_and_check(&BankModel, snaps).await;

@@ -340,8 +340,8 @@ async fn status(State((stats, node)): RawState) -> Json<Value> {
         "node": node,
         "pid": std::process::id(),
         "raw_baseline": true,
-        "messages_sent": load(&m.messages_sent),
-        "messages_received": load(&m.messages_received),
+        "messages_sent": m.messages_sent.get(),
+        "messages_received": m.messages_received.get(),
         "longest_pause_us": load(&m.longest_pause_us),
         "latency_us": { "samples": l.len(), "p50": pct(0.5), "p99": pct(0.99) },
     }))

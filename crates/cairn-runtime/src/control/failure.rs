@@ -153,7 +153,7 @@ pub(crate) async fn run_coordinator_timers(
                     .iter()
                     .map(|&i| (nodes[i].id.clone(), health.silent_for(i, now)))
                     .collect();
-                shared.metrics.nodes_unreachable.store(away.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                crate::metrics::Metrics::set(&shared.metrics.nodes_unreachable, away.len() as u64);
                 lock().set_unreachable(away);
                 if !recovery && phase == Phase::Running {
                     health.recovered(); // recovery is off: the operator restores

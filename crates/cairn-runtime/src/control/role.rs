@@ -299,10 +299,9 @@ pub(crate) async fn run_role(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
         }
         tasks.retain(|t| !t.is_finished());
-        let relaxed = std::sync::atomic::Ordering::Relaxed;
-        shared.metrics.term.store(shared.role.term(), relaxed);
+        crate::metrics::Metrics::set(&shared.metrics.term, shared.role.term());
         let leading = shared.role.lead().is_some();
-        shared.metrics.leading.store(u64::from(leading), relaxed);
+        crate::metrics::Metrics::set(&shared.metrics.leading, u64::from(leading));
         // A newer term in the store wins, whoever holds it.
         if last_store_look.elapsed() >= Duration::from_millis(500) {
             last_store_look = Instant::now();

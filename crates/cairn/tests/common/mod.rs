@@ -56,6 +56,44 @@ pub async fn counter(admin: std::net::SocketAddr, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {name} in /metrics:\n{text}"))
 }
 
+/// Runs `promtool check metrics` (Debian's prometheus package; `scripts/test`
+/// installs it) on a `/metrics` text and fails on any complaint. Without
+/// promtool it says SKIPPED, unless `CAIRN_REQUIRE_PROMTOOL` is set (as the
+/// test command sets it).
+pub fn promtool_check(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CAIRN_REQUIRE_PROMTOOL").is_none() => {
+            eprintln!(
+                "SKIPPED: promtool check metrics ({e}); install Debian's prometheus package or run scripts/test"
+            );
+            return;
+        }
+        Err(e) => panic!("promtool is required (CAIRN_REQUIRE_PROMTOOL) but cannot run: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics failed ({}):\n{}{}\n--- the metrics:\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// An admin client presenting node `id`'s certificate: for tests that
 /// speak as a node does (orders, reports), forged or real.
 pub fn as_node(id: &str) -> AdminClient {
