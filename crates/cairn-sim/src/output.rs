@@ -7,8 +7,11 @@ use cairn_core::trace::{Event, TraceEvent};
 use cairn_core::{GlobalSnapshot, Topology};
 use serde::Serialize;
 
-/// The header ShiViz needs: how to split each event into host, clock and text.
-pub const SHIVIZ_REGEX: &str = r"(?<host>\S*) (?<clock>{.*})\n(?<event>.*)";
+/// The header line: ShiViz's own default parser, so the file reads the same
+/// whether it is uploaded ("select a file" takes this line as the parser) or
+/// pasted whole into ShiViz's text box under the default parser (the header
+/// and the empty line after it match no event).
+pub const SHIVIZ_REGEX: &str = r"(?<event>.*)\n(?<host>\S*) (?<clock>{.*})";
 
 /// Writes `trace` as JSON Lines, one event per line in execution order.
 ///
@@ -26,9 +29,50 @@ pub fn write_trace<M: Serialize>(
     Ok(())
 }
 
-/// Writes `trace` as a ShiViz log: the regex header, an empty line (one
-/// execution), then for each event its host and vector clock on one line and
-/// what happened on the next.
+/// The text of one event in a ShiViz log. ShiViz's default parser would
+/// take a line that starts `word {` for a clock line, so no text does: the
+/// second word is never a JSON object.
+pub fn shiviz_text<M: Serialize>(
+    topology: &Topology,
+    event: &Event<M>,
+) -> serde_json::Result<String> {
+    let name = |c| topology.channel_name(c);
+    Ok(match event {
+        Event::Send {
+            channel,
+            seq,
+            message,
+        } => format!(
+            "send on {} #{seq}: {}",
+            name(*channel),
+            serde_json::to_string(message)?
+        ),
+        Event::Receive {
+            channel,
+            seq,
+            message,
+        } => format!(
+            "receive on {} #{seq}: {}",
+            name(*channel),
+            serde_json::to_string(message)?
+        ),
+        Event::Record { snapshot } => format!("record state for snapshot {snapshot}"),
+        Event::MarkerSend { channel, snapshot } => {
+            format!("send marker of snapshot {snapshot} on {}", name(*channel))
+        }
+        Event::MarkerReceive { channel, snapshot } => {
+            format!(
+                "receive marker of snapshot {snapshot} on {}",
+                name(*channel)
+            )
+        }
+    })
+}
+
+/// Writes `trace` as a ShiViz log: the parser line, an empty line (one
+/// execution), then for each event what happened on one line and its host
+/// and vector clock on the next, which is the layout ShiViz expects by
+/// default.
 ///
 /// # Errors
 /// An I/O error from `w`.
@@ -42,39 +86,8 @@ pub fn write_shiviz<M: Serialize>(
     for ev in trace {
         let rec = ev.to_record(topology);
         let clock = serde_json::to_string(&rec.vc)?;
-        let name = |c| topology.channel_name(c);
-        let text = match &ev.event {
-            Event::Send {
-                channel,
-                seq,
-                message,
-            } => {
-                format!(
-                    "send {} on {} (#{seq})",
-                    serde_json::to_string(message)?,
-                    name(*channel)
-                )
-            }
-            Event::Receive {
-                channel,
-                seq,
-                message,
-            } => {
-                format!(
-                    "receive {} on {} (#{seq})",
-                    serde_json::to_string(message)?,
-                    name(*channel)
-                )
-            }
-            Event::Record { snapshot } => format!("record state for snapshot {snapshot}"),
-            Event::MarkerSend { channel, snapshot } => {
-                format!("send marker({snapshot}) on {}", name(*channel))
-            }
-            Event::MarkerReceive { channel, snapshot } => {
-                format!("receive marker({snapshot}) on {}", name(*channel))
-            }
-        };
-        writeln!(w, "{} {clock}\n{text}", rec.process)?;
+        let text = shiviz_text(topology, &ev.event)?;
+        writeln!(w, "{text}\n{} {clock}", rec.process)?;
     }
     Ok(())
 }

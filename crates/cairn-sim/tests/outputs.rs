@@ -108,7 +108,7 @@ fn shiviz_log_keeps_shiviz_rules() {
     // Clocks of sends in flight, per channel-ish key (sender, receiver), FIFO.
     let mut in_flight: HashMap<String, VecDeque<HashMap<String, u64>>> = HashMap::new();
     for (pair, ev) in rest.chunks(2).zip(&run.trace) {
-        let (host, clock) = pair[0].split_once(' ').unwrap();
+        let (host, clock) = pair[1].split_once(' ').unwrap();
         let clock: HashMap<String, u64> = serde_json::from_str(clock).unwrap();
         assert!(
             clock.keys().all(|h| hosts.contains(h)),
@@ -120,11 +120,11 @@ fn shiviz_log_keeps_shiviz_rules() {
             prev.get(host).copied().unwrap_or(0) + 1,
             "{host}: own entry must grow by one"
         );
-        let text = pair[1];
+        let text = pair[0];
         let channel = text
             .split(" on ")
             .nth(1)
-            .map(|c| c.split(' ').next().unwrap().to_string());
+            .map(|c| c.split([' ', ':']).next().unwrap().to_string());
         let mut expected = prev.clone();
         if text.starts_with("receive") {
             let sent = in_flight
@@ -181,5 +181,50 @@ fn snapshot_json_is_an_array_in_the_shared_shape() {
     let docs: Vec<SnapshotDoc<Tokens, Tokens>> = serde_json::from_str(&json).unwrap();
     for (doc, snap) in docs.into_iter().zip(&run.snapshots) {
         assert_eq!(&GlobalSnapshot::from_doc(&run.topology, doc).unwrap(), snap);
+    }
+}
+
+/// The log parses as ShiViz parses it, both ways in: pasted whole into the
+/// text box under ShiViz's default parser (a global, multi-line match of
+/// that regex over the text), or uploaded (line 1 is the parser, line 2 the
+/// delimiter, the rest the log). Each match is one event, in order, with the
+/// right host, clock and text, even though every message here is a JSON
+/// object, which once made lines parse as clocks.
+#[test]
+fn shiviz_log_parses_under_shivizs_default_regex_pasted_or_uploaded() {
+    const DEFAULT: &str = r"(?<event>.*)\n(?<host>\S*) (?<clock>{.*})";
+    assert_eq!(SHIVIZ_REGEX, DEFAULT);
+    // JavaScript reads a brace that starts no repetition as itself; Rust's
+    // regex wants it escaped.
+    let js = DEFAULT.replace('{', r"\{").replace('}', r"\}");
+    let re = regex::Regex::new(&format!("(?m){js}")).unwrap();
+    for seed in 0..5 {
+        let run = run(seed);
+        let mut buf = Vec::new();
+        write_shiviz(&mut buf, &run.topology, &run.trace).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let uploaded = text.splitn(3, '\n').nth(2).unwrap();
+        for (how, log) in [("pasted", text.as_str()), ("uploaded", uploaded)] {
+            let got: Vec<_> = re.captures_iter(log).collect();
+            assert_eq!(
+                got.len(),
+                run.trace.len(),
+                "seed {seed}, {how}: events found"
+            );
+            for (m, ev) in got.iter().zip(&run.trace) {
+                let host = run.topology.name(ev.process);
+                assert_eq!(&m["host"], host, "seed {seed}, {how}");
+                let clock: HashMap<String, u64> = serde_json::from_str(&m["clock"]).unwrap();
+                let want = ev
+                    .to_record(&run.topology)
+                    .vc
+                    .0
+                    .into_iter()
+                    .collect::<HashMap<_, _>>();
+                assert_eq!(clock, want, "seed {seed}, {how}");
+                let text = cairn_sim::output::shiviz_text(&run.topology, &ev.event).unwrap();
+                assert_eq!(&m["event"], text, "seed {seed}, {how}");
+            }
+        }
     }
 }
