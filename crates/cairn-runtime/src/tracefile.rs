@@ -3,7 +3,7 @@
 //! oracle can judge.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use cairn_core::trace::{TraceEvent, TraceRecord};
@@ -152,22 +152,11 @@ pub fn load_epoch<M: DeserializeOwned, S: DeserializeOwned>(
 ) -> Result<LoadedRun<M, S>> {
     let mut initial_channels: Vec<Vec<M>> =
         (0..topology.channel_count()).map(|_| Vec::new()).collect();
-    let mut keyed: Vec<(u64, ProcessId, usize, TraceEvent<M>)> = Vec::new();
+    let trace = load_events(topology, dir, epoch, false)?;
     let mut initial = Vec::new();
     let mut last = Vec::new();
     for p in topology.processes() {
         let name = topology.name(p);
-        let path = trace_path(dir, name, epoch);
-        let file =
-            File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-            let bad = |e: String| Error::Protocol(format!("{}:{}: {e}", path.display(), i + 1));
-            let rec: TraceRecord<M> =
-                serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
-            let ev = TraceEvent::from_record(topology, rec).map_err(|e| bad(e.to_string()))?;
-            keyed.push((ev.vc.iter().sum(), p, i, ev));
-        }
         let path = states_path(dir, name, epoch);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -187,11 +176,93 @@ pub fn load_epoch<M: DeserializeOwned, S: DeserializeOwned>(
             }
         }
     }
-    keyed.sort_by_key(|(sum, p, i, _)| (*sum, *p, *i));
     Ok(LoadedRun {
-        trace: keyed.into_iter().map(|(_, _, _, e)| e).collect(),
+        trace,
         initial,
         last,
         initial_channels,
     })
+}
+
+/// Reads every node's trace of `epoch` from `dir` and merges them into one
+/// order that respects happened-before (see [`load_run`]). With
+/// `while_running`, a node's last line that does not parse is taken for one
+/// being written and left out.
+///
+/// # Errors
+/// A missing or malformed file, named with its line.
+pub fn load_events<M: DeserializeOwned>(
+    topology: &Topology,
+    dir: &Path,
+    epoch: u64,
+    while_running: bool,
+) -> Result<Vec<TraceEvent<M>>> {
+    let mut keyed: Vec<(u64, ProcessId, usize, TraceEvent<M>)> = Vec::new();
+    for p in topology.processes() {
+        let path = trace_path(dir, topology.name(p), epoch);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let bad = |e: String| Error::Protocol(format!("{}:{}: {e}", path.display(), i + 1));
+            let parsed = serde_json::from_str::<TraceRecord<M>>(line)
+                .map_err(|e| bad(e.to_string()))
+                .and_then(|rec| {
+                    TraceEvent::from_record(topology, rec).map_err(|e| bad(e.to_string()))
+                });
+            match parsed {
+                Ok(ev) => keyed.push((ev.vc.iter().sum(), p, i, ev)),
+                Err(_) if while_running && i + 1 == lines.len() && !text.ends_with('\n') => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    keyed.sort_by_key(|(sum, p, i, _)| (*sum, *p, *i));
+    Ok(keyed.into_iter().map(|(_, _, _, e)| e).collect())
+}
+
+/// The epochs that have traces in `dir`, in order.
+///
+/// # Errors
+/// `dir` cannot be read.
+pub fn traced_epochs(dir: &Path) -> Result<Vec<u64>> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+    let mut epochs: Vec<u64> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            let stem = name.strip_suffix(".trace.jsonl")?;
+            Some(
+                stem.rsplit_once(".e")
+                    .and_then(|(_, e)| e.parse().ok())
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    epochs.sort_unstable();
+    epochs.dedup();
+    Ok(epochs)
+}
+
+/// The names of the nodes with a trace of `epoch` in `dir`.
+///
+/// # Errors
+/// `dir` cannot be read.
+pub fn traced_nodes(dir: &Path, epoch: u64) -> Result<Vec<String>> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+    let mut nodes: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            let stem = name.strip_suffix(".trace.jsonl")?;
+            match stem.rsplit_once(".e") {
+                Some((id, e)) if e.parse::<u64>().is_ok() => {
+                    (e.parse::<u64>().ok()? == epoch).then(|| id.to_string())
+                }
+                _ => (epoch == 0).then(|| stem.to_string()),
+            }
+        })
+        .collect();
+    nodes.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+    Ok(nodes)
 }

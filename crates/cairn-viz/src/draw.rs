@@ -15,6 +15,7 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 30.0;
 const TOP: f64 = 64.0;
 const BOTTOM: f64 = 16.0;
+const MIN_WIDTH: f64 = 1100.0;
 
 const STYLE: &str = "
 text { font: 12px sans-serif; fill: #222; }
@@ -22,6 +23,7 @@ text.title { font-size: 14px; font-weight: bold; }
 line.process { stroke: #999; stroke-width: 1; }
 line.message { stroke: #555; stroke-width: 1; }
 line.marker { stroke: #c0392b; stroke-width: 1; stroke-dasharray: 4 3; }
+line.marker.other { stroke: #bbb; }
 line.recorded { stroke: #e67e22; stroke-width: 3; }
 line.clipped { stroke-opacity: 0.5; }
 circle.record { fill: #2980b9; stroke: #fff; stroke-width: 1.5; }
@@ -43,7 +45,8 @@ impl Grid {
         Grid {
             dx,
             dy,
-            width: LEFT + RIGHT + 20.0 + dx * f64::from(columns.max(1)),
+            // Wide enough for the title and the legend however short the run.
+            width: (LEFT + RIGHT + 20.0 + dx * f64::from(columns.max(1))).max(MIN_WIDTH),
             height: TOP + BOTTOM + dy * processes as f64,
         }
     }
@@ -86,8 +89,9 @@ pub(crate) fn draw(topology: &Topology, layout: &Layout) -> String {
                     .set("viewBox", "0 0 10 10")
                     .set("refX", 10)
                     .set("refY", 5)
-                    .set("markerWidth", 6)
-                    .set("markerHeight", 6)
+                    .set("markerUnits", "userSpaceOnUse")
+                    .set("markerWidth", 8)
+                    .set("markerHeight", 8)
                     .set("orient", "auto-start-reverse")
                     .add(
                         Path::new()
@@ -102,7 +106,13 @@ pub(crate) fn draw(topology: &Topology, layout: &Layout) -> String {
     );
     if let Some(s) = layout.snapshot {
         title = format!(
-            "snapshot {s}: its cut (dashed blue), markers (dashed red), channel state (thick orange); {title}"
+            "snapshot {s}: its cut (dashed blue), its markers (dashed red; other snapshots' grey), channel state (thick orange); {title}"
+        );
+    }
+    if layout.recorded_outside > 0 {
+        title = format!(
+            "{title}; {} recorded messages lie outside this window",
+            layout.recorded_outside
         );
     }
     doc = doc.add(
@@ -159,6 +169,9 @@ pub(crate) fn draw(topology: &Topology, layout: &Layout) -> String {
             ),
         };
         let mut class = kind.to_string();
+        if matches!(a.carries, Carries::Marker(s) if Some(s) != layout.snapshot) {
+            class.push_str(" other");
+        }
         if a.recorded {
             class.push_str(" recorded");
         }

@@ -87,6 +87,9 @@ pub struct Layout {
     /// Per process, where it recorded its state for that snapshot (a trace
     /// position, possibly outside the window).
     pub records: Vec<Option<usize>>,
+    /// Messages the snapshot recorded as channel state that lie wholly
+    /// outside the window, so are not drawn.
+    pub recorded_outside: usize,
 }
 
 impl Layout {
@@ -169,6 +172,7 @@ impl Layout {
             last[p] = Some(c);
         }
         let columns = column.iter().max().map_or(0, |c| c + 1);
+        let recorded_outside = recorded.len() - arrows.iter().filter(|a| a.recorded).count();
         Ok(Layout {
             window,
             total: trace.len(),
@@ -177,6 +181,7 @@ impl Layout {
             arrows,
             snapshot,
             records,
+            recorded_outside,
         })
     }
 

@@ -310,3 +310,49 @@ fn a_bad_window_or_snapshot_is_a_clear_error() {
     .unwrap_err();
     assert!(e.to_string().contains("never recorded"), "{e}");
 }
+
+/// A window too small for the snapshot still draws what it holds, and says
+/// how many recorded messages it leaves out: drawn plus left out is the
+/// snapshot's whole channel state.
+#[test]
+fn a_small_window_says_what_it_leaves_out() {
+    let mut checked = 0;
+    for seed in 0..20 {
+        let run = run(seed, 4, 60);
+        let Some(snap) = run
+            .snapshots
+            .iter()
+            .find(|s| s.channels.iter().map(Vec::len).sum::<usize>() > 3)
+        else {
+            continue;
+        };
+        let total: usize = snap.channels.iter().map(Vec::len).sum();
+        let options = Options {
+            snapshot: Some(snap.id),
+            max_events: 12,
+            margin: 0,
+            ..Options::default()
+        };
+        let text = svg(&run.topology, &run.trace, &options).unwrap();
+        let doc = roxmltree::Document::parse(&text).unwrap();
+        let drawn = doc
+            .descendants()
+            .filter(|n| class_has(n, "recorded") && n.attribute("data-channel").is_some())
+            .count();
+        let title = doc
+            .descendants()
+            .find(|n| class_has(n, "title"))
+            .unwrap()
+            .text()
+            .unwrap()
+            .trim()
+            .to_string();
+        let outside = title
+            .split("; ")
+            .find_map(|p| p.strip_suffix(" recorded messages lie outside this window"))
+            .map_or(0, |n| n.parse::<usize>().unwrap());
+        assert_eq!(drawn + outside, total, "seed {seed}: {title}");
+        checked += usize::from(outside > 0);
+    }
+    assert!(checked > 0, "no window left a recorded message out");
+}

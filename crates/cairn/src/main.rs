@@ -18,6 +18,7 @@ mod cluster_cmds;
 mod demo_cluster;
 mod detect_cmds;
 mod snapshots_cmds;
+mod trace_cmds;
 
 /// Consistent global snapshots for message-passing programs (Chandy–Lamport).
 #[derive(Debug, Parser)]
@@ -200,6 +201,18 @@ enum Cmd {
         /// Write the run as a ShiViz log here.
         #[arg(long)]
         shiviz: Option<PathBuf>,
+        /// Draw the run as a space-time diagram (SVG) here, with a snapshot's cut.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// The snapshot whose cut the diagram draws (default: the first).
+        #[arg(long, requires = "svg")]
+        svg_snapshot: Option<u64>,
+    },
+    /// Turn a cluster's traces (`cairn node --trace-dir`) into a space-time
+    /// diagram or a ShiViz log.
+    Trace {
+        #[command(subcommand)]
+        action: trace_cmds::TraceAction,
     },
 }
 
@@ -382,19 +395,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_delay,
             trace,
             shiviz,
+            svg,
+            svg_snapshot,
         } => {
             let seed = seed.unwrap_or_else(random_seed);
             eprintln!("seed {seed} (replay with --seed {seed})");
-            sim(
-                &topology,
-                &events,
-                seed,
-                max_delay,
-                trace.as_deref(),
-                shiviz.as_deref(),
-            )
+            let outputs = SimOutputs {
+                trace,
+                shiviz,
+                svg,
+                svg_snapshot,
+            };
+            sim(&topology, &events, seed, max_delay, &outputs)
+        }
+        Cmd::Trace { action } => {
+            trace_cmds::run(action)?;
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What `cairn sim` writes besides the snapshots.
+struct SimOutputs {
+    trace: Option<PathBuf>,
+    shiviz: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    svg_snapshot: Option<u64>,
 }
 
 fn sim(
@@ -402,8 +428,7 @@ fn sim(
     events: &Path,
     seed: u64,
     max_delay: u64,
-    trace: Option<&Path>,
-    shiviz: Option<&Path>,
+    outputs: &SimOutputs,
 ) -> Result<ExitCode> {
     let top_text = read(topology)?;
     let top = cos418::parse_topology(&topology.display().to_string(), &top_text)?;
@@ -420,11 +445,19 @@ fn sim(
     sim.run_script(&script)
         .with_context(|| format!("running {}", events.display()))?;
     let run = sim.finish()?;
-    if let Some(path) = trace {
+    if let Some(path) = &outputs.trace {
         write_file(path, |w| output::write_trace(w, &topo, &run.trace))?;
     }
-    if let Some(path) = shiviz {
+    if let Some(path) = &outputs.shiviz {
         write_file(path, |w| output::write_shiviz(w, &topo, &run.trace))?;
+    }
+    if let Some(path) = &outputs.svg {
+        let options = cairn_viz::Options {
+            snapshot: outputs.svg_snapshot.map(cairn_core::SnapshotId),
+            ..cairn_viz::Options::default()
+        };
+        let svg = cairn_viz::svg(&topo, &run.trace, &options).context("drawing the run")?;
+        fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
     }
     println!("{}", output::snapshots_json(&topo, &run.snapshots)?);
     let violations = run.verify(&TokenModel);

@@ -48,7 +48,11 @@ fn demo_checks_every_snapshot_and_exits_zero() {
 fn sim_prints_the_snapshots_and_writes_trace_and_shiviz() {
     let Some(dir) = cos418() else { return };
     let tmp = scratch("sim");
-    let (trace, shiviz) = (tmp.join("run.jsonl"), tmp.join("run.log"));
+    let (trace, shiviz, svg) = (
+        tmp.join("run.jsonl"),
+        tmp.join("run.log"),
+        tmp.join("run.svg"),
+    );
     let out = cairn(&[
         "sim",
         "--topology",
@@ -65,6 +69,10 @@ fn sim_prints_the_snapshots_and_writes_trace_and_shiviz() {
         trace.to_str().unwrap(),
         "--shiviz",
         shiviz.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+        "--svg-snapshot",
+        "1",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("seed 9"));
@@ -85,7 +93,23 @@ fn sim_prints_the_snapshots_and_writes_trace_and_shiviz() {
     assert!(
         std::fs::read_to_string(&shiviz)
             .unwrap()
-            .starts_with("(?<host>")
+            .starts_with("(?<event>")
+    );
+    // The diagram draws snapshot 1's cut through all eight processes.
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..100]);
+    let xml = roxmltree::Document::parse(&svg).unwrap();
+    let records = xml
+        .descendants()
+        .filter(|n| {
+            n.attribute("class") == Some("record") && n.attribute("data-snapshot") == Some("1")
+        })
+        .count();
+    assert_eq!(records, 8);
+    assert!(
+        xml.descendants()
+            .any(|n| n.attribute("class") == Some("cut")
+                && n.attribute("data-snapshot") == Some("1"))
     );
     // Replaying the seed reproduces the output exactly.
     let again = cairn(&[
