@@ -10,7 +10,10 @@
 //! | `GET /snapshots/{id}` | a complete snapshot in the shared JSON shape; 202 with progress while in progress; 500 with what was missing if it failed |
 //! | `POST /rollback` | roll the cluster back (coordinator) |
 //! | `GET /metrics` | Prometheus text |
-//! | `POST /metrics/reset-peaks` | forget the longest pause, so the next reading covers only what follows |
+//! | `POST /metrics/reset-peaks` | forget the longest pause in `/status` (for `cairn bench`; the metrics' pause histogram is never reset) |
+//! | `GET /` | the dashboard (coordinator; other nodes redirect there), see [`crate::dashboard`] |
+//! | `GET /cluster` | every node's `/status`, asked at once, with whether it answered |
+//! | `GET /snapshots/{id}/diagram.svg` | the snapshot's space-time diagram, from the nodes' traces |
 //!
 //! Nodes use internal routes: on the coordinator `POST /internal/ids` for a
 //! new snapshot id and `POST /internal/reports` for a local snapshot; on
@@ -61,6 +64,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/internal/join", post(join_here))
         .route("/internal/pause", post(pause_here))
         .route("/internal/resume", post(resume_here))
+        .merge(crate::dashboard::routes())
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             crate::admin_auth::authorize,

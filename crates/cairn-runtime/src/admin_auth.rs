@@ -2,7 +2,8 @@
 //!
 //! | routes | who |
 //! |---|---|
-//! | `GET` anything (`/status`, `/snapshots`, `/metrics`) | any certificate of the cluster's CA, the read token, or the operator token |
+//! | `GET /` (the dashboard page, which holds no data) | anyone |
+//! | `GET` anything else (`/status`, `/snapshots`, `/metrics`, `/cluster`) | any certificate of the cluster's CA, the read token, or the operator token |
 //! | `POST /snapshots`, `/rollback`, `/metrics/reset-peaks`, `/debug/cut` | an operator's client certificate, or the operator token |
 //! | `/internal/*` | a node certificate; the handlers then check that the caller is who the request says (only the coordinator of the order's term orders, only node X reports X's part) |
 //!
@@ -83,7 +84,8 @@ pub(crate) async fn authorize(
     mut req: Request,
     next: Next,
 ) -> Response {
-    if s.security.is_none() {
+    let open_page = req.method() == Method::GET && crate::dashboard::is_open(req.uri().path());
+    if s.security.is_none() || open_page {
         req.extensions_mut().insert(caller);
         return next.run(req).await;
     }

@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod coordinator;
+mod dashboard;
 mod driver;
 mod error;
 mod inbound;

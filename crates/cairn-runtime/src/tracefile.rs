@@ -266,3 +266,73 @@ pub fn traced_nodes(dir: &Path, epoch: u64) -> Result<Vec<String>> {
     nodes.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
     Ok(nodes)
 }
+
+/// The part of `epoch`'s run around snapshot `snapshot`, for a picture of
+/// it: from each node's trace, `margin` events before its first event of
+/// the snapshot until `margin` after its last marker of it, merged as
+/// [`load_events`] merges. Reads each file only as far as it must, so a
+/// long trace costs little when the snapshot is early in it.
+///
+/// # Errors
+/// A missing or malformed file, named with its line.
+pub fn load_around<M: DeserializeOwned>(
+    topology: &Topology,
+    dir: &Path,
+    epoch: u64,
+    snapshot: cairn_core::SnapshotId,
+    margin: usize,
+) -> Result<Vec<TraceEvent<M>>> {
+    use std::io::BufRead;
+    let mention = format!("\"snapshot\":{},\"vc\"", snapshot.0);
+    let mut keyed: Vec<(u64, ProcessId, usize, TraceEvent<M>)> = Vec::new();
+    for p in topology.processes() {
+        let path = trace_path(dir, topology.name(p), epoch);
+        let file = std::fs::File::open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let markers_due = topology.incoming(p).len();
+        let mut before: std::collections::VecDeque<(usize, String)> =
+            std::collections::VecDeque::new();
+        let mut kept: Vec<(usize, String)> = Vec::new();
+        let (mut started, mut markers, mut after) = (false, 0, 0);
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let Ok(line) = line else { break };
+            let mine = line.contains(&mention);
+            if !started {
+                if !mine {
+                    before.push_back((i, line));
+                    if before.len() > margin {
+                        before.pop_front();
+                    }
+                    continue;
+                }
+                started = true;
+                kept.extend(before.drain(..));
+            }
+            if mine && line.contains("\"kind\":\"marker_receive\"") {
+                markers += 1;
+            }
+            kept.push((i, line));
+            if markers >= markers_due {
+                after += 1;
+                if after > margin {
+                    break;
+                }
+            }
+        }
+        for (i, line) in kept {
+            let bad = |e: String| Error::Protocol(format!("{}:{}: {e}", path.display(), i + 1));
+            match serde_json::from_str::<TraceRecord<M>>(&line) {
+                Ok(rec) => {
+                    let ev =
+                        TraceEvent::from_record(topology, rec).map_err(|e| bad(e.to_string()))?;
+                    keyed.push((ev.vc.iter().sum(), p, i, ev));
+                }
+                // A line still being written ends the file.
+                Err(_) if !line.ends_with('}') => break,
+                Err(e) => return Err(bad(e.to_string())),
+            }
+        }
+    }
+    keyed.sort_by_key(|(sum, p, i, _)| (*sum, *p, *i));
+    Ok(keyed.into_iter().map(|(_, _, _, e)| e).collect())
+}

@@ -3,7 +3,7 @@
 //! belongs to, each process's record point for the snapshot, and which
 //! messages the snapshot recorded as channel state.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::ops::Range;
 
 use cairn_core::trace::{Event, TraceEvent};
@@ -96,8 +96,8 @@ impl Layout {
     /// Lays out `trace`.
     ///
     /// # Errors
-    /// [`VizError`] if a receive does not match its channel's oldest send
-    /// (a trace that breaks FIFO), or the window is empty or out of range.
+    /// [`VizError`] if a message or marker is sent twice on a channel, or
+    /// the window is empty or out of range.
     pub fn new<M: Serialize>(
         topology: &Topology,
         trace: &[TraceEvent<M>],
@@ -218,15 +218,24 @@ fn default_window<M>(
     }
 }
 
-/// Every send matched with its receive, channel by channel in FIFO order.
+/// Every send matched with its receive: a message by its channel and
+/// number, a marker by its channel and snapshot. Keys, not queue order, so a
+/// slice of a trace pairs up too: a receive whose send lies before the slice
+/// (or before the run, for a restored message) has no send, and a send
+/// whose receive lies after it has no receive.
 fn pair_up<M: Serialize>(
     topology: &Topology,
     trace: &[TraceEvent<M>],
 ) -> Result<Vec<Arrow>, VizError> {
+    #[derive(Clone, Copy, Hash, PartialEq, Eq)]
+    enum Key {
+        Message(u64),
+        Marker(SnapshotId),
+    }
     let mut arrows: Vec<Arrow> = Vec::new();
-    let mut open: Vec<VecDeque<usize>> = vec![VecDeque::new(); topology.channel_count()];
+    let mut open: HashMap<(ChannelId, Key), usize> = HashMap::new();
     for (i, e) in trace.iter().enumerate() {
-        let (channel, carries, is_send) = match &e.event {
+        let (channel, carries, key, is_send) = match &e.event {
             Event::Send {
                 channel,
                 seq,
@@ -242,18 +251,25 @@ fn pair_up<M: Serialize>(
                     seq: *seq,
                     json: serde_json::to_string(message).unwrap_or_default(),
                 },
+                Key::Message(*seq),
                 matches!(e.event, Event::Send { .. }),
             ),
             Event::MarkerSend { channel, snapshot }
             | Event::MarkerReceive { channel, snapshot } => (
                 *channel,
                 Carries::Marker(*snapshot),
+                Key::Marker(*snapshot),
                 matches!(e.event, Event::MarkerSend { .. }),
             ),
             Event::Record { .. } => continue,
         };
         if is_send {
-            open[channel.index()].push_back(arrows.len());
+            if open.insert((channel, key), arrows.len()).is_some() {
+                return Err(VizError::Trace(format!(
+                    "event {i}: {} sent {carries:?} twice",
+                    topology.channel_name(channel)
+                )));
+            }
             arrows.push(Arrow {
                 channel,
                 send: Some(i),
@@ -263,19 +279,8 @@ fn pair_up<M: Serialize>(
             });
             continue;
         }
-        match open[channel.index()].pop_front() {
-            Some(a) => {
-                if arrows[a].carries != carries {
-                    return Err(VizError::Trace(format!(
-                        "event {i}: {} received {:?} where the oldest thing sent was {:?}",
-                        topology.channel_name(channel),
-                        carries,
-                        arrows[a].carries
-                    )));
-                }
-                arrows[a].recv = Some(i);
-            }
-            // Restored into the channel before this run began.
+        match open.remove(&(channel, key)) {
+            Some(a) => arrows[a].recv = Some(i),
             None => arrows.push(Arrow {
                 channel,
                 send: None,

@@ -20,7 +20,7 @@ pub enum VizError {
     /// The window or snapshot asked for is not in the trace.
     #[error("{0}")]
     Window(String),
-    /// The trace contradicts itself (a receive with no matching send).
+    /// The trace contradicts itself (the same message sent twice).
     #[error("the trace is inconsistent: {0}")]
     Trace(String),
 }
@@ -29,7 +29,7 @@ pub enum VizError {
 ///
 /// # Errors
 /// [`VizError`] naming what does not fit: a window outside the trace, a
-/// snapshot never recorded, or a trace whose channels break FIFO order.
+/// snapshot never recorded, or a trace that sends one message twice.
 pub fn svg<M: Serialize>(
     topology: &Topology,
     trace: &[TraceEvent<M>],
