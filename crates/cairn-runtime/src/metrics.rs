@@ -311,6 +311,16 @@ impl Metrics {
         self.last_durable_timestamp.set(now.as_secs_f64());
     }
 
+    /// Notes the newest snapshot in the store when this node begins to
+    /// coordinate, unless it has already committed a newer one.
+    pub fn note_durable_in_store(&self, id: u64, created_unix_ms: u64) {
+        if self.last_durable_id.get() < i64::try_from(id).unwrap_or(i64::MAX) {
+            Metrics::set(&self.last_durable_id, id);
+            self.last_durable_timestamp
+                .set(Duration::from_millis(created_unix_ms).as_secs_f64());
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -353,6 +363,18 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.contains("node=\"n1\""), "{line}");
         }
+    }
+
+    #[test]
+    fn the_store_never_lowers_what_this_coordinator_committed() {
+        let m = Metrics::new("n2");
+        m.note_durable_in_store(5, 1_000);
+        assert_eq!(m.last_durable_id.get(), 5);
+        assert!((m.last_durable_timestamp.get() - 1.0).abs() < 1e-9);
+        m.observe_durable(9, Duration::from_millis(3));
+        m.note_durable_in_store(7, 2_000);
+        assert_eq!(m.last_durable_id.get(), 9);
+        assert!(m.last_durable_timestamp.get() > 1_000_000.0);
     }
 
     #[test]

@@ -152,6 +152,35 @@ async fn one_way_ring_with_a_chord_works_over_tcp() {
     }
     assert!(common::counter(c.coordinator(), "cairn_last_durable_snapshot_id").await > 0);
     common::promtool_check(&metrics);
+    // The Grafana dashboard in the repository asks only for series that
+    // exist, in valid PromQL (Grafana's variables given plain values).
+    let grafana: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/grafana/cairn-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    for panel in grafana["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let e = t["expr"].as_str().unwrap();
+            exprs.push(e.replace("$__rate_interval", "1m").replace("$job", ".*"));
+            for name in e
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("cairn_"))
+            {
+                let base = name.trim_end_matches("_bucket");
+                assert!(
+                    metrics.contains(&format!("\n{base}")),
+                    "the Grafana dashboard asks for {name}, which /metrics lacks"
+                );
+            }
+        }
+    }
+    assert!(exprs.len() >= 10, "{} panel queries", exprs.len());
+    common::promtool_check_exprs(&exprs);
     let (_, follower) = client::get_text(c.config.nodes[2].admin, "/metrics")
         .await
         .unwrap();

@@ -128,6 +128,38 @@ async fn the_dashboard_shows_the_cluster_in_a_real_browser() {
     );
     assert!(shots.join("dashboard.png").exists() && shots.join("snapshot.png").exists());
 
+    // A node that does not answer is shown as such, and holds up the page's
+    // reads by at most a second.
+    let n2 = c.supervisor().pid("n2").unwrap();
+    signal(n2, "-STOP");
+    let reader = common::client_as(None).with_token("d4shboard-r3ad".into());
+    let asked = std::time::Instant::now();
+    let (st, cluster) = reader.get_text(c.coordinator(), "/cluster").await.unwrap();
+    let took = asked.elapsed();
+    signal(n2, "-CONT");
+    assert_eq!(st.as_u16(), 200, "{cluster}");
+    let cluster: serde_json::Value = serde_json::from_str(&cluster).unwrap();
+    let up: Vec<(String, bool)> = cluster["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_string(),
+                n["up"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        up,
+        [
+            ("n1".to_string(), true),
+            ("n2".to_string(), false),
+            ("n3".to_string(), true)
+        ]
+    );
+    assert!(took < Duration::from_secs(2), "/cluster took {took:?}");
+
     // Every snapshot that completed conserves the money and passes the oracle.
     let snaps = c.snapshots_where(|_| true).await;
     c.stop_and_check(&cairn_apps::bank::BankModel, snaps).await;

@@ -205,6 +205,22 @@ async fn killed_coordinator(name: &str, store_line: &str) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // The new coordinator's metrics and dashboard carry on: it knows the
+    // newest durable snapshot from the store before its first commit, it
+    // serves the dashboard, and a follower's dashboard link leads to it.
+    let n2 = c.config.nodes[1].admin;
+    assert_eq!(common::counter(n2, "cairn_coordinating").await, 1);
+    assert!(
+        common::counter(n2, "cairn_last_durable_snapshot_id").await > 0,
+        "the new coordinator does not know the newest durable snapshot"
+    );
+    assert!(common::counter(n2, "cairn_last_durable_snapshot_timestamp_seconds").await > 0);
+    let (st, _) = common::client::get_text(n2, "/").await.unwrap();
+    assert_eq!(st.as_u16(), 200);
+    let (st, _) = common::client::get_text(c.config.nodes[2].admin, "/")
+        .await
+        .unwrap();
+    assert_eq!(st.as_u16(), 307);
     let out = cairn(&["status", "--config", path.to_str().unwrap()]);
     assert!(
         text(&out.stdout).contains(&format!("coordinator n2 in term {term}")),

@@ -167,6 +167,22 @@ fn begin_lead(
         stop: stop_tx.clone(),
     });
     info!(term, "coordinating");
+    // The last-durable series start from what the store holds, so a new
+    // coordinator does not report "never" until its first commit.
+    let seed = shared.clone();
+    tokio::spawn(async move {
+        let newest = seed
+            .store
+            .list()
+            .await
+            .ok()
+            .and_then(|l| l.into_iter().max());
+        if let Some(id) = newest
+            && let Ok(m) = seed.store.manifest(id).await
+        {
+            seed.metrics.note_durable_in_store(id, m.created_unix_ms);
+        }
+    });
     // The node's own stop ends the term's tasks too.
     let mut node_stop = node_stop.clone();
     let forward = stop_tx.clone();

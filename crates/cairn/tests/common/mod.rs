@@ -47,12 +47,14 @@ pub fn client_as(who: Option<&Identity>) -> AdminClient {
     AdminClient::with_security(std::sync::Arc::new(sec))
 }
 
-/// The value of counter `name` in node `admin`'s `/metrics`.
+/// The value of counter or gauge `name` in node `admin`'s `/metrics`
+/// (a fraction cut to its whole part).
 pub async fn counter(admin: std::net::SocketAddr, name: &str) -> u64 {
     let (_, text) = client::get_text(admin, "/metrics").await.unwrap();
     text.lines()
         .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
         .unwrap_or_else(|| panic!("no counter {name} in /metrics:\n{text}"))
 }
 
@@ -89,6 +91,41 @@ pub fn promtool_check(text: &str) {
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
         "promtool check metrics failed ({}):\n{}{}\n--- the metrics:\n{text}",
         out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `promtool check rules` on `exprs` (as recording rules), so each is
+/// valid PromQL; SKIPPED without promtool as [`promtool_check`] is.
+pub fn promtool_check_exprs(exprs: &[String]) {
+    let mut yaml = String::from("groups:\n  - name: grafana\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        // JSON strings are YAML strings.
+        yaml += &format!(
+            "      - record: cairn:grafana_panel_{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        );
+    }
+    let path = std::env::temp_dir().join(format!("cairn-grafana-{}.rules.yml", std::process::id()));
+    std::fs::write(&path, yaml).unwrap();
+    let out = match std::process::Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&path)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if std::env::var_os("CAIRN_REQUIRE_PROMTOOL").is_none() => {
+            eprintln!("SKIPPED: promtool check rules ({e})");
+            return;
+        }
+        Err(e) => panic!("promtool is required (CAIRN_REQUIRE_PROMTOOL) but cannot run: {e}"),
+    };
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "promtool check rules failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
