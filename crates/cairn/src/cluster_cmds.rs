@@ -279,8 +279,29 @@ pub async fn snapshot(
                 if tty {
                     eprint!("\r\x1b[K");
                 }
+                // The coordinator's own figures, from the snapshot's start;
+                // this command's wait also counts its requests and polling.
+                let (_, list): (_, Value) = client
+                    .get_json_within(Duration::from_secs(1), coordinator, "/snapshots")
+                    .await
+                    .unwrap_or_default();
+                let summary = list
+                    .as_array()
+                    .and_then(|l| l.iter().find(|s| s["id"] == id.0))
+                    .cloned()
+                    .unwrap_or_default();
                 eprintln!(
-                    "snapshot {id} complete in {:.1} ms",
+                    "snapshot {id}: {}, {} (the command waited {:.1} ms)",
+                    summary["duration_ms"]
+                        .as_f64()
+                        .map_or("complete".into(), |d| format!(
+                            "complete {d:.1} ms after its start"
+                        )),
+                    summary["durable_ms"]
+                        .as_f64()
+                        .map_or("not yet durable".into(), |d| format!(
+                            "durable after {d:.1} ms"
+                        )),
                     started.elapsed().as_secs_f64() * 1e3
                 );
                 println!("{}", serde_json::to_string_pretty(&body)?);
@@ -409,14 +430,17 @@ pub async fn status(config: &ClusterConfig, client: &AdminClient, json: bool) ->
     {
         println!("recent snapshots:");
         for s in recent {
-            let dur = s["duration_ms"]
-                .as_f64()
-                .map_or("-".to_string(), |d| format!("{d:.1} ms"));
+            let ms = |key: &str| {
+                s[key]
+                    .as_f64()
+                    .map_or("-".to_string(), |d| format!("{d:.1} ms"))
+            };
             println!(
-                "  {:>6}  {:<12} {:>10}  started by {}",
+                "  {:>6}  {:<12} to complete {:>10}  to durable {:>10}  started by {}",
                 s["id"],
                 s["status"].as_str().unwrap_or("?"),
-                dur,
+                ms("duration_ms"),
+                ms("durable_ms"),
                 s["initiator"].as_str().unwrap_or("?")
             );
             if let Some(why) = s["reason"].as_str() {

@@ -99,6 +99,15 @@ async fn one_way_ring_with_a_chord_works_over_tcp() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The durations say what they time: the coordinator's, from the
+    // snapshot's start, apart from how long the command waited.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("complete ")
+            && said.contains(" ms after its start")
+            && said.contains("the command waited"),
+        "{said}"
+    );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["processes"].as_object().unwrap().len(), 5);
     assert_eq!(doc["channels"].as_array().unwrap().len(), 6);
@@ -117,6 +126,11 @@ async fn one_way_ring_with_a_chord_works_over_tcp() {
     assert!(out.status.success());
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status.as_array().unwrap().len(), 5);
+    let table = cairn_out(&["status", "--config", c.path.to_str().unwrap()]).await;
+    assert!(
+        table.contains("to complete") && table.contains("to durable"),
+        "{table}"
+    );
     assert_eq!(
         status[0]["outgoing"],
         serde_json::json!(["n1->n2", "n1->n3"])
@@ -188,6 +202,15 @@ async fn one_way_ring_with_a_chord_works_over_tcp() {
 
     let snaps = c.snapshots().await;
     c.stop_and_check(&BankModel, snaps).await;
+}
+
+async fn cairn_out(args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 async fn send_raw(addr: &str, bytes: &[u8]) -> Vec<u8> {
