@@ -123,11 +123,30 @@ async fn diagram(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Respon
             "no traces: the nodes write them only with trace_dir set in the config".into(),
         );
     };
-    let epoch = s.coordinator().and_then(|c| {
+    // Only a snapshot the coordinator knows, and one drawing at a time: a
+    // caller cannot make this node scan its traces for ids never taken, or
+    // for many at once.
+    let Some(c) = s.coordinator() else {
+        let url = s.client.url(
+            s.coordinator_admin(),
+            &format!("/snapshots/{id}/diagram.svg"),
+        );
+        return Redirect::temporary(&url).into_response();
+    };
+    let epoch = {
         let c = c.lock().unwrap_or_else(|p| p.into_inner());
         c.list().into_iter().find(|x| x.id.0 == id).map(|x| x.epoch)
-    });
-    let epoch = epoch.unwrap_or(*s.epoch.borrow());
+    };
+    let Some(epoch) = epoch else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            format!("snapshot {id} is not among the coordinator's recent snapshots"),
+        );
+    };
+    static DRAWING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let Ok(_turn) = DRAWING.acquire().await else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    };
     let topo = s.config.topology.clone();
     let drawn = tokio::task::spawn_blocking(move || {
         let trace: Vec<cairn_core::trace::TraceEvent<Value>> =

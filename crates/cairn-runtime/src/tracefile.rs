@@ -221,24 +221,31 @@ pub fn load_events<M: DeserializeOwned>(
     Ok(keyed.into_iter().map(|(_, _, _, e)| e).collect())
 }
 
+/// Every trace file in `dir`, as (node, epoch), read off the file names
+/// that [`trace_path`] gives.
+fn traced(dir: &Path) -> Result<Vec<(String, u64)>> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+    Ok(entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            let stem = name.strip_suffix(".trace.jsonl")?.to_string();
+            Some(
+                match stem.rsplit_once(".e").map(|(id, e)| (id, e.parse::<u64>())) {
+                    Some((id, Ok(epoch))) => (id.to_string(), epoch),
+                    _ => (stem, 0),
+                },
+            )
+        })
+        .collect())
+}
+
 /// The epochs that have traces in `dir`, in order.
 ///
 /// # Errors
 /// `dir` cannot be read.
 pub fn traced_epochs(dir: &Path) -> Result<Vec<u64>> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-    let mut epochs: Vec<u64> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|name| {
-            let stem = name.strip_suffix(".trace.jsonl")?;
-            Some(
-                stem.rsplit_once(".e")
-                    .and_then(|(_, e)| e.parse().ok())
-                    .unwrap_or(0),
-            )
-        })
-        .collect();
+    let mut epochs: Vec<u64> = traced(dir)?.into_iter().map(|(_, e)| e).collect();
     epochs.sort_unstable();
     epochs.dedup();
     Ok(epochs)
@@ -249,19 +256,10 @@ pub fn traced_epochs(dir: &Path) -> Result<Vec<u64>> {
 /// # Errors
 /// `dir` cannot be read.
 pub fn traced_nodes(dir: &Path, epoch: u64) -> Result<Vec<String>> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
-    let mut nodes: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|name| {
-            let stem = name.strip_suffix(".trace.jsonl")?;
-            match stem.rsplit_once(".e") {
-                Some((id, e)) if e.parse::<u64>().is_ok() => {
-                    (e.parse::<u64>().ok()? == epoch).then(|| id.to_string())
-                }
-                _ => (epoch == 0).then(|| stem.to_string()),
-            }
-        })
+    let mut nodes: Vec<String> = traced(dir)?
+        .into_iter()
+        .filter(|(_, e)| *e == epoch)
+        .map(|(n, _)| n)
         .collect();
     nodes.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
     Ok(nodes)
@@ -335,4 +333,28 @@ pub fn load_around<M: DeserializeOwned>(
     }
     keyed.sort_by_key(|(sum, p, i, _)| (*sum, *p, *i));
     Ok(keyed.into_iter().map(|(_, _, _, e)| e).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_files_name_their_node_and_epoch() {
+        let dir = std::env::temp_dir().join(format!("cairn-traced-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["n1", "n10", "n2", "node.east"] {
+            std::fs::write(trace_path(&dir, name, 0), "").unwrap();
+        }
+        std::fs::write(trace_path(&dir, "n1", 2), "").unwrap();
+        std::fs::write(states_path(&dir, "n1", 3), "").unwrap();
+        assert_eq!(traced_epochs(&dir).unwrap(), [0, 2]);
+        assert_eq!(
+            traced_nodes(&dir, 0).unwrap(),
+            ["n1", "n2", "n10", "node.east"]
+        );
+        assert_eq!(traced_nodes(&dir, 2).unwrap(), ["n1"]);
+        assert!(traced_nodes(&dir, 3).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

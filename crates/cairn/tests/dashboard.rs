@@ -92,6 +92,15 @@ async fn the_dashboard_shows_the_cluster_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(st.as_u16(), 400, "{bad}");
+    let reader = common::client_as(None).with_token("d4shboard-r3ad".into());
+    let (st, never) = reader
+        .get_text(c.coordinator(), "/snapshots/987654321/diagram.svg")
+        .await
+        .unwrap();
+    assert!(
+        st.as_u16() == 404 && never.contains("not among"),
+        "{st} {never}"
+    );
 
     // A follower sends a person on to the coordinator.
     let (st, _) = common::client::get_text(c.config.nodes[1].admin, "/")
@@ -132,7 +141,6 @@ async fn the_dashboard_shows_the_cluster_in_a_real_browser() {
     // reads by at most a second.
     let n2 = c.supervisor().pid("n2").unwrap();
     signal(n2, "-STOP");
-    let reader = common::client_as(None).with_token("d4shboard-r3ad".into());
     let asked = std::time::Instant::now();
     let (st, cluster) = reader.get_text(c.coordinator(), "/cluster").await.unwrap();
     let took = asked.elapsed();
