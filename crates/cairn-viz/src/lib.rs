@@ -1,4 +1,4 @@
-//! Pictures of Cairn runs. [`svg`] draws a trace (from the simulator or a
+//! Pictures of Cairn runs. [`svg()`] draws a trace (from the simulator or a
 //! cluster's nodes) as a space-time diagram: one line per process, time to
 //! the right, an arrow per message and marker, each process's record point,
 //! the snapshot's cut through them, and the messages the snapshot recorded

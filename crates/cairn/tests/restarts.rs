@@ -125,6 +125,14 @@ async fn whole_cluster_restart(name: &str, store_url: Option<String>) {
         took < Duration::from_secs(1),
         "{name}: the first snapshot after the restart took {took:?}"
     );
+    // The metrics tell the same story after the restart: the epoch the
+    // cluster resumed in, and a snapshot of this run as the newest durable.
+    let lead = c.coordinator();
+    let epoch = status(&c.config, 0).await.unwrap()["epoch"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(common::counter(lead, "cairn_epoch").await, epoch);
+    assert!(common::counter(lead, "cairn_last_durable_snapshot_id").await > first);
     tokio::time::sleep(Duration::from_secs(3)).await;
     c.stop().await;
     let after = all_verify(&url, &store).await;
