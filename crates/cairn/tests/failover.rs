@@ -210,11 +210,16 @@ async fn killed_coordinator(name: &str, store_line: &str) {
     // serves the dashboard, and a follower's dashboard link leads to it.
     let n2 = c.config.nodes[1].admin;
     assert_eq!(common::counter(n2, "cairn_coordinating").await, 1);
-    assert!(
-        common::counter(n2, "cairn_last_durable_snapshot_id").await > 0,
-        "the new coordinator does not know the newest durable snapshot"
-    );
-    assert!(common::counter(n2, "cairn_last_durable_snapshot_timestamp_seconds").await > 0);
+    // (It reads the store as it takes over; give that a moment on S3.)
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while common::counter(n2, "cairn_last_durable_snapshot_timestamp_seconds").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the new coordinator does not know the newest durable snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(common::counter(n2, "cairn_last_durable_snapshot_id").await > 0);
     let (st, _) = common::client::get_text(n2, "/").await.unwrap();
     assert_eq!(st.as_u16(), 200);
     let (st, _) = common::client::get_text(c.config.nodes[2].admin, "/")
