@@ -263,10 +263,11 @@ async fn one(State(s): Shr, Path(id): Path<String>) -> Response {
 async fn metrics(State(s): Shr) -> Response {
     let m = &s.metrics;
     crate::metrics::Metrics::set(&m.epoch, *s.epoch.borrow());
-    if let Some(c) = s.coordinator() {
-        let running = c.lock().unwrap_or_else(|p| p.into_inner()).running_count();
-        crate::metrics::Metrics::set(&m.snapshots_in_progress, running as u64);
-    }
+    // A node that no longer coordinates has none in progress.
+    let running = s.coordinator().map_or(0, |c| {
+        c.lock().unwrap_or_else(|p| p.into_inner()).running_count()
+    });
+    crate::metrics::Metrics::set(&m.snapshots_in_progress, running as u64);
     (
         [(
             axum::http::header::CONTENT_TYPE,

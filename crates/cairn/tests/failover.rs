@@ -296,6 +296,13 @@ async fn a_frozen_coordinator_is_deposed_and_its_orders_are_refused() {
         .as_u64()
         .unwrap();
     let n1 = c.supervisor().pid("n1").unwrap();
+    // Freeze it while its metrics say a snapshot is in progress.
+    let n1_admin = c.config.nodes[0].admin;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while common::counter(n1_admin, "cairn_snapshots_in_progress").await == 0 {
+        assert!(Instant::now() < deadline, "no snapshot seen in progress");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     signal(n1, "-STOP");
     let (lead, term) = new_coordinator(&c.config, 0, old_term, Duration::from_secs(10)).await;
     signal(n1, "-CONT");
@@ -310,6 +317,19 @@ async fn a_frozen_coordinator_is_deposed_and_its_orders_are_refused() {
         assert!(
             Instant::now() < deadline,
             "the old coordinator did not step down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its metrics step down too: nothing in progress, not coordinating.
+    assert_eq!(
+        common::counter(n1_admin, "cairn_snapshots_in_progress").await,
+        0
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while common::counter(n1_admin, "cairn_coordinating").await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the deposed node still says it coordinates"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
