@@ -184,7 +184,12 @@ fn walk(
     for entry in entries {
         let entry = entry?;
         let path = entry.path();
-        if entry.file_type()?.is_dir() {
+        // Retention (or another process) may delete what was just listed:
+        // a file gone by the time it is looked at is simply not there.
+        let Some(is_dir) = gone_is_none(entry.file_type().map(|t| t.is_dir()))? else {
+            continue;
+        };
+        if is_dir {
             walk(root, &path, out, staging)?;
         } else if entry.file_name().to_string_lossy().ends_with(".staging") == staging {
             if let Ok(rel) = path.strip_prefix(root) {
@@ -192,10 +197,48 @@ fn walk(
                     .components()
                     .map(|c| c.as_os_str().to_string_lossy().into_owned())
                     .collect();
-                let modified = entry.metadata()?.modified()?;
+                let Some(modified) = gone_is_none(entry.metadata().and_then(|m| m.modified()))?
+                else {
+                    continue;
+                };
                 out.push((parts.join("/"), modified));
             }
         }
     }
     Ok(())
+}
+
+/// A "not found" (the file was deleted meanwhile) as `None`; other errors stay errors.
+fn gone_is_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file listed and then deleted (as retention does while a reader
+    /// lists) is left out of the listing, not an error.
+    #[test]
+    fn a_file_deleted_while_listed_is_left_out() {
+        let dir = std::env::temp_dir().join(format!("cairn-walk-{}", std::process::id()));
+        fs::create_dir_all(dir.join("snapshots/1")).unwrap();
+        fs::write(dir.join("snapshots/1/MANIFEST"), b"m").unwrap();
+        let entries: Vec<fs::DirEntry> = fs::read_dir(dir.join("snapshots/1"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        fs::remove_file(dir.join("snapshots/1/MANIFEST")).unwrap();
+        let e = &entries[0];
+        assert!(e.metadata().is_err(), "the stale entry must fail to stat");
+        assert!(gone_is_none(e.metadata()).unwrap().is_none());
+        let mut out = Vec::new();
+        walk(&dir, &dir.join("snapshots"), &mut out, false).unwrap();
+        assert!(out.is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
