@@ -72,7 +72,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 
@@ -200,7 +200,7 @@ async fn start(State(s): Shr) -> Response {
 }
 
 /// Non-coordinators send snapshot reads to the coordinator.
-fn redirect(s: &Shared, path: &str) -> Response {
+pub(crate) fn redirect(s: &Shared, path: &str) -> Response {
     // This node's client speaks TLS exactly when the cluster does.
     let url = s.client.url(s.coordinator_admin(), path);
     Redirect::temporary(&url).into_response()

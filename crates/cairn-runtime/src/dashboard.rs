@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use cairn_core::SnapshotId;
 use serde_json::{Value, json};
 
+use crate::admin::{error, redirect};
 use crate::shared::Shared;
 
 const PAGE: &str = include_str!("dashboard.html");
@@ -43,8 +44,7 @@ pub(crate) fn is_open(path: &str) -> bool {
 
 async fn page(State(s): State<Arc<Shared>>) -> Response {
     if s.coordinator().is_none() {
-        let url = s.client.url(s.coordinator_admin(), "/");
-        return Redirect::temporary(&url).into_response();
+        return redirect(&s, "/");
     }
     // The page asks for a token before its first read when the cluster is secure.
     let secure = if s.security.is_some() {
@@ -105,47 +105,39 @@ async fn cluster(State(s): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
-fn problem(code: StatusCode, why: String) -> Response {
-    (code, Json(json!({ "error": why }))).into_response()
-}
-
 /// The snapshot's space-time diagram, drawn from the nodes' traces.
 async fn diagram(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<u64>() else {
-        return problem(
+        return error(
             StatusCode::BAD_REQUEST,
             format!("{id:?} is not a snapshot id"),
         );
     };
     let Some(dir) = s.config.trace_dir.clone() else {
-        return problem(
+        return error(
             StatusCode::NOT_FOUND,
-            "no traces: the nodes write them only with trace_dir set in the config".into(),
+            "no traces: the nodes write them only with trace_dir set in the config",
         );
     };
     // Only a snapshot the coordinator knows, and one drawing at a time: a
     // caller cannot make this node scan its traces for ids never taken, or
     // for many at once.
     let Some(c) = s.coordinator() else {
-        let url = s.client.url(
-            s.coordinator_admin(),
-            &format!("/snapshots/{id}/diagram.svg"),
-        );
-        return Redirect::temporary(&url).into_response();
+        return redirect(&s, &format!("/snapshots/{id}/diagram.svg"));
     };
     let epoch = {
         let c = c.lock().unwrap_or_else(|p| p.into_inner());
         c.list().into_iter().find(|x| x.id.0 == id).map(|x| x.epoch)
     };
     let Some(epoch) = epoch else {
-        return problem(
+        return error(
             StatusCode::NOT_FOUND,
             format!("snapshot {id} is not among the coordinator's recent snapshots"),
         );
     };
     static DRAWING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     let Ok(_turn) = DRAWING.acquire().await else {
-        return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     };
     let topo = s.config.topology.clone();
     let drawn = tokio::task::spawn_blocking(move || {
@@ -162,10 +154,10 @@ async fn diagram(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Respon
     .await;
     match drawn {
         Ok(Ok(svg)) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
-        Ok(Err(why)) => problem(
+        Ok(Err(why)) => error(
             StatusCode::NOT_FOUND,
             format!("no diagram of snapshot {id}: {why}"),
         ),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
