@@ -197,28 +197,43 @@ pub fn load_events<M: DeserializeOwned>(
     epoch: u64,
     while_running: bool,
 ) -> Result<Vec<TraceEvent<M>>> {
-    let mut keyed: Vec<(u64, ProcessId, usize, TraceEvent<M>)> = Vec::new();
+    let mut keyed: Keyed<M> = Vec::new();
     for p in topology.processes() {
         let path = trace_path(dir, topology.name(p), epoch);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
-            let bad = |e: String| Error::Protocol(format!("{}:{}: {e}", path.display(), i + 1));
-            let parsed = serde_json::from_str::<TraceRecord<M>>(line)
-                .map_err(|e| bad(e.to_string()))
-                .and_then(|rec| {
-                    TraceEvent::from_record(topology, rec).map_err(|e| bad(e.to_string()))
-                });
-            match parsed {
+            match parse_line(topology, &path, i, line) {
                 Ok(ev) => keyed.push((ev.vc.iter().sum(), p, i, ev)),
                 Err(_) if while_running && i + 1 == lines.len() && !text.ends_with('\n') => {}
                 Err(e) => return Err(e),
             }
         }
     }
+    Ok(merged(keyed))
+}
+
+/// One line of `path` (line `i`, from 0) as an event, or an error naming
+/// the file and line.
+fn parse_line<M: DeserializeOwned>(
+    topology: &Topology,
+    path: &Path,
+    i: usize,
+    line: &str,
+) -> Result<TraceEvent<M>> {
+    let bad = |e: String| Error::Protocol(format!("{}:{}: {e}", path.display(), i + 1));
+    let rec: TraceRecord<M> = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+    TraceEvent::from_record(topology, rec).map_err(|e| bad(e.to_string()))
+}
+
+/// Every node's events, keyed by (vector-clock sum, process, line), in the
+/// order [`load_run`] explains.
+type Keyed<M> = Vec<(u64, ProcessId, usize, TraceEvent<M>)>;
+
+fn merged<M>(mut keyed: Keyed<M>) -> Vec<TraceEvent<M>> {
     keyed.sort_by_key(|(sum, p, i, _)| (*sum, *p, *i));
-    Ok(keyed.into_iter().map(|(_, _, _, e)| e).collect())
+    keyed.into_iter().map(|(_, _, _, e)| e).collect()
 }
 
 /// Every trace file in `dir`, as (node, epoch), read off the file names
@@ -282,7 +297,7 @@ pub fn load_around<M: DeserializeOwned>(
 ) -> Result<Vec<TraceEvent<M>>> {
     use std::io::BufRead;
     let mention = format!("\"snapshot\":{},\"vc\"", snapshot.0);
-    let mut keyed: Vec<(u64, ProcessId, usize, TraceEvent<M>)> = Vec::new();
+    let mut keyed: Keyed<M> = Vec::new();
     for p in topology.processes() {
         let path = trace_path(dir, topology.name(p), epoch);
         let file = std::fs::File::open(&path)
@@ -318,21 +333,15 @@ pub fn load_around<M: DeserializeOwned>(
             }
         }
         for (i, line) in kept {
-            let bad = |e: String| Error::Protocol(format!("{}:{}: {e}", path.display(), i + 1));
-            match serde_json::from_str::<TraceRecord<M>>(&line) {
-                Ok(rec) => {
-                    let ev =
-                        TraceEvent::from_record(topology, rec).map_err(|e| bad(e.to_string()))?;
-                    keyed.push((ev.vc.iter().sum(), p, i, ev));
-                }
+            match parse_line(topology, &path, i, &line) {
+                Ok(ev) => keyed.push((ev.vc.iter().sum(), p, i, ev)),
                 // A line still being written ends the file.
                 Err(_) if !line.ends_with('}') => break,
-                Err(e) => return Err(bad(e.to_string())),
+                Err(e) => return Err(e),
             }
         }
     }
-    keyed.sort_by_key(|(sum, p, i, _)| (*sum, *p, *i));
-    Ok(keyed.into_iter().map(|(_, _, _, e)| e).collect())
+    Ok(merged(keyed))
 }
 
 #[cfg(test)]
