@@ -263,8 +263,13 @@ async fn one(State(s): Shr, Path(id): Path<String>) -> Response {
 async fn metrics(State(s): Shr) -> Response {
     let m = &s.metrics;
     crate::metrics::Metrics::set(&m.epoch, *s.epoch.borrow());
+    // Read at scrape, like /status, so the two never disagree (the role
+    // loop also sets them, but only on its next tick).
+    crate::metrics::Metrics::set(&m.term, s.role.term());
+    let lead = s.coordinator();
+    crate::metrics::Metrics::set(&m.leading, u64::from(lead.is_some()));
     // A node that no longer coordinates has none in progress.
-    let running = s.coordinator().map_or(0, |c| {
+    let running = lead.map_or(0, |c| {
         c.lock().unwrap_or_else(|p| p.into_inner()).running_count()
     });
     crate::metrics::Metrics::set(&m.snapshots_in_progress, running as u64);
