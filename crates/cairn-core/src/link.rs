@@ -258,10 +258,14 @@ impl Incarnations {
         self.known.get(peer).copied().flatten()
     }
 
-    /// Judges `peer` presenting `incarnation` in `epoch`.
-    pub fn judge(&self, peer: usize, incarnation: u64, epoch: u64) -> Seen {
+    /// Judges `peer` presenting `incarnation` in `epoch`, to this node in
+    /// epoch `mine`. What this node knew of the peer from an epoch older
+    /// than `mine` predates this node's own last rollback, which settled
+    /// any restart it would show: a late hello of the old epoch is then
+    /// only stale, not news of a restart.
+    pub fn judge(&self, peer: usize, incarnation: u64, epoch: u64, mine: u64) -> Seen {
         match self.known(peer) {
-            Some((i, e)) if i != incarnation && epoch <= e => Seen::Restarted,
+            Some((i, e)) if i != incarnation && epoch <= e && e >= mine => Seen::Restarted,
             _ => Seen::Known,
         }
     }
@@ -328,13 +332,22 @@ mod tests {
     #[test]
     fn incarnations_tell_a_restart_from_a_restore() {
         let mut b = Incarnations::new(100, 2);
-        assert_eq!(b.judge(1, 7, 0), Seen::Known);
+        assert_eq!(b.judge(1, 7, 0, 0), Seen::Known);
         b.adopt(1, 7, 0);
-        assert_eq!(b.judge(1, 8, 0), Seen::Restarted);
-        assert_eq!(b.judge(1, 8, 1), Seen::Known, "restored into a newer epoch");
+        assert_eq!(b.judge(1, 8, 0, 0), Seen::Restarted);
+        assert_eq!(
+            b.judge(1, 8, 0, 1),
+            Seen::Known,
+            "a hello sent before the rollback this node already took: stale, and settled by it"
+        );
+        assert_eq!(
+            b.judge(1, 8, 1, 1),
+            Seen::Known,
+            "restored into a newer epoch"
+        );
         b.adopt(1, 8, 1);
         assert_eq!(
-            b.judge(1, 9, 0),
+            b.judge(1, 9, 0, 1),
             Seen::Restarted,
             "a fresh process is in epoch 0"
         );

@@ -137,7 +137,12 @@ impl Model {
             self.r.needs_restore = true;
             return self.refused(R);
         }
-        if self.r.book.judge(S, self.s.incarnation, self.s.epoch) == Seen::Restarted {
+        if self
+            .r
+            .book
+            .judge(S, self.s.incarnation, self.s.epoch, self.r.epoch)
+            == Seen::Restarted
+        {
             self.s.needs_restore = true; // told so by the refusal
             return self.refused(S);
         }
@@ -152,7 +157,12 @@ impl Model {
             self.s.needs_restore = true;
             return self.refused(S);
         }
-        if self.s.book.judge(R, self.r.incarnation, self.r.epoch) == Seen::Restarted {
+        if self
+            .s
+            .book
+            .judge(R, self.r.incarnation, self.r.epoch, self.s.epoch)
+            == Seen::Restarted
+        {
             return self.refused(R);
         }
         self.s.book.adopt(R, self.r.incarnation, self.r.epoch);

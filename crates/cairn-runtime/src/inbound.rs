@@ -378,7 +378,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         }
         if self
             .peers
-            .judge(from.index(), hello.incarnation, hello.epoch)
+            .judge(from.index(), hello.incarnation, hello.epoch, mine)
             == Seen::Restarted
         {
             return Err(Refusal::new(

@@ -66,10 +66,11 @@ impl PeerBook {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Judges `peer` presenting `incarnation` in `epoch`. A restart is
-    /// logged and counted once per incarnation.
-    pub fn judge(&self, peer: usize, incarnation: u64, epoch: u64) -> Seen {
-        let seen = self.book().judge(peer, incarnation, epoch);
+    /// Judges `peer` presenting `incarnation` in `epoch` to this node in
+    /// epoch `mine` (see [`Incarnations::judge`]). A restart is logged and
+    /// counted once per incarnation.
+    pub fn judge(&self, peer: usize, incarnation: u64, epoch: u64, mine: u64) -> Seen {
+        let seen = self.book().judge(peer, incarnation, epoch, mine);
         if seen == Seen::Known {
             return Seen::Known;
         }
@@ -155,18 +156,28 @@ mod tests {
     #[test]
     fn a_new_incarnation_is_a_restart_unless_a_newer_epoch_restored_it() {
         let b = book();
-        assert_eq!(b.judge(1, 7, 0), Seen::Known, "never seen");
+        assert_eq!(b.judge(1, 7, 0, 0), Seen::Known, "never seen");
         b.adopt(1, 7, 0);
-        assert_eq!(b.judge(1, 7, 0), Seen::Known);
-        assert_eq!(b.judge(1, 8, 0), Seen::Restarted, "same epoch, new life");
+        assert_eq!(b.judge(1, 7, 0, 0), Seen::Known);
+        assert_eq!(b.judge(1, 8, 0, 0), Seen::Restarted, "same epoch, new life");
         assert_eq!(b.restarted_peers(), vec!["b".to_string()]);
         b.adopt(1, 7, 2);
         assert_eq!(
-            b.judge(1, 9, 0),
+            b.judge(1, 9, 0, 2),
             Seen::Restarted,
             "back in epoch 0: a fresh process"
         );
-        assert_eq!(b.judge(1, 9, 3), Seen::Known, "restored into a newer epoch");
+        assert_eq!(
+            b.judge(1, 9, 3, 2),
+            Seen::Known,
+            "restored into a newer epoch"
+        );
+        b.restored();
+        assert_eq!(
+            b.judge(1, 9, 2, 3),
+            Seen::Known,
+            "a late hello of epoch 2 to this node, restored into 3: stale"
+        );
         b.restored();
         assert!(b.restarted_peers().is_empty());
     }

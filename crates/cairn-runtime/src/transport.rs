@@ -526,7 +526,7 @@ async fn handshake(
                     "{channel}: the peer knew an earlier life of this node"
                 )));
             }
-            if id.peers.judge(peer, incarnation, epoch) == Seen::Restarted {
+            if id.peers.judge(peer, incarnation, epoch, epoch) == Seen::Restarted {
                 return Err(Error::Restarted(format!(
                     "{channel}: the peer restarted and lost its state"
                 )));
@@ -538,7 +538,11 @@ async fn handshake(
             reason,
             kind: RejectKind::SenderRestarted,
         } => {
-            id.peers.mark_needs_restore();
+            // Refused for a life this node has since restored (a rollback
+            // while the hello travelled): that restart is settled.
+            if *now.borrow() == epoch {
+                id.peers.mark_needs_restore();
+            }
             Err(Error::Restarted(reason))
         }
         Frame::Reject {
