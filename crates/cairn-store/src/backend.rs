@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
+#[cfg(feature = "s3")]
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjPath;
@@ -61,6 +62,14 @@ impl Backend {
                 prefix: String::new(),
             });
         }
+        #[cfg(not(feature = "s3"))]
+        if url.starts_with("s3://") {
+            return Err(bad(
+                "this build has no S3 support: build cairn-store (or cairn-runtime) with the `s3` feature, as the cairn CLI is"
+                    .into(),
+            ));
+        }
+        #[cfg(feature = "s3")]
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
