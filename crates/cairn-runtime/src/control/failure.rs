@@ -158,6 +158,27 @@ pub(crate) async fn run_coordinator_timers(
                 if !recovery && phase == Phase::Running {
                     health.recovered(); // recovery is off: the operator restores
                 }
+                if phase == Phase::Join {
+                    // A node that lost its state before every node joined
+                    // epoch 0 can never join it: recover as from any failure
+                    // (to the newest snapshot, or the initial states).
+                    let lost: Vec<usize> = raw
+                        .iter()
+                        .filter(|(i, v)| {
+                            v.as_ref().is_some_and(|v| v["needs_restore"] == true)
+                                || restarted.contains(&nodes[*i].id)
+                        })
+                        .map(|(i, _)| *i)
+                        .collect();
+                    if !lost.is_empty() {
+                        for i in lost {
+                            if health.fail(i) {
+                                warn!(node = %nodes[i].id, "node failed: it restarted before every node joined epoch 0");
+                            }
+                        }
+                        phase = Phase::Running;
+                    }
+                }
                 match phase {
                     Phase::Join if all_up => {
                         let joined = join_all(&shared, &raw).await;
