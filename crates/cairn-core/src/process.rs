@@ -97,6 +97,24 @@ pub trait Process: Send + Sized + 'static {
     /// The process's own turn to act (see [`Process::pace`]).
     fn on_tick(&mut self, _cx: &mut Context<'_, Self::Message>) {}
 
+    /// Input from outside the system (a request, a user action), handed in
+    /// by the program that runs this process. It is a local event of the
+    /// process, like a tick: it may change the state and send messages, and
+    /// a snapshot records its effect if and only if it came before the
+    /// process recorded. The default refuses it, saying this application
+    /// takes no input.
+    ///
+    /// # Errors
+    /// A sentence saying why the input was refused; the state must then be
+    /// unchanged.
+    fn on_input(
+        &mut self,
+        _input: Self::Message,
+        _cx: &mut Context<'_, Self::Message>,
+    ) -> Result<(), String> {
+        Err("this application takes no outside input".into())
+    }
+
     /// The state to record now.
     fn state(&self) -> Self::State;
 

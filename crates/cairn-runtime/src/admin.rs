@@ -94,6 +94,11 @@ fn failed(e: ControlError) -> Response {
 }
 
 async fn status(State(s): Shr) -> Response {
+    Json(status_value(&s)).into_response()
+}
+
+/// What `GET /status` answers.
+pub(crate) fn status_value(s: &Shared) -> serde_json::Value {
     let topo = &s.config.topology;
     let m = &s.metrics;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
@@ -142,7 +147,7 @@ async fn status(State(s): Shr) -> Response {
             )
         })
         .collect();
-    Json(json!({
+    json!({
         "node": s.name(),
         "pid": std::process::id(),
         "incarnation": s.peers.me,
@@ -177,8 +182,7 @@ async fn status(State(s): Shr) -> Response {
         "recent_snapshots": recent,
         "unreachable": unreachable,
         "last_rollback": last_rollback.map(|(snapshot, epoch)| json!({"snapshot": snapshot, "epoch": epoch})),
-    }))
-    .into_response()
+    })
 }
 
 async fn start(State(s): Shr) -> Response {

@@ -52,6 +52,7 @@ use std::time::Duration;
 use cairn_core::{ProcessId, Topology};
 use serde::Deserialize;
 
+pub use crate::config_builder::ConfigBuilder;
 use crate::error::{Error, Result};
 
 /// The default bound on the channel state one snapshot records at one node: 256 MiB.
@@ -306,8 +307,44 @@ impl ClusterConfig {
             key: key.to_string(),
             problem,
         };
-        let mut raw: RawConfig =
+        let raw: RawConfig =
             toml::from_str(text).map_err(|e| err("", e.to_string().trim().to_string()))?;
+        Self::validate(path, raw, env)
+    }
+
+    /// A configuration built in Rust: see [`ConfigBuilder`].
+    pub fn builder(cluster: impl Into<String>) -> ConfigBuilder {
+        ConfigBuilder::new(cluster.into())
+    }
+
+    /// A configuration from the same keys as the file's, already parsed
+    /// (what [`ConfigBuilder`] fills), checked like a file. Relative paths
+    /// are the caller's; no environment override applies.
+    pub(crate) fn from_table(table: toml::Table) -> Result<Self> {
+        let path = Path::new("<built in Rust>");
+        let raw: RawConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| Error::Config {
+                file: path.display().to_string(),
+                key: String::new(),
+                problem: e.to_string().trim().to_string(),
+            })?;
+        // Its parent is "": relative paths stay the caller's.
+        Self::validate(path, raw, |_| None)
+    }
+
+    /// Applies environment overrides to `raw`, read from `path`, and checks it.
+    fn validate(
+        path: &Path,
+        mut raw: RawConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let file = path.display().to_string();
+        let err = |key: &str, problem: String| Error::Config {
+            file: file.clone(),
+            key: key.to_string(),
+            problem,
+        };
 
         // Environment overrides, each validated below like the file's own value.
         let var = |name: &str| env(name).map(|v| (name.to_string(), v));
@@ -340,6 +377,17 @@ impl ClusterConfig {
                 v.split(',').map(|c| c.trim().to_string()).collect(),
             ));
         }
+        // Paths the file names are relative to its folder, so that a command
+        // run from anywhere finds the same data; the environment's are the caller's.
+        raw.data_dir = raw.data_dir.take().map(beside);
+        raw.trace_dir = raw.trace_dir.take().map(beside);
+        raw.store = raw.store.take().map(|url| {
+            if url.contains("://") {
+                url
+            } else {
+                beside(PathBuf::from(url)).display().to_string()
+            }
+        });
         if let Some((_, v)) = var("CAIRN_DATA_DIR") {
             raw.data_dir = Some(v.into());
         }
@@ -492,7 +540,7 @@ impl ClusterConfig {
         let data_dir = raw
             .data_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from("cairn-data"));
+            .unwrap_or_else(|| beside(PathBuf::from("cairn-data")));
         if let Some(url) = &raw.store {
             cairn_store::Store::open(url).map_err(|e| err("store", e.to_string()))?;
         }

@@ -512,11 +512,6 @@ impl Coordinator {
         }
     }
 
-    /// Snapshots retention must keep.
-    pub fn pinned(&self) -> Vec<u64> {
-        self.pinned.iter().copied().collect()
-    }
-
     /// The last rollback: (snapshot, or `None` for the initial state; epoch).
     pub fn last_rollback(&self) -> Option<(Option<u64>, u64)> {
         self.last_rollback

@@ -41,6 +41,20 @@ pub enum Error {
     /// A certificate, a key or a TLS handshake failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A snapshot could not be started, did not commit, or cannot be read.
+    #[error("snapshot {id}: {problem}")]
+    Snapshot {
+        /// The snapshot.
+        id: u64,
+        /// What went wrong.
+        problem: String,
+    },
+    /// The node refused an order (a snapshot while a rollback runs, say).
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    /// The process refused outside input, or the node has stopped.
+    #[error("input refused: {0}")]
+    Input(String),
     /// An admin API request failed.
     #[error("admin API {url}: {problem}")]
     Admin {

@@ -42,7 +42,7 @@ pub async fn run_node<P: Process>(
     me: ProcessId,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    run_node_with::<P>(config, me, shutdown, None).await
+    run_node_with::<P>(config, me, shutdown, None, None).await
 }
 
 /// As [`run_node`], for a reproducible run: `seed` gives the application's
@@ -59,14 +59,22 @@ pub async fn run_node_seeded<P: Process>(
     shutdown: watch::Receiver<bool>,
     seed: u64,
 ) -> Result<()> {
-    run_node_with::<P>(config, me, shutdown, Some(seed)).await
+    run_node_with::<P>(config, me, shutdown, Some(seed), None).await
 }
 
-async fn run_node_with<P: Process>(
+/// What a program that embeds a node (see [`crate::Node`]) gets from it:
+/// the node's shared state once it runs, and a way in for outside input.
+pub(crate) struct Embedding<M> {
+    pub inputs: mpsc::Receiver<crate::driver::Input<M>>,
+    pub ready: tokio::sync::oneshot::Sender<Arc<Shared>>,
+}
+
+pub(crate) async fn run_node_with<P: Process>(
     config: Arc<ClusterConfig>,
     me: ProcessId,
     shutdown: watch::Receiver<bool>,
     seeded: Option<u64>,
+    embedding: Option<Embedding<P::Message>>,
 ) -> Result<()> {
     let topo = config.topology.clone();
     let node = &config.nodes[me.index()];
@@ -276,6 +284,10 @@ async fn run_node_with<P: Process>(
     driver.snapshot_timeout = config.snapshots.timeout;
     driver.engine_limit = Some(config.snapshots.max_recorded_bytes);
     driver.engine.set_recording_limit(driver.engine_limit);
+    if let Some(e) = embedding {
+        driver.inputs = Some(e.inputs);
+        let _ = e.ready.send(shared.clone());
+    }
     let written = driver.run(shutdown).await;
     let _ = stop_tx.send(true);
     written?;

@@ -64,6 +64,10 @@ pub(crate) enum Control {
     Resume { reply: oneshot::Sender<()> },
 }
 
+/// Outside input for the process, from an embedding program, with where
+/// to say whether the process took it.
+pub(crate) type Input<M> = (M, oneshot::Sender<std::result::Result<(), String>>);
+
 /// Everything the driver owns.
 pub(crate) struct Driver<P: Process> {
     pub me: ProcessId,
@@ -73,6 +77,8 @@ pub(crate) struct Driver<P: Process> {
     pub outbound: Outbounds<P::Message>,
     pub inbound: mpsc::Receiver<In<P::Message>>,
     pub control: mpsc::Receiver<Control>,
+    /// Outside input, when a program embeds this node.
+    pub inputs: Option<mpsc::Receiver<Input<P::Message>>>,
     pub reports: mpsc::Sender<PendingReport>,
     pub room: Arc<Notify>,
     pub metrics: Arc<Metrics>,
@@ -165,6 +171,7 @@ impl<P: Process> Driver<P> {
             outbound,
             inbound,
             control,
+            inputs: None,
             reports,
             room,
             metrics,
@@ -225,6 +232,12 @@ impl<P: Process> Driver<P> {
                             Err(_) => break,
                         }
                     }
+                    self.metrics.note_pause(step.elapsed());
+                }
+                Some((input, reply)) = input_or_never(&mut self.inputs) => {
+                    let step = Instant::now();
+                    let r = self.on_input(input, restarted);
+                    let _ = reply.send(r);
                     self.metrics.note_pause(step.elapsed());
                 }
                 _ = tick_or_never(&mut timer) => {
@@ -536,6 +549,31 @@ impl<P: Process> Driver<P> {
         self.send_all(sends);
     }
 
+    /// Hands outside input to the process, as a local event. Refused while
+    /// this node awaits a restore: the restore would wipe its effect.
+    fn on_input(&mut self, input: P::Message, restarted: bool) -> std::result::Result<(), String> {
+        if restarted {
+            return Err(
+                "this node restarted and lost its state; it takes no input until a restore".into(),
+            );
+        }
+        let mut open = std::mem::take(&mut self.open);
+        open.clear();
+        open.extend(self.topology.outgoing(self.me).iter().copied());
+        let mut sends = std::mem::take(&mut self.sends);
+        let rng = &mut self.rng;
+        let mut random = || rng.random::<u64>();
+        let r = self
+            .process
+            .on_input(input, &mut Context::new(&open, &mut random, &mut sends));
+        self.open = open;
+        if r.is_err() {
+            sends.clear(); // refused: the state is unchanged, and nothing is sent
+        }
+        self.send_all(sends);
+        r
+    }
+
     /// Sends what the application asked to (held while aligning), then
     /// keeps the emptied buffer for the next turn.
     pub(crate) fn send_all(&mut self, mut sends: Vec<(ChannelId, P::Message)>) {
@@ -723,6 +761,13 @@ impl<P: Process> Driver<P> {
                 self.trace = None;
             }
         }
+    }
+}
+
+async fn input_or_never<M>(inputs: &mut Option<mpsc::Receiver<Input<M>>>) -> Option<Input<M>> {
+    match inputs {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }
 
