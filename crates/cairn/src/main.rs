@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use cairn_runtime::ClusterConfig;
 use cairn_sim::{Config, Simulator, TokenModel, cos418, demo, output, token};
 use clap::{Parser, Subcommand};
 
@@ -22,7 +23,12 @@ mod trace_cmds;
 
 /// Consistent global snapshots for message-passing programs (Chandy–Lamport).
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, about)]
+#[command(
+    name = "cairn",
+    version,
+    about,
+    after_help = "Logs go to stderr. RUST_LOG sets what they show (e.g. RUST_LOG=debug, or RUST_LOG=cairn_runtime=debug); the default is warn, and info for `cairn node`.\nCAIRN_CONFIG names the cluster config when --config is not given."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -95,7 +101,7 @@ enum Cmd {
     /// Start every node of a config as a local child process and supervise them.
     Cluster {
         /// The cluster configuration (TOML).
-        #[arg(long)]
+        #[arg(long, env = "CAIRN_CONFIG")]
         config: PathBuf,
         #[command(flatten)]
         auth: cluster_cmds::AuthArgs,
@@ -104,7 +110,7 @@ enum Cmd {
     /// up (exit 1, with the reason) 2 s after the snapshot timeout.
     Snapshot {
         /// The cluster configuration (TOML).
-        #[arg(long)]
+        #[arg(long, env = "CAIRN_CONFIG")]
         config: PathBuf,
         /// Start it at this node (default: the coordinator).
         #[arg(long)]
@@ -130,8 +136,8 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
         /// In the simulator: the number of processes.
-        #[arg(long, default_value_t = 6)]
-        processes: usize,
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(3..=1000))]
+        processes: u64,
         /// In the simulator: give up after this many snapshots.
         #[arg(long, default_value_t = 200)]
         max_snapshots: usize,
@@ -146,7 +152,7 @@ enum Cmd {
     /// Waits at most 20 s for the rollback.
     Restore {
         /// The cluster configuration (TOML).
-        #[arg(long)]
+        #[arg(long, env = "CAIRN_CONFIG")]
         config: PathBuf,
         /// The snapshot (default: the newest complete, uncorrupted one).
         #[arg(long)]
@@ -166,7 +172,7 @@ enum Cmd {
     /// did not answer and those the coordinator cannot reach (exit 1).
     Status {
         /// The cluster configuration (TOML).
-        #[arg(long)]
+        #[arg(long, env = "CAIRN_CONFIG")]
         config: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -218,6 +224,18 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Cmd::Node { .. }
+            | Cmd::Cluster { .. }
+            | Cmd::Demo {
+                simulated: false,
+                ..
+            }
+            | Cmd::Bench { .. }
+    ) {
+        quiet_broken_pipe();
+    }
     let default = if matches!(cli.command, Cmd::Node { .. }) {
         "info"
     } else {
@@ -236,6 +254,21 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A command whose output is piped into `head` ends quietly when the pipe
+/// closes, as `cat` does, instead of panicking on the failed write: Rust
+/// ignores SIGPIPE, and this restores the default. Not for the commands
+/// that run or supervise nodes, which write to their children's pipes and
+/// must outlive any reader.
+fn quiet_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called at start, before any thread exists; SIG_DFL is a valid
+    // action for SIGPIPE.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -315,13 +348,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Snapshot { config, node, auth } => {
-            let cfg = cluster_cmds::load(&config)?;
+            let cfg = ClusterConfig::load(&config)?;
             let client = auth.client(&cfg)?;
             runtime()?.block_on(cluster_cmds::snapshot(&cfg, &client, node.as_deref()))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { config, json, auth } => {
-            let cfg = cluster_cmds::load(&config)?;
+            let cfg = ClusterConfig::load(&config)?;
             let client = auth.client(&cfg)?;
             let healthy = runtime()?.block_on(cluster_cmds::status(&cfg, &client, json))?;
             Ok(if healthy {
@@ -335,7 +368,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             snapshot,
             auth,
         } => {
-            let cfg = cluster_cmds::load(&config)?;
+            let cfg = ClusterConfig::load(&config)?;
             let client = auth.client(&cfg)?;
             runtime()?.block_on(cluster_cmds::restore(&cfg, &client, snapshot))?;
             Ok(ExitCode::SUCCESS)
@@ -367,7 +400,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => detect_cmds::simulated(
                     property,
                     seed.unwrap_or_else(random_seed),
-                    processes,
+                    processes as usize,
                     max_snapshots,
                     json,
                 )?,

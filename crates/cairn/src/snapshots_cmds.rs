@@ -17,7 +17,7 @@ pub struct StoreArgs {
     #[arg(long, global = true, conflicts_with = "config")]
     store: Option<String>,
     /// A cluster config; its store is used.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
     config: Option<PathBuf>,
 }
 
@@ -53,9 +53,21 @@ pub enum Action {
 fn open(args: &StoreArgs) -> Result<Store> {
     let url = match (&args.store, &args.config) {
         (Some(url), _) => url.clone(),
-        (None, Some(path)) => crate::cluster_cmds::load(path)?.store,
-        (None, None) => bail!("name the store with --store URL or --config cluster.toml"),
+        // Reading a store never needs to know the application.
+        (None, Some(path)) => cairn_runtime::ClusterConfig::load(path)?.store,
+        (None, None) => {
+            bail!("name the store with --store URL or --config cluster.toml (or set CAIRN_CONFIG)")
+        }
     };
+    // A folder that is not there is a mistyped path or a cluster that never
+    // ran, not an empty store.
+    let local = url.strip_prefix("file://").unwrap_or(&url);
+    let is_local = !url.contains("://") || url.starts_with("file://");
+    if is_local && !std::path::Path::new(local).is_dir() {
+        bail!(
+            "no store at {local}: the folder does not exist (has the cluster run, and is the path right?)"
+        );
+    }
     Ok(Store::open(&url)?)
 }
 

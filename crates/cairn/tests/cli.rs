@@ -324,3 +324,88 @@ fn cert_commands_make_list_and_never_overwrite() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Operator edges: a config's paths are the file's (not the caller's), a
+/// store that is not there is an error, `CAIRN_CONFIG` stands in for
+/// `--config`, bad arguments exit 2, a closed pipe ends a command quietly,
+/// and the help names `RUST_LOG`.
+#[test]
+fn paths_stores_env_exit_codes_and_pipes_behave_as_an_operator_expects() {
+    let dir = scratch("edges");
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        "cluster = \"c\"\ninsecure = true\ndata_dir = \"data\"\nchannels = \"complete\"\n\
+         nodes = [{ id = \"n1\", address = \"127.0.0.1:1\", admin = 2 }, { id = \"n2\", address = \"127.0.0.1:3\", admin = 4 }]\n\
+         [app]\nname = \"my-own-app\"\n",
+    )
+    .unwrap();
+    let run_in = |cwd: &str, args: &[&str], env: Option<(&str, &std::path::Path)>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.current_dir(cwd).args(args).env_remove("CAIRN_CONFIG");
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let c = config.to_str().unwrap();
+    // Before the cluster ever ran there is no store: an error, from anywhere.
+    let out = run_in("/", &["snapshots", "--config", c, "list"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let expected = dir.join("data").join("snapshots");
+    assert!(
+        err.contains(&format!("no store at {}", expected.display())),
+        "the store is beside the config file, not in /: {err}"
+    );
+    std::fs::create_dir_all(&expected).unwrap();
+    // Run from / and from the config's folder alike, with CAIRN_CONFIG too.
+    for (cwd, args, env) in [
+        ("/", vec!["snapshots", "--config", c, "list"], None),
+        (
+            dir.to_str().unwrap(),
+            vec!["snapshots", "--config", "c.toml", "list"],
+            None,
+        ),
+        (
+            "/",
+            vec!["snapshots", "list"],
+            Some(("CAIRN_CONFIG", config.as_path())),
+        ),
+    ] {
+        let out = run_in(cwd, &args, env);
+        assert!(
+            out.status.success(),
+            "{args:?} in {cwd}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).contains("no complete snapshots"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    let out = cairn(&["snapshots", "--store", "/nonexistent/cairn-store", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no store at /nonexistent/cairn-store"));
+    // Bad arguments are usage errors: exit 2.
+    let out = cairn(&["detect", "deadlock", "--processes", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // The help says how to see more logs.
+    assert!(text(&cairn(&["--help"]).stdout).contains("RUST_LOG"));
+    // A reader that stops early: no panic, no error message.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["demo", "--simulated", "--seed", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the pipe closes before anything is printed
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}

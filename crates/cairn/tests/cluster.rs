@@ -337,11 +337,21 @@ async fn bad_configs_and_arguments_exit_nonzero_with_a_clear_error() {
         .unwrap()
         .replace("name = \"bank\"", "name = \"casino\"");
     std::fs::write(&path, text).unwrap();
-    let out = cairn(&["status", "--config", p]);
+    // Running a node needs a built-in application; reading a cluster or its
+    // store never does (an embedding's own application is as good).
+    let out = cairn(&["node", "--config", p, "--id", "n1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("app.name: \"casino\" is not a built-in application")
+    );
+    let out = cairn(&["status", "--config", p]);
+    let (stdout, stderr) = (common::text(&out.stdout), common::text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "nothing runs: {stdout}{stderr}");
+    assert!(!stderr.contains("built-in"), "{stderr}");
+    assert!(
+        stdout.contains("n1") && stdout.contains("unreachable"),
+        "{stdout}"
     );
     let text = std::fs::read_to_string(&path)
         .unwrap()
