@@ -22,7 +22,7 @@
 //! [[nodes]]
 //! id = "n1"
 //! address = "127.0.0.1:7101"  # where peers reach it (host:port)
-//! admin = "127.0.0.1:7201"    # admin HTTP API; a bare port means 127.0.0.1
+//! admin = "127.0.0.1:7201"    # admin HTTP API: ip:port, host:port (resolved at load) or a bare port (127.0.0.1)
 //! listen = "0.0.0.0:7101"     # optional: bind here instead of `address`
 //!
 //! [app]
@@ -442,16 +442,24 @@ impl ClusterConfig {
                 toml::Value::Integer(port) => u16::try_from(*port)
                     .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p))
                     .map_err(|_| err(&key("admin"), format!("{port} is not a port number"))),
-                toml::Value::String(s) => s.parse::<SocketAddr>().or_else(|_| {
-                    s.parse::<u16>()
-                        .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p))
-                        .map_err(|_| {
-                            err(&key("admin"), format!("{s:?} is not an ip:port or a port"))
+                toml::Value::String(s) => match s.parse::<u16>() {
+                    Ok(p) => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p)),
+                    // An ip:port, or a host:port resolved now (the first address).
+                    Err(_) => std::net::ToSocketAddrs::to_socket_addrs(s.as_str())
+                        .map_err(|e| e.to_string())
+                        .and_then(|mut a| {
+                            a.next().ok_or_else(|| "it resolves to no address".into())
                         })
-                }),
+                        .map_err(|e| {
+                            err(
+                                &key("admin"),
+                                format!("{s:?} is not a host:port, an ip:port or a port ({e})"),
+                            )
+                        }),
+                },
                 other => Err(err(
                     &key("admin"),
-                    format!("{other:?} is not an ip:port or a port"),
+                    format!("{other:?} is not a host:port, an ip:port or a port"),
                 )),
             }?;
             nodes.push(NodeConfig {
@@ -746,6 +754,16 @@ admin = "127.0.0.1:8002"
             problem(&BASE.replace("admin = 8001", "admin = 70000")),
             "c.toml: nodes[0].admin: 70000 is not a port number"
         );
+        assert!(
+            problem(&BASE.replace("admin = 8001", "admin = \"no-such-host.invalid:1\""))
+                .starts_with(
+                    "c.toml: nodes[0].admin: \"no-such-host.invalid:1\" is not a host:port"
+                )
+        );
+        // A host name is resolved, as addresses are.
+        let c = parse(&BASE.replace("admin = 8001", "admin = \"localhost:8001\"")).unwrap();
+        assert!(c.nodes[0].admin.ip().is_loopback());
+        assert_eq!(c.nodes[0].admin.port(), 8001);
         assert!(
             problem(&BASE.replace(r#"coordinator = "a""#, r#"coordinator = "z""#))
                 .starts_with("c.toml: coordinator: \"z\" is not a node")
