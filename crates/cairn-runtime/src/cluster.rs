@@ -213,6 +213,25 @@ impl Supervisor {
                     .get_json::<serde_json::Value>(n.admin, "/status")
                     .await
                 {
+                    // Another process on this node's admin port (another
+                    // cluster, or a node left running) is not this node.
+                    // (Under a wrapper the node's pid may not be the child's.)
+                    let pid = self.children[i].child.id().map(u64::from);
+                    let wrapped = self.wrappers.contains_key(&n.id);
+                    let theirs = v["pid"].as_u64().filter(|p| !wrapped && Some(*p) != pid);
+                    let other_cluster = v["cluster"].as_str().filter(|c| *c != config.cluster);
+                    if theirs.is_some() || other_cluster.is_some() {
+                        return Err(Error::Admin {
+                            url: client.url(n.admin, "/status"),
+                            problem: format!(
+                                "node {}'s admin address {} is answered by another process (pid {}, cluster {:?}), not the node this command started: are these ports taken by another cluster?",
+                                n.id,
+                                n.admin,
+                                v["pid"],
+                                v["cluster"].as_str().unwrap_or("?"),
+                            ),
+                        });
+                    }
                     let links_up = v["channels_out"]
                         .as_object()
                         .is_none_or(|o| o.values().all(|c| c["connected"] != false));

@@ -12,7 +12,7 @@ use cairn_runtime::ClusterConfig;
 use cairn_runtime::tls::Identity;
 use cairn_runtime::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION};
 use common::client;
-use common::{BALANCE, ONE_AT_A_TIME, TestCluster, write_config};
+use common::{BALANCE, BANK, ONE_AT_A_TIME, TestCluster, write_config};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -426,4 +426,35 @@ async fn cairn_cluster_runs_every_node_and_stops_them_on_ctrl_c() {
         assert!(cairn_runtime::tracefile::states_path(&dir.join("traces"), &n.id, 0).is_file());
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A second `cairn cluster` on ports a running cluster holds refuses to
+/// start, with one clear message, instead of taking the other cluster's
+/// answers for its own nodes. Invariant: a cluster only reports nodes it
+/// started as up.
+#[tokio::test]
+async fn a_second_cluster_on_the_same_ports_refuses_to_start() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut c = TestCluster::start_app("twice", 2, "\"complete\"", 0, BANK).await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["cluster", "--config", c.path.to_str().unwrap()])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the second cluster gave up within 30 s")
+    .unwrap();
+    let err = common::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("answered by another process"), "{err}");
+    assert!(!err.contains("running; Ctrl-C"), "{err}");
+    assert!(!err.contains(" up: "), "no node of it is up: {err}");
+    // The first cluster is untouched.
+    let (_, v) = client::get_json::<Value>(c.config.nodes[0].admin, "/status")
+        .await
+        .unwrap();
+    assert_eq!(v["cluster"], c.config.cluster);
+    c.stop().await;
 }
