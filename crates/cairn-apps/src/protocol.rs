@@ -40,6 +40,13 @@ pub trait Protocol: Model + Clone + fmt::Debug + Send + Sync + 'static {
     fn pace(&self) -> Pace {
         Pace::PerSecond(2000.0)
     }
+
+    /// Whether a node acts at once when a message arrives (on a cluster),
+    /// or only on its own turns ([`Protocol::pace`]), which bounds how fast
+    /// it sends.
+    fn acts_on_receipt(&self) -> bool {
+        true
+    }
 }
 
 /// A [`Protocol`] as a runtime [`Process`].
@@ -119,7 +126,9 @@ where
         if let Some(next) = self.protocol.apply(self.me, &self.state, event) {
             self.state = next;
         }
-        self.on_tick(cx);
+        if self.protocol.acts_on_receipt() {
+            self.on_tick(cx);
+        }
     }
 
     fn on_tick(&mut self, cx: &mut Context<'_, A::Message>) {

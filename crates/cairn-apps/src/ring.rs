@@ -26,7 +26,8 @@ pub struct RingToken {
 pub struct RingParams {
     /// Fault mode: the receiver of this hop loses the token.
     pub lose_at_hop: Option<u64>,
-    /// Hops per second per node on a cluster; absent means 2000.
+    /// Hops per second per node on a cluster (at most: a node passes the
+    /// token on at its next turn); absent means 2000.
     pub rate: Option<f64>,
 }
 
@@ -106,6 +107,11 @@ impl Protocol for Ring {
     fn pace(&self) -> Pace {
         self.pace
     }
+
+    /// The token moves on the node's turns only, so `rate` bounds its hops.
+    fn acts_on_receipt(&self) -> bool {
+        false
+    }
 }
 
 /// Lost token: no token in any process or channel.
@@ -134,5 +140,41 @@ impl StableProperty<RingToken, RingToken> for LostToken {
                 topo.channel_count()
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ProtocolProcess;
+    use cairn_core::{Context, Process};
+
+    /// The ring's `rate` bounds its hops: a node that receives the token
+    /// passes it on at its next turn, not at once (on a cluster it moved
+    /// about 39,000 hops a second with rate = 10).
+    #[test]
+    fn the_token_waits_for_the_nodes_turn() {
+        let names = vec!["a".to_string(), "b".to_string()];
+        let topo = Topology::new(names.clone(), &Topology::ring_pairs(&names)).unwrap();
+        let params = RingParams {
+            rate: Some(10.0),
+            ..RingParams::default()
+        };
+        let mut b = ProtocolProcess::<Ring>::new(&params, ProcessId(1), &topo).unwrap();
+        assert_eq!(b.pace(), Pace::PerSecond(10.0));
+        let out = topo.outgoing(ProcessId(1)).to_vec();
+        let into_b = topo.incoming(ProcessId(1))[0];
+        let (mut sends, mut random) = (Vec::new(), || 4);
+        let token = RingToken { tokens: 1, hop: 1 };
+        b.on_message(
+            into_b,
+            token,
+            &mut Context::new(&out, &mut random, &mut sends),
+        );
+        assert!(sends.is_empty(), "passed on at receipt: {sends:?}");
+        assert_eq!(b.state().tokens, 1);
+        b.on_tick(&mut Context::new(&out, &mut random, &mut sends));
+        assert_eq!(sends, vec![(out[0], RingToken { tokens: 1, hop: 2 })]);
+        assert_eq!(b.state().tokens, 0);
     }
 }
