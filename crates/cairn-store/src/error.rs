@@ -14,6 +14,15 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// No committed snapshot with this id: never committed, or retention
+    /// (or an operator) removed it.
+    #[error("snapshot {id} is not in the store (never committed, or retention removed it); {}", holds_text(.holds))]
+    NoSnapshot {
+        /// The snapshot asked for.
+        id: u64,
+        /// The committed snapshots the store holds, oldest first.
+        holds: Vec<u64>,
+    },
     /// A create-if-absent write found the object already there.
     #[error("{key}: already exists")]
     AlreadyExists {
@@ -57,4 +66,22 @@ pub enum Error {
     /// A deletion the store refuses, such as the newest complete snapshot.
     #[error("{0}")]
     Refused(String),
+}
+
+fn holds_text(holds: &[u64]) -> String {
+    match holds {
+        [] => "it holds no committed snapshot".into(),
+        [one] => format!("it holds snapshot {one} only"),
+        [first, .., last] if holds.len() > 8 => {
+            format!("it holds {} snapshots, {first} to {last}", holds.len())
+        }
+        _ => format!(
+            "it holds {}",
+            holds
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }

@@ -306,6 +306,18 @@ impl Store {
         decode_manifest(id, &bytes)
     }
 
+    /// As [`Store::manifest`], but a snapshot that is not there is
+    /// [`Error::NoSnapshot`], naming what the store holds instead.
+    async fn committed(&self, id: u64) -> Result<Manifest> {
+        match self.manifest(id).await {
+            Err(Error::NotFound { .. }) => Err(Error::NoSnapshot {
+                id,
+                holds: self.list().await?,
+            }),
+            other => other,
+        }
+    }
+
     /// Reads one part, checking it against the manifest's checksum.
     ///
     /// # Errors
@@ -324,7 +336,7 @@ impl Store {
         id: u64,
         progress: &mut (dyn FnMut(usize, usize) + Send),
     ) -> Result<StoredSnapshot> {
-        let manifest = self.manifest(id).await?;
+        let manifest = self.committed(id).await?;
         let n = manifest.parts.len();
         let mut parts = Vec::with_capacity(n);
         progress(0, n);
@@ -358,9 +370,9 @@ impl Store {
     /// on a stopped cluster); the coordinator takes it at start-up.
     ///
     /// # Errors
-    /// [`Error::NotFound`] if `id` is not a committed snapshot; a backend failure.
+    /// [`Error::NoSnapshot`] if `id` is not a committed snapshot; a backend failure.
     pub async fn set_restore_point(&self, id: u64) -> Result<()> {
-        self.manifest(id).await?;
+        self.committed(id).await?;
         self.backend
             .put(RESTORE_KEY, bytes::Bytes::from(id.to_string()), false)
             .await

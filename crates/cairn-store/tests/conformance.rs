@@ -66,13 +66,20 @@ async fn conformance(store: Store) {
         store.list().await.unwrap().is_empty(),
         "{name}: an uncommitted snapshot is listed"
     );
-    assert!(
-        matches!(store.load(1, &mut |_, _| {}).await, Err(Error::NotFound { key }) if key.ends_with("MANIFEST"))
-    );
+    assert!(matches!(
+        store.load(1, &mut |_, _| {}).await,
+        Err(Error::NoSnapshot { id: 1, .. })
+    ));
 
     // Commit, read back, and the shared JSON shape.
     snapshot(&store, 2).await;
     assert_eq!(store.list().await.unwrap(), vec![2], "{name}");
+    let missing = store.load(7, &mut |_, _| {}).await.unwrap_err().to_string();
+    assert_eq!(
+        missing,
+        "snapshot 7 is not in the store (never committed, or retention removed it); it holds snapshot 2 only",
+        "{name}"
+    );
     let mut seen = Vec::new();
     let s = store
         .load(2, &mut |done, total| seen.push((done, total)))

@@ -253,7 +253,13 @@ pub async fn snapshot(
     let admin = config.nodes[node.index()].admin;
     let (status, answer): (_, Value) = client
         .post_json(admin, "/snapshots", &serde_json::json!({}))
-        .await?;
+        .await
+        .with_context(|| {
+            format!(
+                "node {} did not answer: is the cluster running? (`cairn status --config FILE` shows which nodes answer; `cairn cluster --config FILE` starts them)",
+                config.nodes[node.index()].id
+            )
+        })?;
     if !status.is_success() {
         bail!(
             "node {} refused to start a snapshot: {status} {answer}",

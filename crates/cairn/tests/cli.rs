@@ -385,6 +385,24 @@ fn paths_stores_env_exit_codes_and_pipes_behave_as_an_operator_expects() {
             text(&out.stdout)
         );
     }
+    // A cluster that is not running: say so, and what to do.
+    let out = cairn(&["snapshot", "--config", c]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is the cluster running?"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Restoring a snapshot the store does not hold names it and what is there.
+    let out = cairn(&["restore", "--config", c, "--snapshot", "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(
+            "snapshot 3 is not in the store (never committed, or retention removed it); it holds no committed snapshot"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
     let out = cairn(&["snapshots", "--store", "/nonexistent/cairn-store", "list"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no store at /nonexistent/cairn-store"));
