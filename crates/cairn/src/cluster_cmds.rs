@@ -364,41 +364,49 @@ pub async fn status(config: &ClusterConfig, client: &AdminClient, json: bool) ->
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(healthy);
     }
-    println!(
-        "{:<10} {:>10} {:>6} {:>12} {:>12}  channels",
-        "node", "uptime", "epoch", "sent", "received"
+    let mut t = crate::present::table(
+        &[
+            "node", "up for", "epoch", "sent", "received", "channels", "",
+        ],
+        &["up for", "epoch", "sent", "received"],
     );
     for v in &all {
+        let node = v["node"].as_str().unwrap_or("?").to_string();
         if let Some(e) = v.get("error") {
-            println!(
-                "{:<10} unreachable: {}",
-                v["node"].as_str().unwrap_or("?"),
-                e.as_str().unwrap_or("")
-            );
+            t.add_row(vec![
+                node,
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                format!("UNREACHABLE: {}", e.as_str().unwrap_or("")),
+            ]);
             continue;
         }
-        let restore = if v["needs_restore"] == true {
+        let mut notes = Vec::new();
+        if v["needs_restore"] == true {
             healthy = false;
-            "  NEEDS RESTORE: it restarted and lost its state; run `cairn restore`"
-        } else {
-            ""
-        };
-        let insecure = if v["insecure"] == true {
-            "  INSECURE: no TLS, anyone who reaches it may connect"
-        } else {
-            ""
-        };
-        println!(
-            "{:<10} {:>9.1}s {:>6} {:>12} {:>12}  in {} / out {}{restore}{insecure}",
-            v["node"].as_str().unwrap_or("?"),
-            v["uptime_ms"].as_f64().unwrap_or(0.0) / 1e3,
-            v["epoch"],
-            v["messages_sent"],
-            v["messages_received"],
-            v["incoming"].as_array().map_or(0, Vec::len),
-            v["outgoing"].as_array().map_or(0, Vec::len),
-        );
+            notes.push("NEEDS RESTORE: it restarted and lost its state; run `cairn restore`");
+        }
+        if v["insecure"] == true {
+            notes.push("INSECURE: no TLS, anyone who reaches it may connect");
+        }
+        t.add_row(vec![
+            node,
+            crate::present::since(Duration::from_millis(v["uptime_ms"].as_u64().unwrap_or(0))),
+            v["epoch"].to_string(),
+            v["messages_sent"].to_string(),
+            v["messages_received"].to_string(),
+            format!(
+                "in {} / out {}",
+                v["incoming"].as_array().map_or(0, Vec::len),
+                v["outgoing"].as_array().map_or(0, Vec::len)
+            ),
+            notes.join("; "),
+        ]);
     }
+    println!("{t}");
     if let Some(lead) = all
         .iter()
         .filter(|v| v["leading"] == true)
@@ -435,23 +443,39 @@ pub async fn status(config: &ClusterConfig, client: &AdminClient, json: bool) ->
         .and_then(|v| v["recent_snapshots"].as_array())
     {
         println!("recent snapshots:");
+        let mut t = crate::present::table(
+            &[
+                "snapshot",
+                "status",
+                "to complete",
+                "to durable",
+                "started by",
+                "started",
+            ],
+            &["snapshot", "to complete", "to durable"],
+        );
+        let mut reasons = Vec::new();
         for s in recent {
             let ms = |key: &str| {
                 s[key]
                     .as_f64()
                     .map_or("-".to_string(), |d| format!("{d:.1} ms"))
             };
-            println!(
-                "  {:>6}  {:<12} to complete {:>10}  to durable {:>10}  started by {}",
-                s["id"],
-                s["status"].as_str().unwrap_or("?"),
+            t.add_row(vec![
+                s["id"].to_string(),
+                s["status"].as_str().unwrap_or("?").to_string(),
                 ms("duration_ms"),
                 ms("durable_ms"),
-                s["initiator"].as_str().unwrap_or("?")
-            );
+                s["initiator"].as_str().unwrap_or("?").to_string(),
+                crate::present::when(s["started_unix_ms"].as_u64().unwrap_or(0)),
+            ]);
             if let Some(why) = s["reason"].as_str() {
-                println!("          why: {why}");
+                reasons.push(format!("  snapshot {} failed: {why}", s["id"]));
             }
+        }
+        println!("{t}");
+        for r in reasons {
+            println!("{r}");
         }
     }
     Ok(healthy)
@@ -466,6 +490,23 @@ pub async fn restore(
     let req = cairn_runtime::RollbackRequest { snapshot };
     let coordinator = config.nodes[find_coordinator(config, client).await.index()].admin;
     let body = serde_json::to_vec(&req)?;
+    // What is being restored, and how much, while every node loads its part.
+    let size = match (snapshot, cairn_store::Store::open(&config.store)) {
+        (Some(id), Ok(store)) => tokio::time::timeout(Duration::from_secs(1), store.manifest(id))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|m| m.parts.iter().map(|p| p.bytes).sum::<u64>()),
+        _ => None,
+    };
+    let spinner = crate::present::spinner(&match (snapshot, size) {
+        (Some(id), Some(b)) => format!(
+            "rolling the cluster back to snapshot {id} ({} to load)",
+            crate::present::bytes(b)
+        ),
+        (Some(id), None) => format!("rolling the cluster back to snapshot {id}"),
+        (None, _) => "rolling the cluster back to its newest good snapshot".into(),
+    });
     let answer = client
         .request_within(
             ROLLBACK_TIMEOUT,
@@ -475,6 +516,7 @@ pub async fn restore(
             Some(body),
         )
         .await;
+    spinner.finish_and_clear();
     let (status, body): (_, Value) = match answer {
         Ok((status, body)) => (
             status,

@@ -51,7 +51,16 @@ pub fn loopback_nodes(n: usize) -> Result<String> {
         .collect())
 }
 
-pub async fn run(seconds: u64) -> Result<bool> {
+pub async fn run(seconds: u64, json: bool) -> Result<bool> {
+    // With --json the commentary goes to stderr and the result to stdout.
+    let say = |line: String| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let mut rows: Vec<Value> = Vec::new();
     let dir: PathBuf = std::env::temp_dir().join(format!("cairn-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("cluster.toml");
@@ -74,10 +83,10 @@ pub async fn run(seconds: u64) -> Result<bool> {
     let config = ClusterConfig::load(&path)?;
     let client = crate::cluster_cmds::operator(&config)?;
     let exe = std::env::current_exe().context("cannot find the cairn executable")?;
-    println!(
+    say(format!(
         "Starting {NODES} bank nodes on loopback (config {}), {BALANCE} each, transfers at full speed.",
         path.display()
-    );
+    ));
     let mut sup = Supervisor::spawn(&exe, &path, &config, &[("RUST_LOG", "warn")])?;
     if let Err(e) = sup
         .wait_ready(&config, &client, Duration::from_secs(20))
@@ -86,11 +95,11 @@ pub async fn run(seconds: u64) -> Result<bool> {
         sup.stop(Duration::from_secs(3)).await;
         bail!(e);
     }
-    println!("Taking a snapshot every 200 ms for {seconds} s.\n");
-    println!(
+    say(format!("Taking a snapshot every 200 ms for {seconds} s.\n"));
+    say(format!(
         "{:>8}  {:>10}  {:>12}  {:>10}  {:>8}  verdict",
         "snapshot", "duration", "in accounts", "in flight", "total"
-    );
+    ));
     let total = BALANCE * NODES as u64;
     let coord = config.coordinator_admin();
     let (mut shown, mut good, mut bad) = (0u64, 0, 0);
@@ -117,19 +126,24 @@ pub async fn run(seconds: u64) -> Result<bool> {
                     } else {
                         bad += 1
                     }
-                    println!(
+                    say(format!(
                         "{id:>8}  {:>7.1} ms  {held:>12}  {flying:>10}  {:>8}  {}",
                         s["duration_ms"].as_f64().unwrap_or(0.0),
                         held + flying,
                         if ok { "conserved" } else { "WRONG" }
-                    );
+                    ));
+                    rows.push(serde_json::json!({
+                        "id": id, "status": "complete", "duration_ms": s["duration_ms"],
+                        "in_accounts": held, "in_flight": flying, "conserved": ok,
+                    }));
                 }
                 Some("failed") => {
                     bad += 1;
-                    println!(
+                    say(format!(
                         "{id:>8}  failed: {}",
                         serde_json::to_string(s).unwrap_or_default()
-                    );
+                    ));
+                    rows.push(s.clone());
                 }
                 _ => break, // in progress: show it, and what follows, next time
             }
@@ -143,13 +157,20 @@ pub async fn run(seconds: u64) -> Result<bool> {
     let stopped = sup.stop(Duration::from_secs(5)).await;
     let clean = stopped.iter().all(|(_, s)| s.is_some_and(|s| s.success()));
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
+    say(format!(
         "\n{good} snapshots conserved all {total} of the bank's money; {bad} did not. The cluster {}.",
         if clean {
             "stopped cleanly"
         } else {
             "did not stop cleanly"
         }
-    );
+    ));
+    if json {
+        let out = serde_json::json!({
+            "total": total, "snapshots": rows, "conserved": good, "not_conserved": bad,
+            "stopped_cleanly": clean,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
     Ok(good > 0 && bad == 0 && clean)
 }

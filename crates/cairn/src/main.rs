@@ -18,6 +18,7 @@ mod cert_cmds;
 mod cluster_cmds;
 mod demo_cluster;
 mod detect_cmds;
+mod present;
 mod snapshots_cmds;
 mod trace_cmds;
 
@@ -32,6 +33,12 @@ mod trace_cmds;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    /// More log output: -v info, -vv debug, -vvv trace (RUST_LOG, when set, wins).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Errors only in the log output.
+    #[arg(short, long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +56,9 @@ enum Cmd {
         /// How long the cluster demo takes snapshots.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
         seconds: u64,
+        /// Print the result as JSON on stdout (the running commentary goes to stderr).
+        #[arg(long)]
+        json: bool,
     },
     /// Measure what snapshots cost a running cluster: throughput against a
     /// raw framed-TCP baseline and against no snapshots, snapshot latency
@@ -220,6 +230,11 @@ enum Cmd {
         #[command(subcommand)]
         action: trace_cmds::TraceAction,
     },
+    /// Print shell completions: `cairn completions bash > /etc/bash_completion.d/cairn`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -236,10 +251,13 @@ fn main() -> ExitCode {
     ) {
         quiet_broken_pipe();
     }
-    let default = if matches!(cli.command, Cmd::Node { .. }) {
-        "info"
-    } else {
-        "warn"
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) if matches!(cli.command, Cmd::Node { .. }) => "info",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -277,9 +295,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Demo {
             simulated: false,
             seconds,
+            json,
             ..
         } => {
-            let ok = runtime()?.block_on(demo_cluster::run(seconds))?;
+            let ok = runtime()?.block_on(demo_cluster::run(seconds, json))?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -374,6 +393,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Cert { action } => cert_cmds::run(&action),
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "cairn", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Snapshots { store, action } => {
             runtime()?.block_on(snapshots_cmds::run(&store, &action))?;
             Ok(ExitCode::SUCCESS)
@@ -411,10 +435,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Cmd::Demo { seed, .. } => {
+        Cmd::Demo { seed, json, .. } => {
             let seed = seed.unwrap_or_else(random_seed);
             let report = demo::run_demo(seed).context("the demo run failed")?;
-            println!("{report}");
+            if json {
+                let topo = &report.run.topology;
+                let snapshots: Vec<serde_json::Value> = report
+                    .run
+                    .snapshots
+                    .iter()
+                    .map(|s| {
+                        let (held, flying) = token::recorded_tokens(s);
+                        serde_json::json!({
+                            "snapshot": s.to_doc(topo),
+                            "held": held,
+                            "in_flight": flying,
+                            "conserved": held + flying == report.total,
+                        })
+                    })
+                    .collect();
+                let out = serde_json::json!({
+                    "seed": report.run.seed,
+                    "total": report.total,
+                    "snapshots": snapshots,
+                    "violations": report.violations.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "passed": report.passed(),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!("{report}");
+            }
             Ok(if report.passed() {
                 ExitCode::SUCCESS
             } else {

@@ -1,7 +1,7 @@
 //! `cairn snapshots list|show|verify|delete`, on a store named by URL or by
 //! a cluster config.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -30,23 +30,33 @@ pub enum Action {
         #[arg(long)]
         json: bool,
     },
-    /// Print one snapshot (in the shared JSON shape with --json).
+    /// Print one snapshot (in the shared JSON shape with --json). On a
+    /// terminal, states over 2 KiB are summarised unless --full.
     Show {
         /// The snapshot id.
         id: u64,
         /// Print the snapshot as JSON.
         #[arg(long)]
         json: bool,
+        /// Print every state whole, however large.
+        #[arg(long)]
+        full: bool,
     },
     /// Re-read every part: checksums, completeness, and conservation for bank and token.
     Verify {
         /// The snapshot id.
         id: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a snapshot (never the newest complete one).
     Delete {
         /// The snapshot id.
         id: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -72,19 +82,23 @@ fn open(args: &StoreArgs) -> Result<Store> {
 }
 
 async fn load(store: &Store, id: u64) -> Result<StoredSnapshot> {
-    let tty = std::io::stderr().is_terminal();
-    let mut progress = |done: usize, total: usize| {
-        if tty {
-            eprint!("\r\x1b[Kreading snapshot {id}: part {done} of {total}");
-            let _ = std::io::stderr().flush();
-        }
+    let context = || format!("snapshot {id} in {}", store.url());
+    // The manifest gives each part's size, so progress is in bytes.
+    let sizes: Vec<u64> = match store.manifest(id).await {
+        Ok(m) => m.parts.iter().map(|p| p.bytes).collect(),
+        Err(_) => Vec::new(), // load names what is wrong
+    };
+    let bar = crate::present::bytes_bar(sizes.iter().sum(), &format!("reading snapshot {id}"));
+    let mut progress = |done: usize, _total: usize| {
+        bar.set_position(sizes.iter().take(done).sum());
     };
     let loaded = store.load(id, &mut progress).await;
-    if tty {
-        eprint!("\r\x1b[K");
-    }
-    loaded.with_context(|| format!("snapshot {id} in {}", store.url()))
+    bar.finish_and_clear();
+    loaded.with_context(context)
 }
+
+/// States larger than this are summarised by `show` on a terminal.
+const SHOW_WHOLE_BYTES: usize = 2048;
 
 /// Runs one action.
 pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
@@ -105,28 +119,29 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
             } else if rows.is_empty() {
                 println!("no complete snapshots in {}", store.url());
             } else {
-                println!(
-                    "{:>8}  {:<8} {:>6} {:>10}  committed (unix ms)",
-                    "snapshot", "app", "parts", "bytes"
+                let mut t = crate::present::table(
+                    &["snapshot", "app", "parts", "size", "committed"],
+                    &["snapshot", "parts", "size"],
                 );
                 for r in &rows {
                     match r.get("error") {
-                        Some(e) => {
-                            println!("{:>8}  unreadable: {}", r["id"], e.as_str().unwrap_or(""))
-                        }
-                        None => println!(
-                            "{:>8}  {:<8} {:>6} {:>10}  {}",
-                            r["id"],
-                            r["app"].as_str().unwrap_or(""),
-                            r["parts"],
-                            r["bytes"],
-                            r["created_unix_ms"]
-                        ),
-                    }
+                        Some(e) => t.add_row(vec![
+                            r["id"].to_string(),
+                            format!("unreadable: {}", e.as_str().unwrap_or("")),
+                        ]),
+                        None => t.add_row(vec![
+                            r["id"].to_string(),
+                            r["app"].as_str().unwrap_or("").to_string(),
+                            r["parts"].to_string(),
+                            crate::present::bytes(r["bytes"].as_u64().unwrap_or(0)),
+                            crate::present::when(r["created_unix_ms"].as_u64().unwrap_or(0)),
+                        ]),
+                    };
                 }
+                println!("{t}");
             }
         }
-        Action::Show { id, json } => {
+        Action::Show { id, json, full } => {
             let s = load(&store, *id).await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&s.to_json())?);
@@ -137,8 +152,19 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
                     s.manifest.app,
                     s.parts.len()
                 );
+                let summarise = !full && std::io::stdout().is_terminal();
                 for p in &s.parts {
-                    println!("  {:<10} {}", p.process, p.state);
+                    let state = p.state.to_string();
+                    if summarise && state.len() > SHOW_WHOLE_BYTES {
+                        let head: String = state.chars().take(120).collect();
+                        println!(
+                            "  {:<10} {head}… ({} of JSON; --full prints it whole, --json prints the snapshot)",
+                            p.process,
+                            crate::present::bytes(state.len() as u64)
+                        );
+                    } else {
+                        println!("  {:<10} {state}", p.process);
+                    }
                     for c in p.channels.iter().filter(|c| !c.messages.is_empty()) {
                         println!(
                             "  {:<10}   {} in flight on {}",
@@ -150,7 +176,7 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
                 }
             }
         }
-        Action::Verify { id } => {
+        Action::Verify { id, json } => {
             let s = load(&store, *id).await?;
             s.check_complete()
                 .with_context(|| format!("snapshot {id}"))?;
@@ -161,6 +187,15 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
                 s.parts.len(),
                 s.manifest.channels.len()
             );
+            let mut report = json!({
+                "snapshot": id,
+                "parts": s.parts.len(),
+                "processes": s.parts.len(),
+                "channels": s.manifest.channels.len(),
+                "checksums": "good",
+                "complete": true,
+                "conserved": null,
+            });
             let initials = s.parts.iter().all(|p| p.initial.is_some());
             if !initials {
                 line += ", conservation not checked: the parts do not carry their initial states (kept only up to 64 KiB)";
@@ -194,12 +229,22 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
                 line += &format!(
                     ", conserved: {held} held + {flying} in flight = {start}, as at the start"
                 );
+                report["conserved"] =
+                    json!({ "held": held, "in_flight": flying, "at_start": start });
             }
-            println!("{line}");
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{line}");
+            }
         }
-        Action::Delete { id } => {
+        Action::Delete { id, json } => {
             let n = store.delete(*id, false).await?;
-            println!("deleted snapshot {id} ({n} objects)");
+            if *json {
+                println!("{}", json!({ "deleted": id, "objects": n }));
+            } else {
+                println!("deleted snapshot {id} ({n} objects)");
+            }
         }
     }
     Ok(())

@@ -409,8 +409,22 @@ fn paths_stores_env_exit_codes_and_pipes_behave_as_an_operator_expects() {
     // Bad arguments are usage errors: exit 2.
     let out = cairn(&["detect", "deadlock", "--processes", "2"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    // The help says how to see more logs.
-    assert!(text(&cairn(&["--help"]).stdout).contains("RUST_LOG"));
+    // The help says how to see more logs; -v and -q set the level, not both.
+    let help = text(&cairn(&["--help"]).stdout);
+    assert!(help.contains("RUST_LOG") && help.contains("--verbose") && help.contains("--quiet"));
+    assert_eq!(
+        cairn(&["-v", "-q", "snapshots", "list"]).status.code(),
+        Some(2)
+    );
+    // Shell completions.
+    let out = cairn(&["completions", "bash"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("snapshots"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(cairn(&["completions", "tcsh"]).status.code(), Some(2));
     // A reader that stops early: no panic, no error message.
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["demo", "--simulated", "--seed", "3"])

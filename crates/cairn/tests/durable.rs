@@ -73,6 +73,30 @@ async fn snapshots_are_committed_and_verified_from_the_store() {
     }
     let out = cairn(&[
         "snapshots",
+        "verify",
+        &newest.to_string(),
+        "--config",
+        &path,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let verified: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verified["complete"], true);
+    assert_eq!(verified["conserved"]["at_start"], 4000, "{verified}");
+    // The table's columns line up: each row's size ends where its header does.
+    let out = cairn(&["snapshots", "list", "--config", &path]);
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().filter(|l| !l.trim().is_empty()).collect();
+    let end = lines[0].find("size").unwrap() + "size".len();
+    assert!(lines.len() > 1, "{table}");
+    for l in &lines[1..] {
+        assert!(
+            l[..end].ends_with("B") && l.contains(" UTC ("),
+            "misaligned or raw: {l:?} in\n{table}"
+        );
+    }
+    let out = cairn(&[
+        "snapshots",
         "show",
         &newest.to_string(),
         "--config",
@@ -123,7 +147,7 @@ async fn snapshots_are_committed_and_verified_from_the_store() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("MANIFEST: not found"),
+        text(&out.stderr).contains(&format!("snapshot {} is not in the store", newest + 1000)),
         "{}",
         text(&out.stderr)
     );
@@ -307,6 +331,30 @@ async fn large_states_travel_only_to_the_store_and_are_served_from_it() {
         "{}",
         text(&out.stdout)
     );
+    // On a terminal, show summarises 2 MB states; --full (or a pipe) prints them whole.
+    let on_tty = |extra: &str| {
+        let cmd = format!(
+            "{} snapshots --store {} show {id} {extra}",
+            env!("CARGO_BIN_EXE_cairn"),
+            c.config.store
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let short = on_tty("");
+    assert!(short.contains("--full prints it whole"), "{short}");
+    assert!(
+        short.len() < 10_000,
+        "{} bytes on the terminal",
+        short.len()
+    );
+    assert!(on_tty("--full").len() > 6_000_000);
+    let piped = cairn(&["snapshots", "--store", &c.config.store, "show", &id]);
+    assert!(piped.stdout.len() > 6_000_000, "a pipe gets everything");
     // The coordinator kept no copy: once the store loses a snapshot, so does it.
     let gone = docs[0].id.to_string();
     let out = cairn(&["snapshots", "--store", &c.config.store, "delete", &gone]);
