@@ -347,6 +347,11 @@ async fn large_states_travel_only_to_the_store_and_are_served_from_it() {
     };
     let short = on_tty("");
     assert!(short.contains("--full prints it whole"), "{short}");
+    // Progress in bytes while it reads the parts (about 6 MiB here).
+    assert!(
+        short.contains("reading snapshot") && short.contains(" MiB"),
+        "{short}"
+    );
     assert!(
         short.len() < 10_000,
         "{} bytes on the terminal",
