@@ -336,7 +336,7 @@ fn paths_stores_env_exit_codes_and_pipes_behave_as_an_operator_expects() {
     std::fs::write(
         &config,
         "cluster = \"c\"\ninsecure = true\ndata_dir = \"data\"\nchannels = \"complete\"\n\
-         nodes = [{ id = \"n1\", address = \"127.0.0.1:1\", admin = 2 }, { id = \"n2\", address = \"127.0.0.1:3\", admin = 4 }]\n\
+         nodes = [{ id = \"n1\", address = \"127.0.0.1:1\", admin = \"localhost:2\" }, { id = \"n2\", address = \"127.0.0.1:3\", admin = 4 }]\n\
          [app]\nname = \"my-own-app\"\n",
     )
     .unwrap();

@@ -200,6 +200,9 @@ pub struct Tour {
     pub after_recovery: u64,
     /// Hits served at the end, after more hits.
     pub at_end: u64,
+    /// The snapshot an operator restored (from a node that does not
+    /// coordinate), and the hits served right after.
+    pub restored: Option<(u64, u64)>,
 }
 
 /// Runs the tally on `ports` in this process: hits pour into every node
@@ -270,6 +273,17 @@ pub async fn tour(ports: &[(u16, u16)], store: &str) -> Result<Tour, String> {
         .map_err(|e| e.to_string())?;
     check(&end)?;
     seen.at_end = total(&end);
+    // An operator's restore, asked of a node that does not coordinate:
+    // every node goes back to the snapshot taken before the crash.
+    let to = nodes[1]
+        .restore(Some(before.id))
+        .await
+        .map_err(|e| e.to_string())?;
+    let again = snapshot(&nodes[1], limit)
+        .await
+        .map_err(|e| e.to_string())?;
+    check(&again)?;
+    seen.restored = to.map(|id| (id, total(&again)));
     for n in nodes {
         n.shutdown().await.map_err(|e| e.to_string())?;
     }

@@ -21,6 +21,9 @@ async fn main() -> std::process::ExitCode {
                 t.after_recovery
             );
             println!("hits at the end: {}", t.at_end);
+            if let Some((id, hits)) = t.restored {
+                println!("hits after restoring snapshot {id}: {hits}");
+            }
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {

@@ -33,6 +33,7 @@ async fn the_tally_is_snapshotted_crashed_and_recovered_losing_nothing() {
     assert_eq!(t.before_crash, 600, "every hit handled before it started");
     assert_eq!(t.after_recovery, 600, "the crashed node's hits came back");
     assert_eq!(t.at_end, 630);
+    assert_eq!(t.restored.map(|(_, hits)| hits), Some(600), "{t:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
