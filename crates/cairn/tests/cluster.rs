@@ -350,7 +350,7 @@ async fn bad_configs_and_arguments_exit_nonzero_with_a_clear_error() {
     assert_eq!(out.status.code(), Some(1), "nothing runs: {stdout}{stderr}");
     assert!(!stderr.contains("built-in"), "{stderr}");
     assert!(
-        stdout.contains("n1") && stdout.contains("unreachable"),
+        stdout.contains("n1") && stdout.contains("UNREACHABLE"),
         "{stdout}"
     );
     let text = std::fs::read_to_string(&path)
