@@ -5,7 +5,7 @@
 //! cluster = "demo"            # connections from another cluster are refused
 //! coordinator = "n1"          # assembles global snapshots; or candidates in order, ["n1", "n2"]; default: every node
 //! channels = "complete"       # or [["n1", "n2"], ["n2", "n1"], ...]
-//! data_dir = "cairn-data"     # optional
+//! data_dir = "cairn-data"     # optional; paths in this file are relative to its folder
 //! store = "s3://bucket/pre"   # optional: where snapshots go (default <data_dir>/snapshots)
 //! trace_dir = "traces"        # optional: every node writes its trace here
 //! max_frame_bytes = 16777216  # optional
@@ -42,7 +42,7 @@
 //! `CAIRN_TRACE_DIR`, `CAIRN_MAX_FRAME_BYTES`, `CAIRN_SNAPSHOT_INTERVAL_MS`,
 //! `CAIRN_SNAPSHOT_TIMEOUT_MS`, `CAIRN_SNAPSHOT_MODE`, and per node `CAIRN_NODE_<ID>_ADDRESS`,
 //! `CAIRN_NODE_<ID>_ADMIN`, `CAIRN_NODE_<ID>_LISTEN` (the id upper-cased, with
-//! `-` and `.` as `_`).
+//! `-` and `.` as `_`). Paths in the environment are relative to the caller's folder.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
