@@ -154,6 +154,25 @@ async fn no_rollback(
     assert!(v["last_rollback"].is_null(), "seed {}: {v}", c.seed);
 }
 
+/// Invariant: a snapshot that times out is failed within one expiry tick
+/// (50 ms) of its timeout, however long the coordinator waits on an
+/// unreachable node's heartbeat meanwhile.
+fn timely_failures(c: &Cluster, list: &[Value]) {
+    let timeout = c.config.snapshots.timeout.as_secs_f64() * 1000.0;
+    for s in list {
+        let timed_out = s["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("timed out"));
+        let took = s["duration_ms"].as_f64().unwrap_or(0.0);
+        assert!(
+            !timed_out || took <= timeout + 60.0,
+            "seed {}: snapshot {} failed {took:.0} ms after it began, its timeout is {timeout:.0} ms",
+            c.seed,
+            s["id"]
+        );
+    }
+}
+
 /// Cuts `who` off from every other node: segments dropped (`drop`), or
 /// held and delivered at the heal (as TCP's retransmissions would).
 fn cut(c: &Cluster, who: usize, drop: bool) {
@@ -224,6 +243,7 @@ fn a_partitioned_follower_costs_no_work() {
                 "seed {}: no failed snapshot named {name} unreachable",
                 c.seed
             );
+            timely_failures(&c, &list);
             heal(&c, who);
             let healed = harness::newest_id(&op, &c).await;
             let lead = resumed(&op, &c, healed, 5).await;
@@ -258,6 +278,7 @@ fn a_partitioned_coordinator_is_replaced_without_a_rollback() {
                 c.seed
             );
             no_rollback(&op, &c, lead, epoch).await;
+            timely_failures(&c, &harness::summaries(&op, &c, lead).await);
             let old = harness::status(&op, &c, 0).await.unwrap();
             assert_eq!(old["leading"], false, "seed {}: {old}", c.seed);
             docs.extend(harness::complete(&op, &c, lead).await);
@@ -288,6 +309,7 @@ fn a_one_way_partition_costs_no_work() {
             let healed = harness::newest_id(&op, &c).await;
             let lead = resumed(&op, &c, healed, 5).await;
             no_rollback(&op, &c, lead, epoch).await;
+            timely_failures(&c, &harness::summaries(&op, &c, lead).await);
             docs.extend(harness::complete(&op, &c, lead).await);
             docs.sort_by_key(|(_, d)| d.id);
             docs.dedup_by_key(|(_, d)| d.id);

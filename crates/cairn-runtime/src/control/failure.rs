@@ -56,10 +56,42 @@ pub(crate) async fn run_coordinator_timers(
     shared: Arc<Shared>,
     coordinator: Arc<Mutex<Coordinator>>,
     takeover: bool,
+    stop: watch::Receiver<bool>,
+) {
+    // Expiry runs beside the rest, never behind it: a heartbeat waiting on
+    // an unreachable node, or a rollback, must not hold a snapshot past its
+    // timeout.
+    tokio::select! {
+        () = run_timers(shared.clone(), coordinator.clone(), takeover, stop) => {}
+        () = expire_late(&shared, &coordinator) => {}
+    }
+}
+
+/// Fails each snapshot that passed its timeout, every 50 ms, and tells the
+/// nodes to give it up.
+async fn expire_late(shared: &Arc<Shared>, coordinator: &Mutex<Coordinator>) {
+    let mut expire = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        expire.tick().await;
+        let aborts = {
+            let mut c = coordinator.lock().unwrap_or_else(|p| p.into_inner());
+            c.expire();
+            c.take_aborts()
+        };
+        for (id, epoch) in aborts {
+            broadcast_abort(shared, id.0, epoch);
+        }
+    }
+}
+
+/// The heartbeat, the schedule and recovery.
+async fn run_timers(
+    shared: Arc<Shared>,
+    coordinator: Arc<Mutex<Coordinator>>,
+    takeover: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let lock = || coordinator.lock().unwrap_or_else(|p| p.into_inner());
-    let mut expire = tokio::time::interval(Duration::from_millis(50));
     let mut interval = shared.config.snapshots.interval.map(|d| {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -99,16 +131,6 @@ pub(crate) async fn run_coordinator_timers(
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = expire.tick() => {
-                let aborts = {
-                    let mut c = lock();
-                    c.expire();
-                    c.take_aborts()
-                };
-                for (id, epoch) in aborts {
-                    broadcast_abort(&shared, id.0, epoch);
-                }
-            }
             _ = heartbeat.tick() => {
                 let before = lock().epoch_state();
                 let client = &shared.client;
