@@ -625,6 +625,10 @@ impl<P: Process> Driver<P> {
                 Output::ChannelRecorded { .. } => {}
                 Output::LocalSnapshotComplete(local) => {
                     tracing::debug!(snapshot = %local.snapshot, "local snapshot complete");
+                    // The trace holds this part's record and markers before
+                    // the report leaves, so a committed snapshot can be drawn
+                    // from the traces at once, however calm the application.
+                    self.flush_trace();
                     let since = self.recording_since.remove(&local.snapshot);
                     self.send_report(local, since.unwrap_or_else(Instant::now))
                 }
@@ -747,6 +751,15 @@ impl<P: Process> Driver<P> {
         let vc = self.clock.tick().to_vec();
         self.write_trace(ev, vc.clone());
         Some(vc)
+    }
+
+    fn flush_trace(&mut self) {
+        if let Some(t) = &mut self.trace
+            && let Err(e) = t.flush()
+        {
+            error!("{e}; tracing stops");
+            self.trace = None;
+        }
     }
 
     fn write_trace(&mut self, event: Event<P::Message>, vc: Vec<u64>) {
