@@ -52,6 +52,15 @@ fn browser_ready() -> bool {
     false
 }
 
+/// The coordinator's list of snapshots, read with the read token.
+async fn listed(
+    reader: &cairn_runtime::client::AdminClient,
+    admin: std::net::SocketAddr,
+) -> Vec<serde_json::Value> {
+    let (_, list) = reader.get_text(admin, "/snapshots").await.unwrap();
+    serde_json::from_str(&list).unwrap()
+}
+
 #[tokio::test]
 async fn the_dashboard_shows_the_cluster_in_a_real_browser() {
     if !browser_ready() {
@@ -63,18 +72,59 @@ async fn the_dashboard_shows_the_cluster_in_a_real_browser() {
         3,
         "\"complete\"",
         300,
-        BANK,
+        // A calm bank: the test runs ~30 s, and the oracle replays it all.
+        &format!("{BANK}\nrate = 300"),
         "admin = { read_token_file = \"read.token\" }",
         "timeout_ms = 800\nfailure_timeout_ms = 0",
     );
     std::fs::write(dir.join("read.token"), "d4shboard-r3ad\n").unwrap();
     let mut c = TestCluster::start_from(dir.clone(), path).await;
 
+    // Snapshots are taken once the cluster has joined: wait for the first.
+    let reader = common::client_as(None).with_token("d4shboard-r3ad".into());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !listed(&reader, c.coordinator())
+        .await
+        .iter()
+        .any(|s| s["status"] == "complete")
+    {
+        assert!(std::time::Instant::now() < deadline, "no snapshot in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // One failure with a reason to show: n3 frozen past the snapshot timeout.
     let n3 = c.supervisor().pid("n3").unwrap();
     signal(n3, "-STOP");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     signal(n3, "-CONT");
+
+    // Then 40 newer snapshots, so the failure has left the main table (its
+    // latest 40) by the time the browser looks, as it had in a CI run where
+    // Chromium was slow to start: the failures table must still show it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let list = listed(&reader, c.coordinator()).await;
+        let failed = list
+            .iter()
+            .filter(|s| s["status"] == "failed")
+            .map(|s| s["id"].as_u64().unwrap())
+            .max();
+        if let Some(f) = failed
+            && list
+                .iter()
+                .filter(|s| s["id"].as_u64().unwrap() > f)
+                .count()
+                >= 40
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failure followed by 40 snapshots within 40 s (failed: {failed:?}, {} listed)",
+            list.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // Members only: the page (which holds no data) loads for anyone; what
     // it shows needs credentials.
@@ -92,7 +142,6 @@ async fn the_dashboard_shows_the_cluster_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(st.as_u16(), 400, "{bad}");
-    let reader = common::client_as(None).with_token("d4shboard-r3ad".into());
     let (st, never) = reader
         .get_text(c.coordinator(), "/snapshots/987654321/diagram.svg")
         .await
