@@ -22,7 +22,9 @@ use crate::topology::Topology;
 ///   channel the marker came on (recorded empty), then one
 ///   [`Output::SendMarker`] per outgoing channel, in topology order.
 /// - [`Output::LocalSnapshotComplete`] comes after the last
-///   [`Output::ChannelRecorded`] of that snapshot and after its state is in.
+///   [`Output::ChannelRecorded`] of that snapshot and after its state is in
+///   (and, with sender-side [`Overtaking`], after every marker of it is
+///   placed with [`Engine::marker_placed`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output<M, S> {
     /// Send this application message on `channel`.
@@ -76,6 +78,43 @@ pub enum StartOutcome {
     AlreadyRecorded,
 }
 
+/// Where a marker may overtake application messages that were sent before
+/// it but not yet handled. Off on both sides by default: markers keep their
+/// FIFO place, as in the paper.
+///
+/// - **Sender side.** When this process records, each marker goes onto its
+///   channel ahead of the messages the application already sent there but
+///   the caller has not yet written out. The caller tells the engine which
+///   messages it overtook with [`Engine::marker_placed`]; they become the
+///   tail of that channel's recorded state, reported in
+///   [`LocalSnapshot::overtaken`]. A snapshot completes here only once every
+///   marker of it is placed.
+/// - **Receiver side.** When a marker is in a channel's inbound buffer
+///   behind messages this process has not handled yet, the caller may take
+///   the marker first with [`Engine::handle_marker_ahead`]: the process
+///   records (if it has not) and those messages become the channel's state.
+///   The caller still hands them to the application afterwards, in order.
+///
+/// The cut stays consistent either way: every overtaken message was sent
+/// before its sender recorded and is handled after its receiver recorded,
+/// so it is exactly in flight at the cut. A channel's state is what its
+/// receiver recorded followed by what its sender recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overtaking {
+    /// Markers jump the sender's unwritten messages.
+    pub sender: bool,
+    /// Markers are taken ahead of the receiver's unhandled messages.
+    pub receiver: bool,
+}
+
+impl Overtaking {
+    /// Both sides.
+    pub const BOTH: Overtaking = Overtaking {
+        sender: true,
+        receiver: true,
+    };
+}
+
 /// One snapshot this process has recorded and whose channels are still being recorded.
 #[derive(Clone, Debug)]
 struct Recording<M, S> {
@@ -88,6 +127,11 @@ struct Recording<M, S> {
     remaining: usize,
     /// Bytes recorded so far, as the caller sized them.
     bytes: u64,
+    /// Sender-side overtaking: per outgoing channel, the messages this
+    /// snapshot's marker overtook, once the marker is placed (`None` until).
+    overtaken: Vec<Option<Vec<M>>>,
+    /// Markers not yet placed (always 0 without sender-side overtaking).
+    unplaced: usize,
 }
 
 /// How many finished snapshot ids an engine remembers one by one. Older ones
@@ -118,6 +162,7 @@ pub struct Engine<M, S> {
     completed: BTreeSet<SnapshotId>,
     floor: Option<SnapshotId>,
     limit: Option<u64>,
+    overtaking: Overtaking,
     pending_state: Option<SnapshotId>,
     outputs: VecDeque<Output<M, S>>,
 }
@@ -143,6 +188,7 @@ impl<M: Clone, S> Engine<M, S> {
             completed: BTreeSet::new(),
             floor: None,
             limit: None,
+            overtaking: Overtaking::default(),
             pending_state: None,
             outputs: VecDeque::new(),
         })
@@ -218,6 +264,12 @@ impl<M: Clone, S> Engine<M, S> {
         self.limit = limit;
     }
 
+    /// Lets markers overtake application messages (see [`Overtaking`]).
+    /// Change it only while no snapshot is in progress here.
+    pub fn set_overtaking(&mut self, overtaking: Overtaking) {
+        self.overtaking = overtaking;
+    }
+
     /// Gives up snapshot `snapshot` here (it failed or timed out elsewhere):
     /// its recording is dropped, and its late markers are ignored. Returns
     /// whether it was being recorded.
@@ -255,7 +307,36 @@ impl<M: Clone, S> Engine<M, S> {
     /// snapshot already came on this channel, or the snapshot is finished
     /// or given up here ([`Error::LateMarker`]).
     pub fn handle_marker(&mut self, channel: ChannelId, snapshot: SnapshotId) -> Result<()> {
+        self.handle_marker_ahead(channel, snapshot, &[])
+    }
+
+    /// A marker of `snapshot` on `channel` is taken ahead of `ahead`, the
+    /// messages before it on the channel that the process has not handled
+    /// yet (receiver-side [`Overtaking`]). They become the end of the
+    /// channel's recorded state for this snapshot; the caller hands them to
+    /// [`handle_message`](Self::handle_message) and the application
+    /// afterwards, in order, as usual. With `ahead` empty this is
+    /// [`handle_marker`](Self::handle_marker). Overtaken messages do not
+    /// count toward the recording limit.
+    ///
+    /// # Errors
+    /// As [`handle_marker`](Self::handle_marker), and [`Error::Overtaking`]
+    /// if `ahead` is not empty and receiver-side overtaking is off.
+    pub fn handle_marker_ahead(
+        &mut self,
+        channel: ChannelId,
+        snapshot: SnapshotId,
+        ahead: &[M],
+    ) -> Result<()> {
         self.ready()?;
+        if !ahead.is_empty() && !self.overtaking.receiver {
+            return Err(Error::Overtaking {
+                snapshot,
+                problem:
+                    "a marker was taken ahead of messages, but receiver-side overtaking is off"
+                        .into(),
+            });
+        }
         let i = self.incoming_index(channel)?;
         let duplicate = || Error::DuplicateMarker {
             snapshot,
@@ -275,12 +356,63 @@ impl<M: Clone, S> Engine<M, S> {
                 }
                 rec.open[i] = false;
                 rec.remaining -= 1;
+                rec.messages[i].extend_from_slice(ahead);
                 self.outputs
                     .push_back(Output::ChannelRecorded { snapshot, channel });
                 self.complete_if_done(r);
             }
-            None => self.begin(snapshot, Some(i)),
+            None => {
+                self.begin(snapshot, Some(i));
+                if let Some(rec) = self.active.last_mut() {
+                    rec.messages[i].extend_from_slice(ahead);
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// The caller put this snapshot's marker on `channel` ahead of
+    /// `overtaken`, the messages the application sent there earlier that
+    /// were not yet written out, in send order (sender-side
+    /// [`Overtaking`]; answer every [`Output::SendMarker`] this way, with
+    /// an empty list when it overtook nothing). They become the tail of the
+    /// channel's recorded state. A snapshot given up here meanwhile ignores
+    /// it.
+    ///
+    /// # Errors
+    /// [`Error::Overtaking`] if sender-side overtaking is off, or the
+    /// marker of `snapshot` on `channel` is not waiting to be placed;
+    /// [`Error::WrongChannel`] if `channel` is not outgoing here.
+    pub fn marker_placed(
+        &mut self,
+        channel: ChannelId,
+        snapshot: SnapshotId,
+        overtaken: Vec<M>,
+    ) -> Result<()> {
+        let o = self.outgoing_index(channel)?;
+        let problem = |problem: String| Error::Overtaking { snapshot, problem };
+        if !self.overtaking.sender {
+            return Err(problem(
+                "a marker was placed ahead of messages, but sender-side overtaking is off".into(),
+            ));
+        }
+        let Some(r) = self.active.iter().position(|r| r.snapshot == snapshot) else {
+            if self.is_finished(snapshot) {
+                return Ok(()); // given up here meanwhile
+            }
+            return Err(problem("this process has not recorded it".into()));
+        };
+        let rec = &mut self.active[r];
+        if rec.overtaken[o].is_some() {
+            return Err(problem(format!(
+                "its marker on {} was already placed",
+                self.outgoing[o].1
+            )));
+        }
+        rec.overtaken[o] = Some(overtaken);
+        // Saturating: the option may have been turned on mid-snapshot.
+        rec.unplaced = rec.unplaced.saturating_sub(1);
+        self.complete_if_done(r);
         Ok(())
     }
 
@@ -341,6 +473,12 @@ impl<M: Clone, S> Engine<M, S> {
             messages: (0..n).map(|_| Vec::new()).collect(),
             remaining: n,
             bytes: 0,
+            overtaken: (0..self.outgoing.len()).map(|_| None).collect(),
+            unplaced: if self.overtaking.sender {
+                self.outgoing.len()
+            } else {
+                0
+            },
         };
         self.outputs.push_back(Output::RecordState { snapshot });
         self.pending_state = Some(snapshot);
@@ -361,7 +499,7 @@ impl<M: Clone, S> Engine<M, S> {
 
     fn complete_if_done(&mut self, r: usize) {
         let rec = &self.active[r];
-        if rec.remaining > 0 || rec.state.is_none() {
+        if rec.remaining > 0 || rec.unplaced > 0 || rec.state.is_none() {
             return;
         }
         let rec = self.active.swap_remove(r);
@@ -372,6 +510,15 @@ impl<M: Clone, S> Engine<M, S> {
             .zip(rec.messages)
             .map(|(&(channel, _), messages)| RecordedChannel { channel, messages })
             .collect();
+        let overtaken = self
+            .outgoing
+            .iter()
+            .zip(rec.overtaken)
+            .filter_map(|(&(channel, _), m)| {
+                m.filter(|m| !m.is_empty())
+                    .map(|messages| RecordedChannel { channel, messages })
+            })
+            .collect();
         if let Some(state) = rec.state {
             self.outputs
                 .push_back(Output::LocalSnapshotComplete(LocalSnapshot {
@@ -379,6 +526,7 @@ impl<M: Clone, S> Engine<M, S> {
                     process: self.me,
                     state,
                     channels,
+                    overtaken,
                 }));
         }
     }

@@ -78,6 +78,16 @@ pub enum Error {
         "snapshot {0}: the local state must be recorded (Engine::record_state) before anything else happens"
     )]
     StatePending(SnapshotId),
+    /// A marker was placed or taken ahead of application messages in a way
+    /// the engine's [`Overtaking`](crate::Overtaking) option does not allow,
+    /// or for a snapshot or channel that is not waiting for it.
+    #[error("snapshot {snapshot}: {problem}")]
+    Overtaking {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// What was wrong.
+        problem: String,
+    },
     /// `record_state` was called when no state was asked for.
     #[error("snapshot {0}: no local state was asked for")]
     StateNotRequested(SnapshotId),

@@ -75,7 +75,7 @@ mod stable;
 mod topology;
 pub mod trace;
 
-pub use engine::{Engine, Output, REMEMBERED_SNAPSHOTS, StartOutcome};
+pub use engine::{Engine, Output, Overtaking, REMEMBERED_SNAPSHOTS, StartOutcome};
 pub use error::{Error, Result};
 pub use ids::{ChannelId, ProcessId, SnapshotId};
 pub use named_map::NamedMap;

@@ -20,7 +20,8 @@ pub struct RecordedChannel<M> {
     pub messages: Vec<M>,
 }
 
-/// One process's part of a snapshot: its state and every incoming channel.
+/// One process's part of a snapshot: its state, every incoming channel, and
+/// what its markers overtook on its outgoing channels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalSnapshot<M, S> {
     /// The snapshot.
@@ -31,6 +32,10 @@ pub struct LocalSnapshot<M, S> {
     pub state: S,
     /// The recorded state of each of its incoming channels.
     pub channels: Vec<RecordedChannel<M>>,
+    /// With sender-side [`Overtaking`](crate::Overtaking): per outgoing
+    /// channel whose marker overtook messages, those messages in send order,
+    /// the tail of that channel's state. Empty otherwise.
+    pub overtaken: Vec<RecordedChannel<M>>,
 }
 
 /// A complete global snapshot: one state per process and one message
@@ -53,6 +58,8 @@ pub struct Assembler<M, S> {
     id: SnapshotId,
     states: Vec<Option<S>>,
     channels: Vec<Option<Vec<M>>>,
+    /// Per channel, what its sender's marker overtook.
+    tails: Vec<Vec<M>>,
 }
 
 impl<M, S> Assembler<M, S> {
@@ -64,6 +71,7 @@ impl<M, S> Assembler<M, S> {
             id,
             states: (0..n).map(|_| None).collect(),
             channels: (0..c).map(|_| None).collect(),
+            tails: (0..c).map(|_| Vec::new()).collect(),
         }
     }
 
@@ -124,9 +132,31 @@ impl<M, S> Assembler<M, S> {
             let name = topo.channel_name(incoming[i]);
             return Err(bad(format!("channel {name} is missing from the report")));
         }
+        let outgoing = topo.outgoing(local.process);
+        let mut tailed = vec![false; outgoing.len()];
+        for rc in &local.overtaken {
+            match outgoing.iter().position(|&c| c == rc.channel) {
+                None => {
+                    return Err(bad(format!(
+                        "it reports overtaken messages on #{}, not one of its outgoing channels",
+                        rc.channel.0
+                    )));
+                }
+                Some(i) if tailed[i] => {
+                    let name = topo.channel_name(rc.channel);
+                    return Err(bad(format!(
+                        "overtaken messages on {name} are reported twice"
+                    )));
+                }
+                Some(i) => tailed[i] = true,
+            }
+        }
         self.states[local.process.index()] = Some(local.state);
         for rc in local.channels {
             self.channels[rc.channel.index()] = Some(rc.messages);
+        }
+        for rc in local.overtaken {
+            self.tails[rc.channel.index()] = rc.messages;
         }
         Ok(())
     }
@@ -168,7 +198,17 @@ impl<M, S> Assembler<M, S> {
         Ok(GlobalSnapshot {
             id: self.id,
             states: self.states.iter_mut().filter_map(Option::take).collect(),
-            channels: self.channels.iter_mut().filter_map(Option::take).collect(),
+            // What the receiver recorded, then what the sender's marker overtook.
+            channels: self
+                .channels
+                .iter_mut()
+                .zip(&mut self.tails)
+                .filter_map(|(c, tail)| {
+                    let mut c = c.take()?;
+                    c.append(tail);
+                    Some(c)
+                })
+                .collect(),
         })
     }
 }
@@ -328,6 +368,7 @@ mod tests {
                     messages: m.to_vec(),
                 })
                 .collect(),
+            overtaken: Vec::new(),
         }
     }
 

@@ -74,6 +74,7 @@ fn local(s: u64, state: &'static str, pq: &[&'static str], rq: &[&'static str]) 
                 messages: rq.to_vec(),
             },
         ],
+        overtaken: Vec::new(),
     })
 }
 

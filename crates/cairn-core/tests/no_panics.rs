@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use cairn_core::{
-    Assembler, ChannelId, Engine, GlobalSnapshot, LocalSnapshot, Output, ProcessId,
+    Assembler, ChannelId, Engine, GlobalSnapshot, LocalSnapshot, Output, Overtaking, ProcessId,
     RecordedChannel, SnapshotDoc, SnapshotId, Topology,
 };
 use proptest::prelude::*;
@@ -27,6 +27,9 @@ enum Input {
     Send(u32, u8),
     State(u64),
     Drain,
+    MarkerAhead(u32, u64, Vec<u8>),
+    Placed(u32, u64, Vec<u8>),
+    Overtake(bool, bool),
 }
 
 fn input() -> impl Strategy<Value = Input> {
@@ -37,6 +40,19 @@ fn input() -> impl Strategy<Value = Input> {
         (0..7u32, any::<u8>()).prop_map(|(c, m)| Input::Send(c, m)),
         (0..4u64).prop_map(Input::State),
         Just(Input::Drain),
+        (
+            0..7u32,
+            0..4u64,
+            proptest::collection::vec(any::<u8>(), 0..3)
+        )
+            .prop_map(|(c, s, m)| Input::MarkerAhead(c, s, m)),
+        (
+            0..7u32,
+            0..4u64,
+            proptest::collection::vec(any::<u8>(), 0..3)
+        )
+            .prop_map(|(c, s, m)| Input::Placed(c, s, m)),
+        (any::<bool>(), any::<bool>()).prop_map(|(a, b)| Input::Overtake(a, b)),
     ]
 }
 
@@ -58,11 +74,19 @@ proptest! {
                 Input::Send(c, m) => e.send(ChannelId(c), m),
                 Input::State(s) => e.record_state(SnapshotId(s), s),
                 Input::Drain => Ok(()),
+                Input::MarkerAhead(c, s, m) => e.handle_marker_ahead(ChannelId(c), SnapshotId(s), &m),
+                Input::Placed(c, s, m) => e.marker_placed(ChannelId(c), SnapshotId(s), m),
+                Input::Overtake(sender, receiver) => {
+                    e.set_overtaking(Overtaking { sender, receiver });
+                    Ok(())
+                }
             };
             while let Some(out) = e.poll_output() {
                 if let Output::LocalSnapshotComplete(l) = out {
                     let chans: Vec<ChannelId> = l.channels.iter().map(|c| c.channel).collect();
                     prop_assert_eq!(chans, topo.incoming(ProcessId(p)).to_vec());
+                    let out = topo.outgoing(ProcessId(p));
+                    prop_assert!(l.overtaken.iter().all(|c| out.contains(&c.channel)));
                 }
             }
         }
@@ -81,6 +105,7 @@ proptest! {
                 process: ProcessId(p),
                 state: 0,
                 channels: chans.into_iter().map(|(c, m)| RecordedChannel { channel: ChannelId(c), messages: m }).collect(),
+                overtaken: Vec::new(),
             };
             let _ = a.add(local);
             let (procs, chans) = a.missing();

@@ -302,6 +302,8 @@ impl Coordinator {
                 process,
                 state: report.state,
                 channels,
+                // The runtime does not let markers overtake messages (yet).
+                overtaken: Vec::new(),
             })
             .map_err(|e| ControlError::BadRequest(e.to_string()))?;
         tracing::debug!(snapshot = %id, process = %report.process, ms = run.started.elapsed().as_secs_f64() * 1e3, "report");

@@ -146,6 +146,7 @@ impl<P: Process> Driver<P> {
                         messages: Vec::new(),
                     })
                     .collect(),
+                overtaken: Vec::new(),
             };
             self.send_report(local, a.since());
         } else {

@@ -70,6 +70,9 @@ pub(super) fn encode_report<M: serde::Serialize, S: serde::Serialize>(
     epoch: u64,
     local: cairn_core::LocalSnapshot<M, S>,
 ) -> serde_json::Result<LocalReport> {
+    // The driver never turns on overtaking markers, so no part carries an
+    // overtaken tail; the report has no place for one yet.
+    debug_assert!(local.overtaken.is_empty());
     let mut bytes = 0u64;
     let mut channels = Vec::new();
     for rc in local.channels {
