@@ -1,5 +1,7 @@
 //! Exhaustive exploration: every interleaving of a small bounded run, every
-//! FIFO delivery order included, checked at each end state.
+//! FIFO delivery order included (and, with receiver-side overtaking, every
+//! point at which a marker may be taken ahead of messages), checked at each
+//! end state.
 
 use cairn_core::oracle::Model;
 use cairn_core::{ChannelId, ProcessId, SnapshotId};
@@ -28,6 +30,9 @@ pub enum Step<M> {
     },
     /// Deliver the head of `channel` (the explorer adds these itself).
     Deliver(ChannelId),
+    /// Take the first marker on `channel` ahead of the messages before it,
+    /// with receiver-side overtaking (the explorer adds these itself).
+    TakeMarkerEarly(ChannelId),
 }
 
 /// What an exploration covered.
@@ -82,6 +87,12 @@ where
             .filter(|&c| sys.can_deliver(c))
             .map(Step::Deliver),
     );
+    steps.extend(
+        sys.topology()
+            .channel_ids()
+            .filter(|&c| sys.early_marker(c).is_some())
+            .map(Step::TakeMarkerEarly),
+    );
     if steps.is_empty() || depth == 0 {
         stats.runs += 1;
         return check(sys).map_err(|e| format!("{e}\n  after steps {path:?}"));
@@ -109,5 +120,6 @@ fn take<D: Model>(sys: &mut System<D>, step: &Step<D::Message>) -> Result<()> {
             .start_snapshot(*process, *id, 0, &mut no_delay)
             .map(|_| ()),
         Step::Deliver(c) => sys.deliver(*c, 0, &mut no_delay).map(|_| ()),
+        Step::TakeMarkerEarly(c) => sys.take_marker_early(*c, 0, &mut no_delay).map(|_| ()),
     }
 }

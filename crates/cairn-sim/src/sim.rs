@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cairn_core::oracle::{self, Model, Run, Violation};
 use cairn_core::trace::TraceEvent;
-use cairn_core::{ChannelId, GlobalSnapshot, ProcessId, SnapshotId, Topology};
+use cairn_core::{ChannelId, GlobalSnapshot, Overtaking, ProcessId, SnapshotId, Topology};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -22,6 +22,13 @@ pub struct Config {
     pub max_ticks: u64,
     /// A planted fault, for testing the oracle.
     pub fault: Option<Fault>,
+    /// Whether markers overtake messages (see [`System::set_overtaking`]).
+    /// With receiver-side overtaking, a marker that is due is taken at once,
+    /// ahead of the messages before it.
+    pub overtaking: Overtaking,
+    /// With sender-side overtaking, the most messages one marker jumps
+    /// (see [`System::set_jump_limit`]).
+    pub jump_limit: usize,
 }
 
 impl Default for Config {
@@ -31,6 +38,8 @@ impl Default for Config {
             max_delay: 5,
             max_ticks: 1_000_000,
             fault: None,
+            overtaking: Overtaking::default(),
+            jump_limit: usize::MAX,
         }
     }
 }
@@ -102,6 +111,8 @@ impl<D: Model> Simulator<D> {
         }
         let mut system = System::new(topology, model, initial)?;
         system.set_fault(config.fault);
+        system.set_overtaking(config.overtaking);
+        system.set_jump_limit(config.jump_limit);
         Ok(Simulator {
             system,
             rng: ChaCha8Rng::seed_from_u64(config.seed),
@@ -172,6 +183,17 @@ impl<D: Model> Simulator<D> {
         self.now = self.now.saturating_add(1);
         loop {
             let topo = self.system.topology().clone();
+            let early = topo.channel_ids().find(|&c| {
+                self.system
+                    .early_marker(c)
+                    .is_some_and(|at| self.system.in_flight(c)[at].deliver_at <= self.now)
+            });
+            if let Some(c) = early {
+                let (rng, max) = (&mut self.rng, self.config.max_delay);
+                let mut delay = || rng.random_range(1..=max);
+                self.system.take_marker_early(c, self.now, &mut delay)?;
+                continue;
+            }
             let due = topo
                 .channel_ids()
                 .filter(|&c| self.system.can_deliver(c))

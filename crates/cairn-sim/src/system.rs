@@ -8,8 +8,8 @@ use std::sync::Arc;
 use cairn_core::oracle::{AppEvent, Model};
 use cairn_core::trace::{Event, TraceEvent, VectorClock};
 use cairn_core::{
-    Assembler, ChannelId, Engine, GlobalSnapshot, Output, ProcessId, SnapshotId, StartOutcome,
-    Topology,
+    Assembler, ChannelId, Engine, GlobalSnapshot, Output, Overtaking, ProcessId, SnapshotId,
+    StartOutcome, Topology,
 };
 
 use crate::error::{Result, SimError};
@@ -28,6 +28,9 @@ pub enum Fault {
     /// The recorded local state is the one from before the process's last
     /// application event.
     StaleState,
+    /// A marker that overtakes messages (either side) records none of them:
+    /// what it jumped is lost from the channel's state.
+    LoseOvertaken,
 }
 
 /// What travels on a channel.
@@ -77,6 +80,8 @@ pub struct System<D: Model> {
     held_markers: Vec<Vec<Packet<D::Message>>>,
     hidden_once: Vec<Option<SnapshotId>>,
     sent: u64,
+    overtaking: Overtaking,
+    jump_limit: usize,
 }
 
 impl<D: Model> System<D> {
@@ -115,6 +120,8 @@ impl<D: Model> System<D> {
             held_markers: vec![Vec::new(); c],
             hidden_once: vec![None; n],
             sent: 0,
+            overtaking: Overtaking::default(),
+            jump_limit: usize::MAX,
             topology,
             model,
         })
@@ -123,6 +130,31 @@ impl<D: Model> System<D> {
     /// Plants a fault (for testing the oracle only).
     pub fn set_fault(&mut self, fault: Option<Fault>) {
         self.fault = fault;
+    }
+
+    /// Lets markers overtake messages (see [`Overtaking`]). Sender side: a
+    /// marker goes onto its channel ahead of the messages after the last
+    /// marker still in flight there (as if the link had written none of
+    /// them; see [`System::set_jump_limit`]), and they become the tail of
+    /// the channel's state. Receiver
+    /// side: [`System::take_marker_early`] is enabled. Set it before the run.
+    pub fn set_overtaking(&mut self, overtaking: Overtaking) {
+        self.overtaking = overtaking;
+        for e in &mut self.engines {
+            e.set_overtaking(overtaking);
+        }
+    }
+
+    /// With sender-side overtaking, a marker jumps at most the last
+    /// `limit` messages after the last marker in flight on its channel (the
+    /// ones before them count as written out already). Default: no limit.
+    pub fn set_jump_limit(&mut self, limit: usize) {
+        self.jump_limit = limit;
+    }
+
+    /// The overtaking in force.
+    pub fn overtaking(&self) -> Overtaking {
+        self.overtaking
     }
 
     /// The topology.
@@ -338,6 +370,66 @@ impl<D: Model> System<D> {
         Ok(true)
     }
 
+    /// With receiver-side overtaking, the position of the first marker in
+    /// flight on `channel` when messages are ahead of it (a marker in the
+    /// receiver's buffer behind messages it has not handled).
+    pub fn early_marker(&self, channel: ChannelId) -> Option<usize> {
+        if !self.overtaking.receiver {
+            return None;
+        }
+        let queue = &self.channels[channel.index()];
+        let at = queue
+            .iter()
+            .position(|p| matches!(p.item, Item::Marker(_)))?;
+        (at > 0).then_some(at)
+    }
+
+    /// Takes the first marker on `channel` ahead of the messages before it
+    /// (receiver-side overtaking); they stay in flight and are delivered
+    /// afterwards, in order. Returns false if there is no such marker.
+    ///
+    /// # Errors
+    /// A core error from the receiving engine.
+    pub fn take_marker_early(
+        &mut self,
+        channel: ChannelId,
+        now: u64,
+        delay: &mut dyn FnMut() -> u64,
+    ) -> Result<bool> {
+        let Some(at) = self.early_marker(channel) else {
+            return Ok(false);
+        };
+        let queue = &mut self.channels[channel.index()];
+        let Some(Packet {
+            item: Item::Marker(snapshot),
+            vc,
+            ..
+        }) = queue.remove(at)
+        else {
+            return Ok(false);
+        };
+        let lose = self.fault == Some(Fault::LoseOvertaken);
+        let ahead: Vec<D::Message> = queue
+            .iter()
+            .take(if lose { 0 } else { at })
+            .filter_map(|p| match &p.item {
+                Item::Message { message, .. } => Some(message.clone()),
+                Item::Marker(_) => None,
+            })
+            .collect();
+        let to = self.topology.channel(channel).to;
+        let q = to.index();
+        let vc = self.clocks[q].receive(&vc).to_vec();
+        self.trace.push(TraceEvent {
+            process: to,
+            event: Event::MarkerReceive { channel, snapshot },
+            vc,
+        });
+        self.engines[q].handle_marker_ahead(channel, snapshot, &ahead)?;
+        self.pump(to, now, delay)?;
+        Ok(true)
+    }
+
     /// Releases markers a [`Fault::MarkerAfterMessage`] held back, when no
     /// message came to push them out. Returns whether any was released.
     pub fn release_held_markers(&mut self) -> bool {
@@ -381,7 +473,13 @@ impl<D: Model> System<D> {
                         vc: vc.clone(),
                     });
                     self.enqueue(channel, Item::Marker(snapshot), vc, now, delay);
-                    if self.fault == Some(Fault::MarkerAfterMessage) {
+                    if self.overtaking.sender {
+                        let mut overtaken = self.jump_queue(channel);
+                        if self.fault == Some(Fault::LoseOvertaken) {
+                            overtaken.clear();
+                        }
+                        self.engines[i].marker_placed(channel, snapshot, overtaken)?;
+                    } else if self.fault == Some(Fault::MarkerAfterMessage) {
                         let marker = self.channels[channel.index()].pop_back();
                         self.held_markers[channel.index()].extend(marker);
                     }
@@ -418,6 +516,35 @@ impl<D: Model> System<D> {
             }
         }
         Ok(())
+    }
+
+    /// Moves the marker just enqueued on `channel` ahead of the messages
+    /// after the last marker before it (at most the jump limit); returns
+    /// those messages.
+    fn jump_queue(&mut self, channel: ChannelId) -> Vec<D::Message> {
+        let queue = &mut self.channels[channel.index()];
+        let Some(mut marker) = queue.pop_back() else {
+            return Vec::new();
+        };
+        let after_marker = queue
+            .iter()
+            .rposition(|p| matches!(p.item, Item::Marker(_)))
+            .map_or(0, |m| m + 1);
+        let from = after_marker.max(queue.len().saturating_sub(self.jump_limit));
+        let overtaken = queue
+            .iter()
+            .skip(from)
+            .filter_map(|p| match &p.item {
+                Item::Message { message, .. } => Some(message.clone()),
+                Item::Marker(_) => None,
+            })
+            .collect();
+        // It arrives no later than the first message it overtook.
+        if let Some(first) = queue.get(from) {
+            marker.deliver_at = marker.deliver_at.min(first.deliver_at);
+        }
+        queue.insert(from, marker);
+        overtaken
     }
 
     fn enqueue(
