@@ -5,11 +5,10 @@ use std::hash::{BuildHasher, RandomState};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use cairn_runtime::ClusterConfig;
-use cairn_sim::{Config, Simulator, TokenModel, cos418, demo, output, token};
+use cairn_sim::{demo, token};
 use clap::{Parser, Subcommand};
 
 mod bench_cmds;
@@ -19,6 +18,7 @@ mod cluster_cmds;
 mod demo_cluster;
 mod detect_cmds;
 mod present;
+mod sim_cmd;
 mod snapshots_cmds;
 mod trace_cmds;
 
@@ -223,6 +223,10 @@ enum Cmd {
         /// The snapshot whose cut the diagram draws (default: the first).
         #[arg(long, requires = "svg")]
         svg_snapshot: Option<u64>,
+        /// Let markers overtake messages: jump the sender's unwritten ones,
+        /// be taken ahead of the receiver's unhandled ones, or both.
+        #[arg(long, value_enum, default_value_t = sim_cmd::Overtake::None)]
+        overtake: sim_cmd::Overtake,
     },
     /// Turn a cluster's traces (`cairn node --trace-dir`) into a space-time
     /// diagram or a ShiViz log.
@@ -480,93 +484,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             shiviz,
             svg,
             svg_snapshot,
+            overtake,
         } => {
             let seed = seed.unwrap_or_else(random_seed);
             eprintln!("seed {seed} (replay with --seed {seed})");
-            let outputs = SimOutputs {
+            let outputs = sim_cmd::SimOutputs {
                 trace,
                 shiviz,
                 svg,
                 svg_snapshot,
             };
-            sim(&topology, &events, seed, max_delay, &outputs)
+            let config = cairn_sim::Config {
+                seed,
+                max_delay,
+                overtaking: overtake.into(),
+                ..cairn_sim::Config::default()
+            };
+            sim_cmd::sim(&topology, &events, config, &outputs)
         }
         Cmd::Trace { action } => {
             trace_cmds::run(action)?;
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// What `cairn sim` writes besides the snapshots.
-struct SimOutputs {
-    trace: Option<PathBuf>,
-    shiviz: Option<PathBuf>,
-    svg: Option<PathBuf>,
-    svg_snapshot: Option<u64>,
-}
-
-fn sim(
-    topology: &Path,
-    events: &Path,
-    seed: u64,
-    max_delay: u64,
-    outputs: &SimOutputs,
-) -> Result<ExitCode> {
-    let top_text = read(topology)?;
-    let top = cos418::parse_topology(&topology.display().to_string(), &top_text)?;
-    let script =
-        cos418::parse_events(&events.display().to_string(), &read(events)?, &top.topology)?;
-    let total: u64 = top.initial.iter().map(|t| t.tokens).sum();
-    let topo = Arc::new(top.topology);
-    let config = Config {
-        seed,
-        max_delay,
-        ..Config::default()
-    };
-    let mut sim = Simulator::new(topo.clone(), TokenModel, top.initial, config)?;
-    sim.run_script(&script)
-        .with_context(|| format!("running {}", events.display()))?;
-    let run = sim.finish()?;
-    if let Some(path) = &outputs.trace {
-        write_file(path, |w| output::write_trace(w, &topo, &run.trace))?;
-    }
-    if let Some(path) = &outputs.shiviz {
-        write_file(path, |w| output::write_shiviz(w, &topo, &run.trace))?;
-    }
-    if let Some(path) = &outputs.svg {
-        let options = cairn_viz::Options {
-            snapshot: outputs.svg_snapshot.map(cairn_core::SnapshotId),
-            ..cairn_viz::Options::default()
-        };
-        let svg = cairn_viz::svg(&topo, &run.trace, &options).context("drawing the run")?;
-        fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    println!("{}", output::snapshots_json(&topo, &run.snapshots)?);
-    let violations = run.verify(&TokenModel);
-    for v in &violations {
-        eprintln!("oracle: {v}");
-    }
-    let unconserved: Vec<u64> = run
-        .snapshots
-        .iter()
-        .filter(|s| {
-            let (held, flying) = token::recorded_tokens(s);
-            held + flying != total
-        })
-        .map(|s| s.id.0)
-        .collect();
-    if !violations.is_empty() || !unconserved.is_empty() {
-        bail!(
-            "{} oracle violations; snapshots {unconserved:?} do not conserve {total} tokens (seed {seed})",
-            violations.len()
-        );
-    }
-    eprintln!(
-        "{} snapshots, all consistent and conserving {total} tokens",
-        run.snapshots.len()
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// One thread is enough for a node, and keeps a cluster of them light on two cores.

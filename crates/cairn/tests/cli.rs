@@ -129,6 +129,56 @@ fn sim_prints_the_snapshots_and_writes_trace_and_shiviz() {
     std::fs::remove_dir_all(tmp).ok();
 }
 
+/// Invariant: with markers overtaking messages on either side, `cairn sim`
+/// still prints snapshots the oracle accepts and that conserve the tokens,
+/// and overtaking shows: more messages are recorded in flight than with
+/// markers in their FIFO place.
+#[test]
+fn sim_with_overtaking_markers_stays_consistent_and_records_more_in_flight() {
+    let Some(dir) = cos418() else { return };
+    let in_flight = |mode: &str| -> usize {
+        let out = cairn(&[
+            "sim",
+            "--topology",
+            dir.join("10nodes.top").to_str().unwrap(),
+            "--events",
+            dir.join("10nodes.events").to_str().unwrap(),
+            "--seed",
+            "3",
+            "--overtake",
+            mode,
+        ]);
+        assert!(out.status.success(), "{mode}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("all consistent"), "{mode}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["channels"].as_array().unwrap())
+            .map(|c| c["messages"].as_array().unwrap().len())
+            .sum()
+    };
+    let fifo = in_flight("none");
+    for mode in ["sender", "receiver", "both"] {
+        let n = in_flight(mode);
+        assert!(
+            n > fifo,
+            "{mode}: {n} recorded in flight, {fifo} without overtaking"
+        );
+    }
+    let bad = cairn(&[
+        "sim",
+        "--topology",
+        "x.top",
+        "--events",
+        "y",
+        "--overtake",
+        "sideways",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("sideways"));
+}
+
 #[test]
 fn bad_arguments_and_files_give_clear_errors_and_nonzero_exits() {
     let out = cairn(&["sim", "--topology", "x.top"]);
