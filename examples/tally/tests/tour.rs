@@ -56,6 +56,60 @@ async fn input_the_application_refuses_is_an_error_and_changes_nothing() {
     b.shutdown().await.unwrap();
 }
 
+/// Invariants: `snapshot()` with a peer gone fails within the snapshot
+/// timeout (plus its two-second grace) and names the peer, rather than
+/// hanging; and a peer started again in the same program is a new life the
+/// cluster notices, rolling back to the last snapshot, after which
+/// snapshots are consistent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_with_a_peer_gone_fails_naming_it_and_the_peer_comes_back() {
+    let store = format!("memory://tally-gone-{}", std::process::id());
+    let config = config(&free_ports(3), &store).unwrap();
+    let limit = std::time::Duration::from_secs(20);
+    let a = Node::<TallyNode>::start(config.clone(), "n1")
+        .await
+        .unwrap();
+    let b = Node::<TallyNode>::start(config.clone(), "n2")
+        .await
+        .unwrap();
+    let c = Node::<TallyNode>::start(config.clone(), "n3")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        c.input(Event::Hit).await.unwrap();
+    }
+    let before = cairn_example_tally::snapshot(&a, limit).await.unwrap();
+    consistent(&before).unwrap();
+    c.shutdown().await.unwrap();
+
+    let asked = std::time::Instant::now();
+    let e = a.snapshot().await.unwrap_err().to_string();
+    let took = asked.elapsed();
+    eprintln!("snapshot() with n3 gone, after {took:?}: {e}");
+    assert!(e.contains("n3"), "{e}");
+    let bound = config.snapshots.timeout + std::time::Duration::from_secs(3);
+    assert!(took <= bound, "snapshot() took {took:?} to fail: {e}");
+
+    let c = Node::<TallyNode>::start(config, "n3").await.unwrap();
+    let deadline = tokio::time::Instant::now() + limit;
+    let after = loop {
+        let s = cairn_example_tally::snapshot(&a, limit).await.unwrap();
+        if s.epoch > before.epoch {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rollback noticed the new life of n3"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    consistent(&after).unwrap();
+    assert!(after.states["n3"].served >= before.states["n3"].served);
+    for n in [a, b, c] {
+        n.shutdown().await.unwrap();
+    }
+}
+
 #[test]
 fn the_consistency_check_catches_a_torn_cut() {
     let tally = |served, heard: &[(&str, u64)]| Tally {
