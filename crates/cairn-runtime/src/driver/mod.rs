@@ -530,22 +530,7 @@ impl<P: Process> Driver<P> {
     }
 
     fn on_tick(&mut self) {
-        // The buffers are reused: a tick allocates nothing.
-        let mut open = std::mem::take(&mut self.open);
-        open.clear();
-        open.extend(
-            self.topology
-                .outgoing(self.me)
-                .iter()
-                .copied()
-                .filter(|&c| self.outbound.get(c).is_some_and(Outbound::has_room)),
-        );
-        let mut sends = std::mem::take(&mut self.sends);
-        let rng = &mut self.rng;
-        let mut random = || rng.random::<u64>();
-        self.process
-            .on_tick(&mut Context::new(&open, &mut random, &mut sends));
-        self.open = open;
+        let ((), sends) = self.in_context(true, |p, cx| p.on_tick(cx));
         self.send_all(sends);
     }
 
@@ -557,21 +542,42 @@ impl<P: Process> Driver<P> {
                 "this node restarted and lost its state; it takes no input until a restore".into(),
             );
         }
-        let mut open = std::mem::take(&mut self.open);
-        open.clear();
-        open.extend(self.topology.outgoing(self.me).iter().copied());
-        let mut sends = std::mem::take(&mut self.sends);
-        let rng = &mut self.rng;
-        let mut random = || rng.random::<u64>();
-        let r = self
-            .process
-            .on_input(input, &mut Context::new(&open, &mut random, &mut sends));
-        self.open = open;
+        let (r, mut sends) = self.in_context(false, |p, cx| p.on_input(input, cx));
         if r.is_err() {
             sends.clear(); // refused: the state is unchanged, and nothing is sent
         }
         self.send_all(sends);
         r
+    }
+
+    /// Runs `act` on the process with a context open on the outgoing
+    /// channels (only those with room, when `need_room`); returns its result
+    /// and what it asked to send. The buffers are reused: this allocates
+    /// nothing.
+    fn in_context<R>(
+        &mut self,
+        need_room: bool,
+        act: impl FnOnce(&mut P, &mut Context<'_, P::Message>) -> R,
+    ) -> (R, Vec<(ChannelId, P::Message)>) {
+        let mut open = std::mem::take(&mut self.open);
+        open.clear();
+        let outbound = &self.outbound;
+        open.extend(
+            self.topology
+                .outgoing(self.me)
+                .iter()
+                .copied()
+                .filter(|&c| !need_room || outbound.get(c).is_some_and(Outbound::has_room)),
+        );
+        let mut sends = std::mem::take(&mut self.sends);
+        let rng = &mut self.rng;
+        let mut random = || rng.random::<u64>();
+        let r = act(
+            &mut self.process,
+            &mut Context::new(&open, &mut random, &mut sends),
+        );
+        self.open = open;
+        (r, sends)
     }
 
     /// Sends what the application asked to (held while aligning), then
