@@ -343,3 +343,17 @@ pub fn read_token(path: &Path) -> Result<String> {
     }
     Ok(token)
 }
+
+/// Why a failed snapshot failed, from its summary as `GET /snapshots/{id}`
+/// answers it: the coordinator's reason, or else what it never got.
+pub fn failure_reason(summary: &serde_json::Value) -> String {
+    summary["reason"].as_str().map_or_else(
+        || {
+            format!(
+                "it never got processes {} and channels {}",
+                summary["missing_processes"], summary["missing_channels"]
+            )
+        },
+        str::to_string,
+    )
+}

@@ -207,15 +207,7 @@ impl<P: Process> Node<P> {
                 .await;
             match asked {
                 Ok((status, body)) if status.as_u16() == 500 => {
-                    return Err(failed(body["reason"].as_str().map_or_else(
-                        || {
-                            format!(
-                                "it never got processes {} and channels {}",
-                                body["missing_processes"], body["missing_channels"]
-                            )
-                        },
-                        str::to_string,
-                    )));
+                    return Err(failed(crate::client::failure_reason(&body)));
                 }
                 // Complete; committed once its manifest is in the store.
                 Ok((status, _)) if status.as_u16() == 200 && s.store.manifest(id).await.is_ok() => {

@@ -327,13 +327,7 @@ pub async fn snapshot(
             }
             500 => bail!(
                 "snapshot {id} failed: {}",
-                body["reason"].as_str().map_or_else(
-                    || format!(
-                        "it never got processes {} and channels {}",
-                        body["missing_processes"], body["missing_channels"]
-                    ),
-                    str::to_string
-                )
+                cairn_runtime::client::failure_reason(&body)
             ),
             _ => bail!("snapshot {id}: unexpected answer {status}: {body}"),
         }
