@@ -327,22 +327,25 @@ impl Store {
         decode_part(r, &bytes)
     }
 
-    /// Reads a whole committed snapshot, reporting `(parts read, parts)` as it goes.
+    /// Reads a whole committed snapshot, reporting `(bytes read, bytes)` as
+    /// it goes, after each part (the sizes come from the manifest).
     ///
     /// # Errors
     /// The first missing or corrupt object, by name.
     pub async fn load(
         &self,
         id: u64,
-        progress: &mut (dyn FnMut(usize, usize) + Send),
+        progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<StoredSnapshot> {
         let manifest = self.committed(id).await?;
-        let n = manifest.parts.len();
-        let mut parts = Vec::with_capacity(n);
-        progress(0, n);
+        let total = manifest.parts.iter().map(|p| p.bytes).sum();
+        let mut parts = Vec::with_capacity(manifest.parts.len());
+        let mut read = 0;
+        progress(0, total);
         for r in &manifest.parts {
             parts.push(self.read_part(r).await?);
-            progress(parts.len(), n);
+            read += r.bytes;
+            progress(read, total);
         }
         Ok(StoredSnapshot { manifest, parts })
     }

@@ -85,7 +85,21 @@ async fn conformance(store: Store) {
         .load(2, &mut |done, total| seen.push((done, total)))
         .await
         .unwrap();
-    assert_eq!(seen, vec![(0, 2), (1, 2), (2, 2)], "{name}: progress");
+    let sizes: Vec<u64> = store
+        .manifest(2)
+        .await
+        .unwrap()
+        .parts
+        .iter()
+        .map(|p| p.bytes)
+        .collect();
+    let total = sizes.iter().sum();
+    assert!(sizes.iter().all(|&b| b > 0), "{name}: {sizes:?}");
+    assert_eq!(
+        seen,
+        vec![(0, total), (sizes[0], total), (total, total)],
+        "{name}: progress in bytes"
+    );
     s.check_complete().unwrap();
     assert_eq!(
         s.to_json(),

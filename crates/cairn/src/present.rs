@@ -46,10 +46,11 @@ pub fn since(d: Duration) -> String {
     indicatif::HumanDuration(d).to_string()
 }
 
-/// A byte progress bar on stderr, drawn only when stderr is a terminal.
-pub fn bytes_bar(total: u64, what: &str) -> ProgressBar {
+/// A byte progress bar on stderr, drawn only when stderr is a terminal; its
+/// length is set as the total becomes known.
+pub fn bytes_bar(what: &str) -> ProgressBar {
     let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(total)
+        ProgressBar::new(0)
     } else {
         ProgressBar::hidden()
     };

@@ -83,14 +83,10 @@ fn open(args: &StoreArgs) -> Result<Store> {
 
 async fn load(store: &Store, id: u64) -> Result<StoredSnapshot> {
     let context = || format!("snapshot {id} in {}", store.url());
-    // The manifest gives each part's size, so progress is in bytes.
-    let sizes: Vec<u64> = match store.manifest(id).await {
-        Ok(m) => m.parts.iter().map(|p| p.bytes).collect(),
-        Err(_) => Vec::new(), // load names what is wrong
-    };
-    let bar = crate::present::bytes_bar(sizes.iter().sum(), &format!("reading snapshot {id}"));
-    let mut progress = |done: usize, _total: usize| {
-        bar.set_position(sizes.iter().take(done).sum());
+    let bar = crate::present::bytes_bar(&format!("reading snapshot {id}"));
+    let mut progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
     };
     let loaded = store.load(id, &mut progress).await;
     bar.finish_and_clear();
