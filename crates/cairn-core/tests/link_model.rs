@@ -1,7 +1,8 @@
 //! The link protocol checked in a deterministic model: one channel between
 //! a sender and a receiver, driven by seeded random schedules of sends,
 //! deliveries, acknowledgements, lost connections, replayed frames,
-//! reconnects, restarts of either side and rollbacks.
+//! reconnects, restarts of either side and rollbacks (reaching both sides
+//! at once, or one side steps before the other).
 //!
 //! Properties, for the messages one life of the sender pushes in one epoch:
 //! - **No duplicate, FIFO**: what the receiver delivers is always a prefix
@@ -84,6 +85,14 @@ struct Model {
     restart_pending: [bool; 2],
     /// Which life of each side the other side's current life linked with.
     linked_life: [Option<u64>; 2],
+    /// A rollback under way that has reached one side only: the side it
+    /// has yet to reach, and the epoch.
+    staggered: Option<(usize, u64)>,
+    /// Rollbacks that reached one side a step or more before the other.
+    staggers: u64,
+    /// Per side, its own life and the other side's life when a rollback
+    /// last reached it: a restart those lives show is settled for it.
+    rolled: [Option<(u64, u64)>; 2],
 }
 
 impl Model {
@@ -102,6 +111,9 @@ impl Model {
             next_message: 0,
             restart_pending: [false; 2],
             linked_life: [None; 2],
+            staggered: None,
+            staggers: 0,
+            rolled: [None; 2],
         }
     }
 
@@ -135,7 +147,7 @@ impl Model {
         let seen_as = self.s.book.known(R);
         if self.r.book.judge_me(seen_as, self.r.epoch) == Seen::Restarted {
             self.r.needs_restore = true;
-            return self.refused(R);
+            return self.refused(R, false);
         }
         if self
             .r
@@ -144,7 +156,7 @@ impl Model {
             == Seen::Restarted
         {
             self.s.needs_restore = true; // told so by the refusal
-            return self.refused(S);
+            return self.refused(S, true);
         }
         if self.s.epoch != self.r.epoch {
             return Ok(false);
@@ -155,7 +167,7 @@ impl Model {
         // At the sender: the welcome.
         if self.s.book.judge_me(their_view, self.s.epoch) == Seen::Restarted {
             self.s.needs_restore = true;
-            return self.refused(S);
+            return self.refused(S, false);
         }
         if self
             .s
@@ -163,7 +175,7 @@ impl Model {
             .judge(R, self.r.incarnation, self.r.epoch, self.s.epoch)
             == Seen::Restarted
         {
-            return self.refused(R);
+            return self.refused(R, true);
         }
         self.s.book.adopt(R, self.r.incarnation, self.r.epoch);
         if self.restart_pending.iter().any(|&p| p) {
@@ -184,11 +196,23 @@ impl Model {
         Ok(true)
     }
 
-    /// A refusal that names `who` as restarted: it must really have.
-    fn refused(&mut self, who: usize) -> Result<bool, String> {
+    /// A refusal that names `who` as restarted (`by_other`: the other side
+    /// judged it; else it judged itself from the other's view): it must
+    /// really have, and no rollback may have settled that restart already,
+    /// or the news would roll the cluster back a second time.
+    fn refused(&mut self, who: usize, by_other: bool) -> Result<bool, String> {
         if !self.restart_pending[who] {
             return Err(format!(
                 "side {who} was called restarted, but it did not restart"
+            ));
+        }
+        let life = [self.s.incarnation, self.r.incarnation];
+        let settled = self.rolled[who].is_some_and(|(me, _)| me == life[who])
+            || by_other && self.rolled[1 - who].is_some_and(|(_, it)| it == life[who]);
+        if settled {
+            return Err(format!(
+                "side {who} was called restarted after a rollback had settled that restart (rolled: {:?})",
+                self.rolled
             ));
         }
         Ok(false)
@@ -266,16 +290,53 @@ impl Model {
         self.linked_life[other] = None;
     }
 
-    /// The coordinator rolls both sides into a new epoch.
+    /// The coordinator rolls both sides into a new epoch. Its orders travel
+    /// separately, as in a cluster: two times in three one side is rolled
+    /// now and the other at a later rollback step, with connects, frames
+    /// and restarts in between; otherwise both at once.
     fn rollback(&mut self) {
+        if let Some((late, epoch)) = self.staggered.take() {
+            self.roll(late, epoch);
+            return;
+        }
         let epoch = self.s.epoch.max(self.r.epoch) + 1;
+        match self.rng.below(3) {
+            0 | 1 => {
+                let first = self.rng.below(2) as usize;
+                self.roll(first, epoch);
+                self.staggered = Some((1 - first, epoch));
+                self.staggers += 1;
+            }
+            _ => self.rollback_both(),
+        }
+    }
+
+    /// Rolls both sides at once into a new epoch (ending any staggered
+    /// rollback).
+    fn rollback_both(&mut self) {
+        self.staggered = None;
+        let epoch = self.s.epoch.max(self.r.epoch) + 1;
+        self.roll(S, epoch);
+        self.roll(R, epoch);
+    }
+
+    /// The rollback's order reaches `who`: it restores into `epoch`. That
+    /// settles a restart of `who` (it has the snapshot's state now, and
+    /// numbers its frames afresh in the new epoch); a restart of the other
+    /// side stays pending until the order reaches it too.
+    fn roll(&mut self, who: usize, epoch: u64) {
         self.wire = None;
-        self.s.epoch = epoch;
-        self.r.epoch = epoch;
-        self.tx.set_epoch(epoch);
-        self.s.needs_restore = false;
-        self.r.needs_restore = false;
-        self.restart_pending = [false; 2];
+        self.restart_pending[who] = false;
+        let life = [self.s.incarnation, self.r.incarnation];
+        self.rolled[who] = Some((life[who], life[1 - who]));
+        if who == S {
+            self.s.epoch = epoch;
+            self.tx.set_epoch(epoch);
+            self.s.needs_restore = false;
+        } else {
+            self.r.epoch = epoch;
+            self.r.needs_restore = false;
+        }
     }
 
     fn step(&mut self) -> Result<(), String> {
@@ -326,17 +387,17 @@ impl Model {
     }
 }
 
-fn run(seed: u64, steps: usize) -> Result<(), String> {
+/// Runs one schedule; returns how many of its rollbacks were staggered.
+fn run(seed: u64, steps: usize) -> Result<u64, String> {
     let mut m = Model::new(seed);
     for _ in 0..steps {
         m.step()?;
     }
     if !m.heal()? {
-        // Only a pending restart or a side waiting for a restore may keep the
-        // link from healing; then a rollback must let it heal.
         // Only a restart, or a side left in another epoch (a fresh process
-        // starts in epoch 0), may keep the link from healing; the
-        // coordinator then rolls both back, and the link must heal.
+        // starts in epoch 0, or a staggered rollback reached one side only),
+        // may keep the link from healing; the coordinator then rolls both
+        // back, and the link must heal.
         let restarted =
             m.restart_pending.iter().any(|&p| p) || m.s.needs_restore || m.r.needs_restore;
         if !restarted && m.s.epoch == m.r.epoch {
@@ -345,12 +406,13 @@ fn run(seed: u64, steps: usize) -> Result<(), String> {
                 m.s.epoch
             ));
         }
-        m.rollback();
+        m.rollback_both();
         if !m.heal()? {
             return Err("the link did not heal after a rollback".into());
         }
     }
-    m.check_nothing_lost()
+    m.check_nothing_lost()?;
+    Ok(m.staggers)
 }
 
 #[test]
@@ -363,13 +425,21 @@ fn the_link_loses_repeats_and_reorders_nothing_and_detects_every_restart() {
         .ok()
         .and_then(|s| s.parse().ok());
     let mut failures = Vec::new();
+    let mut staggers = 0;
     for seed in only.map_or(0..seeds, |s| s..s + 1) {
-        if let Err(e) = run(seed, 400) {
-            eprintln!("seed {seed}: {e} (replay with CAIRN_SEED={seed})");
-            failures.push(seed);
+        match run(seed, 400) {
+            Ok(n) => staggers += n,
+            Err(e) => {
+                eprintln!("seed {seed}: {e} (replay with CAIRN_SEED={seed})");
+                failures.push(seed);
+            }
         }
     }
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    assert!(
+        only.is_some() || staggers > seeds,
+        "only {staggers} staggered rollbacks in {seeds} schedules"
+    );
 }
 
 /// The model can fail: a receiver that forgets the sender's life (a new
