@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::control::ControlError;
-use crate::control::health::{Answer, Change, Health};
+use crate::control::health::{Answer, Change, Health, Judge};
 use crate::control::initiation::{ask_driver, start_here};
 use crate::control::recovery::{begin_first_epoch, roll_back};
 use crate::coordinator::Coordinator;
@@ -142,7 +142,13 @@ async fn run_timers(
                 let all_up = raw.iter().all(|(_, a)| a.is_some());
                 let after = lock().epoch_state();
                 // Mid-rollback, a node not yet rolled back is behind without having failed.
-                let settled = before == after && !after.1 && phase == Phase::Running;
+                let judge = match phase {
+                    _ if before != after || after.1 => Judge::NewLives,
+                    Phase::Running => Judge::All,
+                    Phase::Join => Judge::Forming,
+                    Phase::Resume(_) => Judge::NewLives,
+                };
+                let settled = judge == Judge::All;
                 let mut restarted: BTreeSet<String> = shared.peers.restarted_peers().into_iter().collect();
                 for (_, v) in &raw {
                     for p in v.iter().flat_map(|v| v["restarted_peers"].as_array()).flatten() {
@@ -154,7 +160,7 @@ async fn run_timers(
                 let answers: Vec<(usize, Option<Answer>)> =
                     raw.iter().map(|(i, v)| (*i, v.as_ref().map(Answer::from_status))).collect();
                 let now = tokio::time::Instant::now();
-                for change in health.observe(now, &answers, after.0, settled, &restarted) {
+                for change in health.observe(now, &answers, after.0, judge, &restarted) {
                     match change {
                         Change::Failed(i, why) => warn!(node = %nodes[i].id, "node failed: {why}"),
                         Change::Unreachable(i) => warn!(
@@ -180,26 +186,11 @@ async fn run_timers(
                 if !recovery && phase == Phase::Running {
                     health.recovered(); // recovery is off: the operator restores
                 }
-                if phase == Phase::Join {
+                if phase == Phase::Join && !health.failed().is_empty() {
                     // A node that lost its state before every node joined
                     // epoch 0 can never join it: recover as from any failure
                     // (to the newest snapshot, or the initial states).
-                    let lost: Vec<usize> = raw
-                        .iter()
-                        .filter(|(i, v)| {
-                            v.as_ref().is_some_and(|v| v["needs_restore"] == true)
-                                || restarted.contains(&nodes[*i].id)
-                        })
-                        .map(|(i, _)| *i)
-                        .collect();
-                    if !lost.is_empty() {
-                        for i in lost {
-                            if health.fail(i) {
-                                warn!(node = %nodes[i].id, "node failed: it restarted before every node joined epoch 0");
-                            }
-                        }
-                        phase = Phase::Running;
-                    }
+                    phase = Phase::Running;
                 }
                 match phase {
                     Phase::Join if all_up => {

@@ -28,6 +28,20 @@ pub(crate) enum Change {
     Back(usize, Duration),
 }
 
+/// Which signs of lost state a heartbeat round may judge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Judge {
+    /// A rollback runs, or the epoch moved during the round: only a new
+    /// incarnation counts (the other signs may be from before it).
+    NewLives,
+    /// The cluster is forming (not every node has joined epoch 0 yet): a
+    /// node that says it needs a restore, or that its peers saw restart,
+    /// has failed too; not holding the epoch yet is expected.
+    Forming,
+    /// Running: every sign.
+    All,
+}
+
 /// One node's answer to the heartbeat, the parts that matter here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Answer {
@@ -76,16 +90,14 @@ impl Health {
     }
 
     /// Judges one round of answers (`None`: no answer). `epoch` is the
-    /// cluster's; `settled` is false while a rollback runs or the epoch
-    /// moved during the round, when only a new incarnation is judged (the
-    /// other signs may be from before it). `restarted` names the nodes
-    /// peers saw restart.
+    /// cluster's; `judge` says which signs count now. `restarted` names
+    /// the nodes peers saw restart.
     pub fn observe(
         &mut self,
         now: Instant,
         answers: &[(usize, Option<Answer>)],
         epoch: Option<u64>,
-        settled: bool,
+        judge: Judge,
         restarted: &BTreeSet<String>,
     ) -> Vec<Change> {
         let mut changes = Vec::new();
@@ -98,7 +110,7 @@ impl Health {
                     }
                     self.last_ok[i] = now;
                     let known = self.incarnations[i];
-                    if let Some(why) = failed_because(a, known, epoch, settled, restarted) {
+                    if let Some(why) = failed_because(a, known, epoch, judge, restarted) {
                         if self.failed.insert(i) {
                             changes.push(Change::Failed(i, why));
                         }
@@ -148,13 +160,13 @@ fn failed_because(
     a: &Answer,
     known: Option<u64>,
     epoch: Option<u64>,
-    settled: bool,
+    judge: Judge,
     restarted: &BTreeSet<String>,
 ) -> Option<&'static str> {
     if known.is_some() && a.incarnation.is_some() && a.incarnation != known {
         return Some("it restarted (a new incarnation) and lost its state");
     }
-    if !settled {
+    if judge == Judge::NewLives {
         return None;
     }
     if a.needs_restore {
@@ -162,6 +174,9 @@ fn failed_because(
     }
     if restarted.contains(&a.name) {
         return Some("its peers saw it restart");
+    }
+    if judge == Judge::Forming {
+        return None;
     }
     let epoch = epoch?;
     if a.epoch.is_some_and(|e| e < epoch) {
@@ -197,23 +212,27 @@ mod tests {
         let mut h = Health::new(limit, vec![None, Some(7)], t0);
         let none = BTreeSet::new();
         assert!(
-            h.observe(t0, &[(1, ok(7, 0))], Some(0), true, &none)
+            h.observe(t0, &[(1, ok(7, 0))], Some(0), Judge::All, &none)
                 .is_empty()
         );
         let t1 = t0 + Duration::from_millis(500);
-        assert!(h.observe(t1, &[(1, None)], Some(0), true, &none).is_empty());
+        assert!(
+            h.observe(t1, &[(1, None)], Some(0), Judge::All, &none)
+                .is_empty()
+        );
         let t2 = t0 + Duration::from_secs(2);
         assert_eq!(
-            h.observe(t2, &[(1, None)], Some(0), true, &none),
+            h.observe(t2, &[(1, None)], Some(0), Judge::All, &none),
             vec![Change::Unreachable(1)]
         );
         assert!(
-            h.observe(t2, &[(1, None)], Some(0), true, &none).is_empty(),
+            h.observe(t2, &[(1, None)], Some(0), Judge::All, &none)
+                .is_empty(),
             "once"
         );
         let t3 = t0 + Duration::from_secs(9);
         assert_eq!(
-            h.observe(t3, &[(1, ok(7, 0))], Some(0), true, &none),
+            h.observe(t3, &[(1, ok(7, 0))], Some(0), Judge::All, &none),
             vec![Change::Back(1, Duration::from_secs(9))]
         );
         assert!(h.failed().is_empty() && h.unreachable().is_empty());
@@ -221,17 +240,47 @@ mod tests {
 
     /// Invariant: a node that lost its state is failed, however it shows
     /// it, and a rollback's own transition is not mistaken for a failure.
+    /// Invariant: while the cluster forms, a node that lost its state
+    /// fails (it could never join epoch 0), and one that simply has not
+    /// joined yet does not.
+    #[test]
+    fn while_forming_only_a_lost_state_fails_a_node() {
+        let t = Instant::now();
+        let none = BTreeSet::new();
+        let judge = |a: Option<Answer>, peers: &BTreeSet<String>| {
+            let mut h = Health::new(Duration::from_secs(1), vec![Some(7)], t);
+            h.observe(t, &[(0, a)], Some(0), Judge::Forming, peers)
+        };
+        let mut not_yet = ok(7, 0);
+        not_yet.as_mut().unwrap().joined = None;
+        assert!(judge(not_yet.clone(), &none).is_empty());
+        let mut lost = not_yet.clone();
+        lost.as_mut().unwrap().needs_restore = true;
+        assert_eq!(
+            judge(lost, &none),
+            vec![Change::Failed(
+                0,
+                "it says it restarted and needs a restore"
+            )]
+        );
+        let peers: BTreeSet<String> = ["n".to_string()].into();
+        assert_eq!(
+            judge(not_yet, &peers),
+            vec![Change::Failed(0, "its peers saw it restart")]
+        );
+    }
+
     #[test]
     fn every_sign_of_lost_state_fails_a_node() {
         let t = Instant::now();
         let none = BTreeSet::new();
         let fails =
-            |known: Option<u64>, a: Option<Answer>, settled: bool, peers: &BTreeSet<String>| {
+            |known: Option<u64>, a: Option<Answer>, judge: Judge, peers: &BTreeSet<String>| {
                 let mut h = Health::new(Duration::from_secs(1), vec![known], t);
-                h.observe(t, &[(0, a)], Some(3), settled, peers)
+                h.observe(t, &[(0, a)], Some(3), judge, peers)
             };
         assert_eq!(
-            fails(Some(7), ok(8, 3), false, &none),
+            fails(Some(7), ok(8, 3), Judge::NewLives, &none),
             vec![Change::Failed(
                 0,
                 "it restarted (a new incarnation) and lost its state"
@@ -239,22 +288,29 @@ mod tests {
         );
         let mut a = ok(7, 3);
         a.as_mut().unwrap().needs_restore = true;
-        assert_eq!(fails(Some(7), a.clone(), true, &none).len(), 1);
-        assert!(fails(Some(7), a, false, &none).is_empty(), "mid-rollback");
+        assert_eq!(fails(Some(7), a.clone(), Judge::All, &none).len(), 1);
+        assert!(
+            fails(Some(7), a, Judge::NewLives, &none).is_empty(),
+            "mid-rollback"
+        );
         let peers: BTreeSet<String> = ["n".to_string()].into();
-        assert_eq!(fails(Some(7), ok(7, 3), true, &peers).len(), 1);
-        assert_eq!(fails(Some(7), ok(7, 2), true, &none).len(), 1, "behind");
+        assert_eq!(fails(Some(7), ok(7, 3), Judge::All, &peers).len(), 1);
+        assert_eq!(
+            fails(Some(7), ok(7, 2), Judge::All, &none).len(),
+            1,
+            "behind"
+        );
         let mut fresh = ok(9, 3);
         fresh.as_mut().unwrap().joined = None;
         assert_eq!(
-            fails(None, fresh, true, &none),
+            fails(None, fresh, Judge::All, &none),
             vec![Change::Failed(
                 0,
                 "it holds no state of the cluster's epoch (a fresh process)"
             )]
         );
         assert!(
-            fails(None, ok(9, 3), true, &none).is_empty(),
+            fails(None, ok(9, 3), Judge::All, &none).is_empty(),
             "a life first seen is adopted"
         );
     }
