@@ -11,82 +11,16 @@
 //! `CAIRN_SEEDS=n` runs n random seeds (default 1500); `CAIRN_SEED=s`
 //! replays one.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::Arc;
 
 use cairn_core::oracle::{self, Check, Run};
-use cairn_core::trace::{Event, TraceEvent};
+use cairn_core::trace::Event;
 use cairn_core::{Overtaking, ProcessId, SnapshotId, Topology};
 use cairn_sim::explore::{Step, explore};
-use cairn_sim::workload::{Workload, random_topology, run_random};
-use cairn_sim::{Config, Fault, Simulator, System, TokenModel, Tokens};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-const MODES: [(&str, Overtaking); 3] = [
-    (
-        "sender",
-        Overtaking {
-            sender: true,
-            receiver: false,
-        },
-    ),
-    (
-        "receiver",
-        Overtaking {
-            sender: false,
-            receiver: true,
-        },
-    ),
-    ("both", Overtaking::BOTH),
-];
-
-fn env(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
-/// How many messages were overtaken by a marker in `trace`.
-fn overtaken<M>(trace: &[TraceEvent<M>]) -> usize {
-    per_marker(trace).iter().sum()
-}
-
-/// For each marker that arrived, how many messages it overtook: sent on its
-/// channel before it was sent there, handled after it arrived.
-fn per_marker<M>(trace: &[TraceEvent<M>]) -> Vec<usize> {
-    let mut sent = BTreeMap::new();
-    let mut handled = BTreeMap::new();
-    let mut markers: BTreeMap<_, (usize, Option<usize>)> = BTreeMap::new();
-    for (i, ev) in trace.iter().enumerate() {
-        match &ev.event {
-            Event::Send { channel, seq, .. } => {
-                sent.insert((*channel, *seq), i);
-            }
-            Event::Receive { channel, seq, .. } => {
-                handled.insert((*channel, *seq), i);
-            }
-            Event::MarkerSend { channel, snapshot } => {
-                markers.insert((*channel, *snapshot), (i, None));
-            }
-            Event::MarkerReceive { channel, snapshot } => {
-                if let Some(m) = markers.get_mut(&(*channel, *snapshot)) {
-                    m.1 = Some(i);
-                }
-            }
-            _ => {}
-        }
-    }
-    markers
-        .iter()
-        .filter_map(|(&(c, _), &(ms, mr))| Some((c, ms, mr?)))
-        .map(|(c, ms, mr)| {
-            sent.iter()
-                .filter(|&(&(ch, seq), &s)| {
-                    ch == c && s < ms && handled.get(&(ch, seq)).is_none_or(|&h| h > mr)
-                })
-                .count()
-        })
-        .collect()
-}
+use cairn_sim::{Fault, System, TokenModel, Tokens};
+use common::{MODES, Options, per_marker, run_seed};
 
 fn pair() -> Arc<Topology> {
     Arc::new(Topology::new(["p", "q"], &[("p", "q"), ("q", "p")]).unwrap())
@@ -162,7 +96,7 @@ fn every_interleaving_with_overtaking_markers_records_every_token() {
             if !v.is_empty() {
                 return Err(format!("{mode}: {v:#?}"));
             }
-            if overtaken(sys.trace()) > 0 {
+            if common::overtaken(sys.trace()) > 0 {
                 jumped += 1;
                 token_in_channel += flying;
             }
@@ -192,94 +126,17 @@ fn every_interleaving_with_overtaking_markers_records_every_token() {
     }
 }
 
-/// One random run; on failure the message names the seed and the mode.
-fn run_seed(seed: u64, fault: Option<Fault>) -> Result<(usize, Vec<oracle::Violation>), String> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0007_a4e5);
-    let (mode, overtaking) = MODES[rng.random_range(0..MODES.len())];
-    let n = rng.random_range(2..=12);
-    let topo = Arc::new(random_topology(&mut rng, n, n));
-    let initial: Vec<Tokens> = (0..n)
-        .map(|_| Tokens {
-            tokens: rng.random_range(0..30),
-        })
-        .collect();
-    let total: u64 = initial.iter().map(|t| t.tokens).sum();
-    let config = Config {
-        seed,
-        max_delay: rng.random_range(1..=12),
-        overtaking,
-        jump_limit: [0, 1, 3, usize::MAX][rng.random_range(0..4)],
-        fault,
-        ..Config::default()
-    };
-    let workload = Workload {
-        ticks: rng.random_range(5..120),
-        send_percent: rng.random_range(20..90),
-        snapshots: rng.random_range(1..=4),
-        max_initiators: rng.random_range(1..=3),
-    };
-    let fail = |what: String| format!("seed {seed} ({mode}; replay: CAIRN_SEED={seed}): {what}");
-    let mut sim =
-        Simulator::new(topo, TokenModel, initial, config).map_err(|e| fail(e.to_string()))?;
-    run_random(&mut sim, &workload).map_err(|e| fail(e.to_string()))?;
-    let run = sim.finish().map_err(|e| fail(e.to_string()))?;
-    if run.snapshots.len() != workload.snapshots as usize {
-        return Err(fail(format!(
-            "{} of {} snapshots completed",
-            run.snapshots.len(),
-            workload.snapshots
-        )));
-    }
-    let violations = run.verify(&TokenModel);
-    if fault.is_none() {
-        if !violations.is_empty() {
-            let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
-            return Err(fail(list.join("\n")));
-        }
-        for s in &run.snapshots {
-            let (held, flying) = cairn_sim::token::recorded_tokens(s);
-            if held + flying != total {
-                return Err(fail(format!(
-                    "snapshot {} holds {} tokens, not {total}",
-                    s.id,
-                    held + flying
-                )));
-            }
-        }
-    }
-    Ok((overtaken(&run.trace), violations))
-}
-
 #[test]
 fn random_systems_with_overtaking_markers_pass_the_oracle() {
-    let seeds: Vec<u64> = match env("CAIRN_SEED") {
-        Some(s) => vec![s],
-        None => (0..env("CAIRN_SEEDS").unwrap_or(1500)).collect(),
+    let options = Options {
+        overtaking: true,
+        fault: None,
     };
-    let mut failures = Vec::new();
-    let mut jumped = 0;
-    for &seed in &seeds {
-        match run_seed(seed, None) {
-            Ok((n, _)) => jumped += n,
-            Err(e) => failures.push(e),
-        }
-    }
-    for f in &failures {
-        eprintln!("FAILED {f}");
-    }
+    let sum = common::run_seeds(1500, options);
     assert!(
-        failures.is_empty(),
-        "{} of {} seeds failed; each is printed above",
-        failures.len(),
-        seeds.len()
-    );
-    eprintln!(
-        "{} seeds pass; markers overtook {jumped} messages",
-        seeds.len()
-    );
-    assert!(
-        seeds.len() < 100 || jumped > 1000,
-        "markers overtook only {jumped} messages"
+        sum.snapshots < 1000 || sum.overtaken > 1000,
+        "markers overtook only {} messages",
+        sum.overtaken
     );
 }
 
@@ -288,15 +145,23 @@ fn random_systems_with_overtaking_markers_pass_the_oracle() {
 /// names the channel.
 #[test]
 fn losing_what_a_marker_overtook_is_caught() {
+    let lossy = Options {
+        overtaking: true,
+        fault: Some(Fault::LoseOvertaken),
+    };
     let caught = (0..400u64).find(|&seed| {
-        let (jumped, v) = run_seed(seed, Some(Fault::LoseOvertaken)).unwrap();
-        let named = v
+        let c = run_seed(seed, lossy).unwrap();
+        let named = c
+            .violations
             .iter()
             .any(|x| x.check == Check::ChannelState && x.channel.is_some());
-        jumped > 0 && named
+        c.overtaken > 0 && named
     });
     let seed = caught.expect("no seed of 400 caught a lost overtaken message");
     // The same seed without the fault is clean.
-    let (_, clean) = run_seed(seed, None).unwrap();
-    assert!(clean.is_empty(), "seed {seed}: {clean:?}");
+    let clean = Options {
+        overtaking: true,
+        fault: None,
+    };
+    run_seed(seed, clean).unwrap_or_else(|e| panic!("{e}"));
 }
