@@ -2,6 +2,7 @@
 //! machine, supervised. A node stops cleanly when its standard input closes,
 //! so stopping the cluster is closing every child's stdin.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -24,6 +25,39 @@ pub struct Supervisor {
     log_dir: Option<std::path::PathBuf>,
     /// A command each node runs under, by id (`ip netns exec NS`, say).
     wrappers: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// One node's restarts under [`Supervisor::keep_running`].
+struct Life {
+    delays: Box<dyn Iterator<Item = Duration> + Send>,
+    started: Instant,
+}
+
+impl Life {
+    fn new() -> Self {
+        Life {
+            delays: Box::new(Self::backoff()),
+            started: Instant::now(),
+        }
+    }
+
+    fn backoff() -> impl Iterator<Item = Duration> + Send {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(30))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    /// How long to wait before the next start: afresh after a minute up.
+    fn next_delay(&mut self) -> Duration {
+        if self.started.elapsed() >= Duration::from_secs(60) {
+            self.delays = Box::new(Self::backoff());
+        }
+        self.delays.next().unwrap_or(Duration::from_secs(30))
+    }
 }
 
 #[derive(Debug)]
@@ -287,8 +321,21 @@ impl Supervisor {
 
     /// Waits until some child exits, and names it.
     pub async fn next_exit(&mut self) -> (String, std::io::Result<ExitStatus>) {
+        self.next_exit_except(&BTreeSet::new()).await
+    }
+
+    /// As [`Supervisor::next_exit`], passing over the nodes in `waiting`
+    /// (exited already, and waiting to be started again).
+    async fn next_exit_except(
+        &mut self,
+        waiting: &BTreeSet<String>,
+    ) -> (String, std::io::Result<ExitStatus>) {
         loop {
-            for r in &mut self.children {
+            for r in self
+                .children
+                .iter_mut()
+                .filter(|r| !waiting.contains(&r.id))
+            {
                 match r.child.try_wait() {
                     Ok(Some(status)) => return (r.id.clone(), Ok(status)),
                     Ok(None) => {}
@@ -296,6 +343,50 @@ impl Supervisor {
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Keeps every node running until `until` completes: a node that exits
+    /// is started again after a back-off that grows while it keeps exiting
+    /// (0.5 s doubling to 30 s, with jitter) and starts afresh once it has
+    /// stayed up for a minute. The other nodes run on meanwhile; a node
+    /// that keeps failing never takes them down. `say` hears each exit.
+    ///
+    /// # Errors
+    /// A node cannot be started at all (its executable is gone, say).
+    pub async fn keep_running(
+        &mut self,
+        until: impl std::future::Future<Output = ()>,
+        say: &mut dyn FnMut(String),
+    ) -> Result<()> {
+        let mut lives: BTreeMap<String, Life> = BTreeMap::new();
+        let mut due: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
+        let mut until = std::pin::pin!(until);
+        loop {
+            let next = due
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(id, t)| (id.clone(), *t));
+            let waiting: BTreeSet<String> = due.keys().cloned().collect();
+            let wake = next.as_ref().map(|(_, t)| *t);
+            tokio::select! {
+                () = &mut until => return Ok(()),
+                (id, status) = self.next_exit_except(&waiting) => {
+                    let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    let delay = lives.entry(id.clone()).or_insert_with(Life::new).next_delay();
+                    say(format!("node {id} exited ({how}); starting it again in {:.1} s", delay.as_secs_f64()));
+                    due.insert(id, tokio::time::Instant::now() + delay);
+                }
+                () = async { tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)).await }, if wake.is_some() => {
+                    if let Some((id, _)) = next {
+                        due.remove(&id);
+                        if let Some(life) = lives.get_mut(&id) {
+                            life.started = Instant::now();
+                        }
+                        self.restart(&id)?;
+                    }
+                }
+            }
         }
     }
 

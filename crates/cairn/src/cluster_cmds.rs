@@ -166,23 +166,15 @@ pub async fn cluster(
         );
     }
     eprintln!("cluster {:?} running; Ctrl-C stops it", config.cluster);
-    let mut restarts: Vec<Instant> = Vec::new();
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            (id, status) = sup.next_exit() => {
-                let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                // Restart the dead, unless it keeps dying.
-                restarts.retain(|t| t.elapsed() < Duration::from_secs(60));
-                if restarts.len() >= 10 {
-                    sup.stop(Duration::from_secs(5)).await;
-                    bail!("node {id} exited ({how}); 10 restarts within a minute, giving up");
-                }
-                restarts.push(Instant::now());
-                eprintln!("node {id} exited ({how}); restarting it");
-                sup.restart(&id)?;
-            }
-        }
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if let Err(e) = sup
+        .keep_running(ctrl_c, &mut |line| eprintln!("{line}"))
+        .await
+    {
+        sup.stop(Duration::from_secs(5)).await;
+        return Err(e.into());
     }
     let stopped = sup.stop(Duration::from_secs(5)).await;
     for (id, status) in stopped {

@@ -458,3 +458,76 @@ async fn a_second_cluster_on_the_same_ports_refuses_to_start() {
     assert_eq!(v["cluster"], c.config.cluster);
     c.stop().await;
 }
+
+/// Invariant: under `cairn cluster`, a node that keeps dying is started
+/// again after a back-off that grows, and the healthy nodes run on with
+/// the same processes (before, ten quick deaths stopped the whole cluster).
+#[tokio::test]
+async fn cairn_cluster_restarts_a_dying_node_with_back_off_and_keeps_the_others() {
+    use tokio::io::AsyncBufReadExt;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (dir, path) = write_config("backoff", 3, "\"complete\"", 0);
+    let config = ClusterConfig::load(&path).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["cluster", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "error")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("cairn cluster said nothing for 30 s")
+            .unwrap()
+            .expect("cairn cluster closed its stderr")
+    };
+    while !next_line().await.contains("running; Ctrl-C stops it") {}
+    let pid = async |i: usize, not: Option<u64>| -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((_, v)) = client::get_json::<Value>(config.nodes[i].admin, "/status").await
+                && let Some(p) = v["pid"].as_u64()
+                && Some(p) != not
+            {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "node {i} did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let healthy = pid(0, None).await;
+    let mut dying = None;
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let p = pid(2, dying).await;
+        common::signal(p as u32, "-9");
+        dying = Some(p);
+        let said = loop {
+            let line = next_line().await;
+            if line.contains("node n3 exited") {
+                break line;
+            }
+        };
+        let secs: f64 = said
+            .rsplit_once("again in ")
+            .and_then(|(_, t)| t.trim_end_matches(" s").parse().ok())
+            .unwrap_or_else(|| panic!("no delay in {said:?}"));
+        delays.push(secs);
+    }
+    eprintln!("back-off delays: {delays:?} s");
+    assert!(
+        delays.windows(2).all(|w| w[0] <= w[1]) && delays[2] > delays[0] && delays[0] >= 0.5,
+        "back-off delays {delays:?}"
+    );
+    pid(2, dying).await;
+    assert_eq!(pid(0, None).await, healthy, "a healthy node was restarted");
+    common::signal(child.id().unwrap(), "-INT");
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("cluster did not stop")
+        .unwrap();
+    assert!(status.success(), "cairn cluster exited with {status}");
+    let _ = std::fs::remove_dir_all(dir);
+}
