@@ -228,8 +228,9 @@ impl Supervisor {
     }
 
     /// Waits until every node answers `GET /status` with all its outgoing
-    /// channels connected, and one of them coordinates, with its epoch
-    /// established (over a used store, after resuming).
+    /// channels connected, one of them coordinates, with its epoch
+    /// established (over a used store, after resuming), and every node
+    /// follows that coordinator's term.
     ///
     /// # Errors
     /// A node exited, or was not ready within `timeout`.
@@ -240,7 +241,6 @@ impl Supervisor {
         timeout: Duration,
     ) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let mut coordinator_ready = false;
         for (i, n) in config.nodes.iter().enumerate() {
             loop {
                 if let Ok((status, v)) = client
@@ -270,12 +270,6 @@ impl Supervisor {
                         .as_object()
                         .is_none_or(|o| o.values().all(|c| c["connected"] != false));
                     if status.is_success() && links_up {
-                        // A raw-baseline node has no coordinator to wait for.
-                        if v.get("leading").is_none()
-                            || (v["leading"] == true && v["ready"] == true)
-                        {
-                            coordinator_ready = true;
-                        }
                         break;
                     }
                 }
@@ -294,29 +288,48 @@ impl Supervisor {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        // Then until one node coordinates, with its epoch established.
-        while !coordinator_ready {
+        // Then until one node coordinates, with its epoch established, and
+        // every node follows its term: an order forged or sent in that term
+        // is then judged by every node as the coordinator's.
+        loop {
+            let mut term = None;
+            let mut terms = Vec::new();
             for n in &config.nodes {
-                if let Ok((_, v)) = client
+                let v = client
                     .get_json::<serde_json::Value>(n.admin, "/status")
                     .await
-                {
-                    if v["leading"] == true && v["ready"] == true {
-                        coordinator_ready = true;
-                    }
+                    .map(|(_, v)| v)
+                    .unwrap_or_default();
+                if v["leading"] == true && v["ready"] == true {
+                    term = v["term"].as_u64();
                 }
+                // A raw-baseline node has no coordinator to follow.
+                if v.get("leading").is_some() || v.is_null() {
+                    terms.push((n.id.as_str(), v["term"].as_u64()));
+                }
+            }
+            let lagging: Vec<&str> = terms
+                .iter()
+                .filter(|(_, t)| term.is_none() || *t != term)
+                .map(|(id, _)| *id)
+                .collect();
+            // (A raw-baseline cluster has no coordinator at all.)
+            if terms.is_empty() || term.is_some() && lagging.is_empty() {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(Error::Admin {
                     url: "GET /status".into(),
-                    problem: format!("no node was a ready coordinator within {timeout:?}"),
+                    problem: match term {
+                        None => format!("no node was a ready coordinator within {timeout:?}"),
+                        Some(t) => format!(
+                            "nodes {lagging:?} did not follow the coordinator's term {t} within {timeout:?}"
+                        ),
+                    },
                 });
             }
-            if !coordinator_ready {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(())
     }
 
     /// Waits until some child exits, and names it.

@@ -590,7 +590,6 @@ async fn snapshots_racing_rollbacks_never_commit_in_the_old_epoch() {
 async fn forged_rollbacks_are_refused_and_change_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
     let c = TestCluster::start("forged", 3, "\"complete\"", 80).await;
-    c.settle().await;
     let target = c.config.nodes[1].admin;
     let epoch_of = |v: &Value| v["epoch"].as_u64().unwrap();
     let before = status(&c.config, 1).await.unwrap();

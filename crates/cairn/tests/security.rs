@@ -352,7 +352,6 @@ async fn forgeries_from_members_are_refused() {
         c.config.nodes[1].admin,
         client_as(Some(&Identity::node("n3"))),
     );
-    c.settle().await;
     let (_, status): (_, Value) = common::client::get_json(n2, "/status").await.unwrap();
     let term = status["term"].as_u64().unwrap();
 

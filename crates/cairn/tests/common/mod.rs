@@ -479,33 +479,6 @@ impl TestCluster {
         self.config.coordinator_admin()
     }
 
-    /// Waits (up to 30 s) until every node follows a coordinator's term:
-    /// the cluster answers before every node has heard from its
-    /// coordinator, and a term of 0 means nobody holds one yet.
-    pub async fn settle(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        for n in &self.config.nodes {
-            loop {
-                let v: Option<Value> = client::get_json(n.admin, "/status")
-                    .await
-                    .ok()
-                    .map(|(_, v)| v);
-                if v.as_ref()
-                    .and_then(|v| v["term"].as_u64())
-                    .is_some_and(|t| t > 0)
-                {
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{} follows no coordinator after 30 s: {v:?}",
-                    n.id
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-
     /// Every complete snapshot, fetched from the coordinator in the shared JSON shape.
     pub async fn snapshots(&self) -> Vec<SnapshotDoc<Value, Value>> {
         let (_, list): (_, Vec<Value>) = client::get_json(self.coordinator(), "/snapshots")
