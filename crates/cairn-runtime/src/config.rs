@@ -8,6 +8,7 @@
 //! data_dir = "cairn-data"     # optional; paths in this file are relative to its folder
 //! store = "s3://bucket/pre"   # optional: where snapshots go (default <data_dir>/snapshots)
 //! trace_dir = "traces"        # optional: every node writes its trace here
+//! trace_limit_mb = 1024       # optional: a node stops tracing an epoch at this size; 0: no limit
 //! max_frame_bytes = 16777216  # optional
 //! insecure = false            # true: plain TCP and HTTP, anyone may connect (tests, demos)
 //!
@@ -58,6 +59,10 @@ use crate::error::{Error, Result};
 /// The default bound on the channel state one snapshot records at one node: 256 MiB.
 pub const DEFAULT_MAX_RECORDED_BYTES: u64 = 256 << 20;
 
+/// How large one node's trace of one epoch grows before tracing stops, so
+/// that a debugging aid never fills the disk the snapshot store is on.
+pub const DEFAULT_TRACE_LIMIT_MB: u64 = 1024;
+
 /// The default bound on one frame: 16 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
@@ -88,6 +93,8 @@ pub struct ClusterConfig {
     pub store: String,
     /// Where nodes write their traces, if anywhere.
     pub trace_dir: Option<PathBuf>,
+    /// The size in bytes at which a node stops tracing an epoch (`None`: no limit).
+    pub trace_limit_bytes: Option<u64>,
     /// The largest frame a node accepts.
     pub max_frame_bytes: usize,
     /// Whether `POST /debug/cut` may drop a node's connections (for tests).
@@ -217,6 +224,7 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     store: Option<String>,
     trace_dir: Option<PathBuf>,
+    trace_limit_mb: Option<u64>,
     max_frame_bytes: Option<u64>,
     #[serde(default)]
     debug: RawDebug,
@@ -593,6 +601,10 @@ impl ClusterConfig {
                 .unwrap_or_else(|| data_dir.join("snapshots").display().to_string()),
             data_dir,
             trace_dir: raw.trace_dir,
+            trace_limit_bytes: match raw.trace_limit_mb.unwrap_or(DEFAULT_TRACE_LIMIT_MB) {
+                0 => None,
+                mb => Some(mb.saturating_mul(1 << 20)),
+            },
             max_frame_bytes: max_frame_bytes as usize,
             allow_cut: raw.debug.allow_cut,
             security,
@@ -732,6 +744,18 @@ admin = "127.0.0.1:8002"
         assert_eq!(c.app.params, serde_json::json!({"initial_balance": 5}));
         assert_eq!(c.snapshots.interval, None);
         assert_eq!(c.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
+        assert_eq!(c.trace_limit_bytes, Some(DEFAULT_TRACE_LIMIT_MB << 20));
+    }
+
+    #[test]
+    fn a_trace_limit_is_in_mebibytes_and_zero_lifts_it() {
+        let with = |v: &str| {
+            parse(&BASE.replace("channels =", &format!("trace_limit_mb = {v}\nchannels =")))
+        };
+        assert_eq!(with("3").unwrap().trace_limit_bytes, Some(3 << 20));
+        assert_eq!(with("0").unwrap().trace_limit_bytes, None);
+        let p = with("\"big\"").unwrap_err().to_string();
+        assert!(p.contains("trace_limit_mb"), "{p}");
     }
 
     #[test]

@@ -126,6 +126,14 @@ impl ConfigBuilder {
         self.set("trace_dir", dir.as_ref().display().to_string().into())
     }
 
+    /// The size at which a node stops tracing an epoch (default 1024 MiB; 0: no limit).
+    pub fn trace_limit_mb(self, mb: u64) -> Self {
+        self.set(
+            "trace_limit_mb",
+            i64::try_from(mb).unwrap_or(i64::MAX).into(),
+        )
+    }
+
     /// Plain TCP and HTTP, checking nobody: only for tests and demos on one
     /// machine. Otherwise name the certificates with [`certs_dir`](Self::certs_dir).
     pub fn insecure(self, yes: bool) -> Self {
@@ -211,10 +219,12 @@ mod tests {
             .app("bank", &serde_json::json!({ "initial_balance": 5 }))
             .snapshot_timeout(Duration::from_millis(700))
             .failure_timeout(None)
+            .trace_limit_mb(5)
             .insecure(true)
             .build()
             .unwrap();
         assert_eq!(c.topology.channel_count(), 2);
+        assert_eq!(c.trace_limit_bytes, Some(5 << 20));
         assert_eq!(c.app.params["initial_balance"], 5);
         assert_eq!(c.snapshots.timeout, Duration::from_millis(700));
         assert_eq!(c.snapshots.failure_timeout, None);

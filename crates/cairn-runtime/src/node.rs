@@ -111,7 +111,7 @@ pub(crate) async fn run_node_with<P: Process>(
             )
         })?;
     let trace = match &config.trace_dir {
-        Some(dir) => Some(TraceWriter::create(dir, &name, 0)?),
+        Some(dir) => Some(TraceWriter::create(dir, &name, 0)?.with_limit(config.trace_limit_bytes)),
         None => None,
     };
 
@@ -276,6 +276,7 @@ pub(crate) async fn run_node_with<P: Process>(
     info!(node = %name, address = %node.address, admin = %node.admin, app = %config.app.name, incarnation = format_args!("{:016x}", shared.peers.me), "node running");
     let mut driver = driver;
     driver.trace_dir = config.trace_dir.clone();
+    driver.trace_limit = config.trace_limit_bytes;
     driver.name = name.clone();
     driver.epoch_initial = Some(initial);
     driver.mode = config.snapshots.mode;

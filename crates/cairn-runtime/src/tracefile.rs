@@ -65,6 +65,19 @@ pub fn write_states<S: Serialize>(
 pub struct TraceWriter {
     out: BufWriter<File>,
     path: PathBuf,
+    written: u64,
+    limit: Option<u64>,
+    line: Vec<u8>,
+}
+
+/// What became of an event given to [`TraceWriter::write`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// It is in the trace.
+    Yes,
+    /// It would take the file past its limit, so it and everything after
+    /// are left out; the file ends at the last whole event before it.
+    Full,
 }
 
 impl TraceWriter {
@@ -81,10 +94,25 @@ impl TraceWriter {
         Ok(TraceWriter {
             out: BufWriter::with_capacity(1 << 16, file),
             path,
+            written: 0,
+            limit: None,
+            line: Vec::new(),
         })
     }
 
-    /// Appends one event.
+    /// Stops the file at `limit` bytes (`None`: no limit).
+    #[must_use]
+    pub fn with_limit(mut self, limit: Option<u64>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Where this writer writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one event, unless it would take the file past its limit.
     ///
     /// # Errors
     /// The write failed.
@@ -92,12 +120,20 @@ impl TraceWriter {
         &mut self,
         topology: &Topology,
         event: &TraceEvent<M>,
-    ) -> Result<()> {
-        serde_json::to_writer(&mut self.out, &event.to_record(topology))
+    ) -> Result<Written> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &event.to_record(topology))
             .map_err(|e| Error::io(format!("writing {}", self.path.display()), e.into()))?;
+        self.line.push(b'\n');
+        let after = self.written + self.line.len() as u64;
+        if self.limit.is_some_and(|limit| after > limit) {
+            return Ok(Written::Full);
+        }
         self.out
-            .write_all(b"\n")
-            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))
+            .write_all(&self.line)
+            .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
+        self.written = after;
+        Ok(Written::Yes)
     }
 
     /// Flushes what is buffered.
@@ -364,6 +400,47 @@ mod tests {
         );
         assert_eq!(traced_nodes(&dir, 2).unwrap(), ["n1"]);
         assert!(traced_nodes(&dir, 3).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Invariant: a trace never passes its limit, and what it holds is whole
+    /// events a loader can read.
+    #[test]
+    fn a_trace_stops_whole_at_its_limit() {
+        let dir = std::env::temp_dir().join(format!("cairn-trace-limit-{}", std::process::id()));
+        let names = ["p0".to_string(), "p1".to_string()];
+        let topology = Topology::new(names.clone(), &Topology::complete_pairs(&names)).unwrap();
+        let mut t = TraceWriter::create(&dir, "p0", 0)
+            .unwrap()
+            .with_limit(Some(1000));
+        let event = |i: u64| TraceEvent {
+            process: ProcessId(0),
+            event: cairn_core::trace::Event::Send {
+                channel: cairn_core::ChannelId(0),
+                seq: i,
+                message: i,
+            },
+            vc: vec![i, 0],
+        };
+        let mut kept = 0;
+        while t.write(&topology, &event(kept)).unwrap() == Written::Yes {
+            kept += 1;
+            assert!(kept < 1000, "the limit never stopped the trace");
+        }
+        assert!(kept > 5, "only {kept} events fit in 1000 bytes");
+        // The event that did not fit is not half written.
+        assert_eq!(t.write(&topology, &event(kept)).unwrap(), Written::Full);
+        t.flush().unwrap();
+        let text = std::fs::read_to_string(trace_path(&dir, "p0", 0)).unwrap();
+        assert!(
+            text.len() <= 1000 && text.len() > 900,
+            "{} bytes",
+            text.len()
+        );
+        assert_eq!(text.lines().count() as u64, kept);
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -426,6 +426,21 @@ async fn a_node_restarted_with_recovery_off_waits_for_a_restore_and_loses_nothin
     let ids = all_verify(&c.config.store, &store).await;
     assert!(after.iter().all(|id| ids.contains(id)));
     c.stop().await;
+    for i in 1..=4 {
+        let path = c.dir.join(format!("traces/n{i}.trace.jsonl"));
+        let text = std::fs::read(&path).unwrap();
+        assert!(
+            text.len() <= 8 << 20,
+            "{} is {} bytes, past its 8 MiB limit",
+            path.display(),
+            text.len()
+        );
+        assert!(
+            text.len() > 4 << 20 && text.ends_with(b"\n"),
+            "{} should be near its limit and end with a whole event",
+            path.display()
+        );
+    }
     let _ = std::fs::remove_dir_all(&c.dir);
 }
 
@@ -682,7 +697,9 @@ const RSS_BOUND_MIB: u64 = 128;
 /// timeout (its recordings elsewhere are aborted, the queues to it stay
 /// bounded) and then resumed: every node stays under `RSS_BOUND_MIB`, and the
 /// cluster carries on. Recovery is off so that the freeze, which loses no
-/// state, is not turned into a rollback.
+/// state, is not turned into a rollback. The disk stays bounded too: at this
+/// load a trace grows about 17 MB a second per node, and each stops whole at
+/// `trace_limit_mb` while the cluster goes on.
 #[tokio::test]
 async fn memory_stays_bounded_through_a_frozen_node_and_fast_snapshots() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -692,7 +709,7 @@ async fn memory_stays_bounded_through_a_frozen_node_and_fast_snapshots() {
         "\"complete\"",
         20,
         BANK,
-        "",
+        "trace_limit_mb = 8",
         "timeout_ms = 1000\nfailure_timeout_ms = 0\nretain = 3\nkeep = 100",
     );
     let mut c = TestCluster::start_from(dir, path).await;

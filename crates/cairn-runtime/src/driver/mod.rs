@@ -28,7 +28,7 @@ use crate::coordinator::LocalReport;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::peers::PeerBook;
-use crate::tracefile::{States, TraceWriter, write_states};
+use crate::tracefile::{States, TraceWriter, Written, write_states};
 use crate::transport::{In, Out, Outbound, Outbounds};
 use cairn_store::Part;
 use report::encode_report;
@@ -92,6 +92,8 @@ pub(crate) struct Driver<P: Process> {
     pub epoch_tx: watch::Sender<u64>,
     /// Where traces and per-epoch states go, when tracing.
     pub trace_dir: Option<std::path::PathBuf>,
+    /// The size at which tracing an epoch stops.
+    pub trace_limit: Option<u64>,
     pub name: String,
     /// The state this epoch began in, and the channel states it began with.
     pub epoch_initial: Option<P::State>,
@@ -182,6 +184,7 @@ impl<P: Process> Driver<P> {
             epoch,
             epoch_tx,
             trace_dir: None,
+            trace_limit: None,
             name: String::new(),
             epoch_initial: None,
             epoch_channels: Vec::new(),
@@ -503,14 +506,14 @@ impl<P: Process> Driver<P> {
         self.process.restore(state);
         self.epoch_initial = Some(self.process.state());
         self.epoch_channels = recorded;
-        if self.trace.is_some() {
-            if let Some(dir) = &self.trace_dir {
-                match TraceWriter::create(dir, &self.name, epoch) {
-                    Ok(t) => self.trace = Some(t),
-                    Err(e) => {
-                        warn!("{e}; tracing stops");
-                        self.trace = None;
-                    }
+        // Each epoch is traced afresh, also when the last one stopped
+        // tracing at its limit.
+        if let Some(dir) = &self.trace_dir {
+            match TraceWriter::create(dir, &self.name, epoch) {
+                Ok(t) => self.trace = Some(t.with_limit(self.trace_limit)),
+                Err(e) => {
+                    warn!("{e}; tracing stops");
+                    self.trace = None;
                 }
             }
         }
@@ -769,13 +772,24 @@ impl<P: Process> Driver<P> {
     }
 
     fn write_trace(&mut self, event: Event<P::Message>, vc: Vec<u64>) {
-        if let Some(t) = &mut self.trace {
-            let ev = TraceEvent {
-                process: self.me,
-                event,
-                vc,
-            };
-            if let Err(e) = t.write(&self.topology, &ev) {
+        let Some(t) = &mut self.trace else { return };
+        let ev = TraceEvent {
+            process: self.me,
+            event,
+            vc,
+        };
+        match t.write(&self.topology, &ev) {
+            Ok(Written::Yes) => {}
+            Ok(Written::Full) => {
+                warn!(
+                    path = %t.path().display(),
+                    limit_mb = self.trace_limit.unwrap_or(0) >> 20,
+                    "the trace reached trace_limit_mb; tracing stops until the next epoch"
+                );
+                self.flush_trace();
+                self.trace = None;
+            }
+            Err(e) => {
                 error!("{e}; tracing stops");
                 self.trace = None;
             }
