@@ -52,6 +52,22 @@ pub struct Cluster {
     stops: Rc<RefCell<Vec<watch::Sender<bool>>>>,
 }
 
+/// A run that passed leaves nothing behind in the temporary folder; a
+/// failed one keeps its traces there for a post-mortem.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "seed {}: the run's files are kept in {}",
+                self.seed,
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// Writes the config of an `n`-node bank cluster for `seed`: hosts get
 /// turmoil's addresses 192.168.0.1.. in order, the store is in memory
 /// (shared by every host, like S3 beyond the partitions), and every node

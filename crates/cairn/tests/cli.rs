@@ -490,4 +490,5 @@ fn paths_stores_env_exit_codes_and_pipes_behave_as_an_operator_expects() {
         "{err}"
     );
     assert_ne!(out.status.code(), Some(101), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -637,6 +637,22 @@ impl TestCluster {
     }
 }
 
+/// Invariant: a test leaves no data behind unless it failed. Runs share a
+/// machine's temporary folder, and a few gigabytes of traces left by passing
+/// tests once filled the disk under a later run's snapshot store. A failed
+/// test keeps its folder for a post-mortem and says where it is.
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // Killed first, so that no node writes into the folder as it goes.
+        drop(self.sup.take());
+        if std::thread::panicking() {
+            eprintln!("the cluster's files are kept in {}", self.dir.display());
+        } else if !self.keep_files {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// Loads the run of `epoch` from a stopped cluster's traces in `dir` and
 /// requires the oracle to accept every snapshot in `snaps`. Returns the run.
 pub fn oracle_on_epoch<D>(
