@@ -58,12 +58,63 @@ pub(crate) async fn run_coordinator_timers(
     takeover: bool,
     stop: watch::Receiver<bool>,
 ) {
-    // Expiry runs beside the rest, never behind it: a heartbeat waiting on
-    // an unreachable node, or a rollback, must not hold a snapshot past its
-    // timeout.
+    // Expiry and the schedule run beside the heartbeat, never behind it: a
+    // heartbeat waiting on an unreachable node, or a rollback, must neither
+    // hold a snapshot past its timeout nor hold back the next one.
+    let (gate_tx, gate) = watch::channel(Gate::default());
     tokio::select! {
-        () = run_timers(shared.clone(), coordinator.clone(), takeover, stop) => {}
+        () = run_timers(shared.clone(), coordinator.clone(), takeover, stop, gate_tx) => {}
         () = expire_late(&shared, &coordinator) => {}
+        () = run_schedule(&shared, &coordinator, gate) => {}
+    }
+}
+
+/// What the heartbeat tells the schedule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Gate {
+    /// Snapshots may run: the cluster runs and no node lost its state.
+    open: bool,
+    /// Some node is unreachable: one snapshot at a time (each fails naming it).
+    away: bool,
+}
+
+/// Starts a snapshot every interval while the gate is open.
+async fn run_schedule(
+    shared: &Arc<Shared>,
+    coordinator: &Mutex<Coordinator>,
+    gate: watch::Receiver<Gate>,
+) {
+    let Some(every) = shared.config.snapshots.interval else {
+        return std::future::pending().await;
+    };
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let g = *gate.borrow();
+        if !g.open {
+            continue; // no snapshots while a node lost its state or the cluster resumes
+        }
+        let busy = coordinator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .in_progress()
+            .is_some();
+        if g.away && busy {
+            continue; // while a node is away, one snapshot at a time
+        }
+        match start_here(shared).await {
+            Ok(_) => {}
+            // Expected while snapshots back up or a rollback runs: not worth a warning each tick.
+            Err(
+                e @ (ControlError::Busy(_)
+                | ControlError::RollbackUnderway
+                | ControlError::NotReady),
+            ) => {
+                debug!("no scheduled snapshot this time: {e}");
+            }
+            Err(e) => warn!("could not start a scheduled snapshot: {e}"),
+        }
     }
 }
 
@@ -90,13 +141,9 @@ async fn run_timers(
     coordinator: Arc<Mutex<Coordinator>>,
     takeover: bool,
     mut stop: watch::Receiver<bool>,
+    gate: watch::Sender<Gate>,
 ) {
     let lock = || coordinator.lock().unwrap_or_else(|p| p.into_inner());
-    let mut interval = shared.config.snapshots.interval.map(|d| {
-        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        i
-    });
     let recovery = shared.config.snapshots.failure_timeout.is_some();
     let limit = shared
         .config
@@ -186,6 +233,12 @@ async fn run_timers(
                 if !recovery && phase == Phase::Running {
                     health.recovered(); // recovery is off: the operator restores
                 }
+                let open = |phase: Phase, health: &Health| Gate {
+                    open: phase == Phase::Running && health.failed().is_empty(),
+                    away: !health.unreachable().is_empty(),
+                };
+                // Closed before a rollback begins, not only after it.
+                gate.send_replace(open(phase, &health));
                 if phase == Phase::Join && !health.failed().is_empty() {
                     // A node that lost its state before every node joined
                     // epoch 0 can never join it: recover as from any failure
@@ -215,22 +268,7 @@ async fn run_timers(
                     }
                     _ => {}
                 }
-            }
-            _ = async { match &mut interval { Some(i) => { i.tick().await; } None => std::future::pending().await } } => {
-                if phase != Phase::Running || !health.failed().is_empty() {
-                    continue; // no snapshots while a node lost its state or the cluster resumes
-                }
-                if !health.unreachable().is_empty() && lock().in_progress().is_some() {
-                    continue; // while a node is away, one snapshot at a time (each fails naming it)
-                }
-                match start_here(&shared).await {
-                    Ok(_) => {}
-                    // Expected while snapshots back up or a rollback runs: not worth a warning each tick.
-                    Err(e @ (ControlError::Busy(_) | ControlError::RollbackUnderway | ControlError::NotReady)) => {
-                        debug!("no scheduled snapshot this time: {e}");
-                    }
-                    Err(e) => warn!("could not start a scheduled snapshot: {e}"),
-                }
+                gate.send_replace(open(phase, &health));
             }
         }
     }
