@@ -175,6 +175,7 @@ pub(crate) fn status_value(s: &Shared) -> serde_json::Value {
         "snapshots_aborted": m.snapshots_aborted.get(),
         "markers_sent": m.markers_sent.get(),
         "frames_resent": m.frames_resent.get(),
+        "messages_overtaken": m.messages_overtaken.get(),
         "connect_attempts": m.connect_attempts.get(),
         "orders_refused": m.orders_refused.get(),
         "longest_pause_us": m.longest_pause_us.load(Ordering::Relaxed),

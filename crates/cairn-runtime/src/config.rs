@@ -37,11 +37,12 @@
 //! failure_timeout_ms = 1000   # silent this long: a node is unreachable, a coordinator replaced; 0 turns recovery off
 //! mode = "chandy-lamport"     # or "aligned" or "stop-the-world", baselines to compare with
 //! max_recorded_bytes = 268435456  # channel state one snapshot may record at one node
+//! overtake = false            # true: a marker jumps the messages its link has not yet written (chandy-lamport only)
 //! ```
 //!
 //! Overrides: `CAIRN_INSECURE`, `CAIRN_CERTS_DIR`, `CAIRN_CLUSTER`, `CAIRN_COORDINATOR`, `CAIRN_DATA_DIR`, `CAIRN_STORE`,
 //! `CAIRN_TRACE_DIR`, `CAIRN_MAX_FRAME_BYTES`, `CAIRN_SNAPSHOT_INTERVAL_MS`,
-//! `CAIRN_SNAPSHOT_TIMEOUT_MS`, `CAIRN_SNAPSHOT_MODE`, and per node `CAIRN_NODE_<ID>_ADDRESS`,
+//! `CAIRN_SNAPSHOT_TIMEOUT_MS`, `CAIRN_SNAPSHOT_MODE`, `CAIRN_SNAPSHOT_OVERTAKE`, and per node `CAIRN_NODE_<ID>_ADDRESS`,
 //! `CAIRN_NODE_<ID>_ADMIN`, `CAIRN_NODE_<ID>_LISTEN` (the id upper-cased, with
 //! `-` and `.` as `_`). Paths in the environment are relative to the caller's folder.
 
@@ -209,6 +210,10 @@ pub struct SnapshotConfig {
     /// The bytes of messages one snapshot may record at one node (over all
     /// its incoming channels); past it the snapshot fails, naming the channel.
     pub max_recorded_bytes: u64,
+    /// A marker is placed ahead of the messages its channel's link has not
+    /// yet written, and they are recorded as the tail of the channel's state
+    /// (sender-side overtaking; `chandy-lamport` mode only).
+    pub overtake: bool,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +286,7 @@ struct RawSnapshots {
     failure_timeout_ms: Option<u64>,
     mode: Option<String>,
     max_recorded_bytes: Option<u64>,
+    overtake: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -421,6 +427,12 @@ impl ClusterConfig {
         if let Some((_, v)) = var("CAIRN_SNAPSHOT_MODE") {
             raw.snapshots.mode = Some(v);
         }
+        if let Some((name, v)) = var("CAIRN_SNAPSHOT_OVERTAKE") {
+            raw.snapshots.overtake = Some(
+                v.parse::<bool>()
+                    .map_err(|_| err(&name, format!("{v:?} is not true or false")))?,
+            );
+        }
         for node in &mut raw.nodes {
             let key = node.id.to_uppercase().replace(['-', '.'], "_");
             if let Some((_, v)) = var(&format!("CAIRN_NODE_{key}_ADDRESS")) {
@@ -560,6 +572,16 @@ impl ClusterConfig {
         if let Some(url) = &raw.store {
             cairn_store::Store::open(url).map_err(|e| err("store", e.to_string()))?;
         }
+        let overtake = raw.snapshots.overtake.unwrap_or(false);
+        if overtake && mode != SnapshotMode::ChandyLamport {
+            return Err(err(
+                "snapshots.overtake",
+                format!(
+                    "markers overtake messages only in mode \"chandy-lamport\", not {:?}",
+                    mode.as_str()
+                ),
+            ));
+        }
         let max_frame_bytes = raw
             .max_frame_bytes
             .unwrap_or(DEFAULT_MAX_FRAME_BYTES as u64);
@@ -595,6 +617,7 @@ impl ClusterConfig {
                     .snapshots
                     .max_recorded_bytes
                     .unwrap_or(DEFAULT_MAX_RECORDED_BYTES),
+                overtake,
             },
             store: raw
                 .store
@@ -745,6 +768,32 @@ admin = "127.0.0.1:8002"
         assert_eq!(c.snapshots.interval, None);
         assert_eq!(c.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
         assert_eq!(c.trace_limit_bytes, Some(DEFAULT_TRACE_LIMIT_MB << 20));
+    }
+
+    #[test]
+    fn overtaking_is_off_by_default_and_only_for_chandy_lamport() {
+        assert!(!parse(BASE).unwrap().snapshots.overtake);
+        let on = parse(&format!("{BASE}[snapshots]\novertake = true\n")).unwrap();
+        assert!(on.snapshots.overtake);
+        let p = problem(&format!(
+            "{BASE}[snapshots]\novertake = true\nmode = \"aligned\"\n"
+        ));
+        assert!(
+            p.contains("snapshots.overtake") && p.contains("aligned"),
+            "{p}"
+        );
+        let env = |v: &str| {
+            let v = v.to_string();
+            ClusterConfig::parse(Path::new("c.toml"), BASE, move |k| {
+                (k == "CAIRN_SNAPSHOT_OVERTAKE").then(|| v.clone())
+            })
+        };
+        assert!(env("true").unwrap().snapshots.overtake);
+        let p = env("yes").unwrap_err().to_string();
+        assert!(
+            p.contains("CAIRN_SNAPSHOT_OVERTAKE") && p.contains("yes"),
+            "{p}"
+        );
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct LocalReport {
     pub state: Value,
     /// Each incoming channel by name, with its recorded messages.
     pub channels: Vec<(String, Vec<Value>)>,
+    /// With markers that overtake messages: each outgoing channel by name,
+    /// with the messages its marker jumped (the tail of its state).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overtaken: Vec<(String, Vec<Value>)>,
     /// Where the node stored its part, once durable.
     #[serde(default)]
     pub part: Option<PartRef>,
@@ -289,21 +293,27 @@ impl Coordinator {
                 )));
             }
         }
-        let mut channels = Vec::new();
-        for (name, messages) in report.channels {
-            let channel = topo
-                .channel_by_name(&name)
-                .ok_or_else(|| ControlError::BadRequest(format!("unknown channel {name:?}")))?;
-            channels.push(RecordedChannel { channel, messages });
-        }
+        let named = |list: Vec<(String, Vec<Value>)>| {
+            list.into_iter()
+                .map(|(name, messages)| {
+                    let channel = topo.channel_by_name(&name).ok_or_else(|| {
+                        ControlError::BadRequest(format!("unknown channel {name:?}"))
+                    })?;
+                    Ok(RecordedChannel { channel, messages })
+                })
+                .collect::<Result<Vec<_>, ControlError>>()
+        };
+        let channels = named(report.channels)?;
+        // The assembler checks each tail is on a channel leading from this
+        // process and joins it after what the receiver recorded.
+        let overtaken = named(report.overtaken)?;
         run.assembler
             .add(LocalSnapshot {
                 snapshot: id,
                 process,
                 state: report.state,
                 channels,
-                // The runtime does not let markers overtake messages (yet).
-                overtaken: Vec::new(),
+                overtaken,
             })
             .map_err(|e| ControlError::BadRequest(e.to_string()))?;
         tracing::debug!(snapshot = %id, process = %report.process, ms = run.started.elapsed().as_secs_f64() * 1e3, "report");
@@ -647,6 +657,7 @@ mod tests {
             epoch: 0,
             state: json!({"balance": 1}),
             channels: vec![(ch.into(), msgs)],
+            overtaken: Vec::new(),
             part: None,
             refused: None,
             state_in_store: false,

@@ -57,6 +57,7 @@ mod metrics;
 mod net;
 mod node;
 mod peers;
+mod send_queue;
 mod shared;
 pub mod tls;
 pub mod tracefile;

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub snapshots_failed: IntCounter,
     /// Markers this node sent (control traffic).
     pub markers_sent: IntCounter,
+    /// Messages this node's markers overtook (recorded as channel tails).
+    pub messages_overtaken: IntCounter,
     /// Connection attempts by this node's channel senders.
     pub connect_attempts: IntCounter,
     /// Peers seen restarted (a new incarnation with lost state).
@@ -203,6 +205,10 @@ impl Metrics {
                 "Global snapshots that failed (timed out, or not committed).",
             ),
             markers_sent: counter("cairn_markers_sent_total", "Markers sent."),
+            messages_overtaken: counter(
+                "cairn_messages_overtaken_total",
+                "Messages a marker overtook on their way out, recorded as the tail of their channel's state.",
+            ),
             connect_attempts: counter(
                 "cairn_connect_attempts_total",
                 "Connection attempts by channel senders.",

@@ -145,12 +145,12 @@ pub(crate) async fn run_node_with<P: Process>(
     };
     let mut outbound = Outbounds::new(topo.channel_count());
     for &c in topo.outgoing(me) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Arc::new(crate::send_queue::SendQueue::default());
         let pending = Arc::new(AtomicUsize::new(0));
         outbound.insert(
             c,
             Outbound {
-                tx,
+                queue: queue.clone(),
                 pending: pending.clone(),
             },
         );
@@ -163,7 +163,7 @@ pub(crate) async fn run_node_with<P: Process>(
             topo.channel_name(c),
             to,
             address,
-            rx,
+            queue,
             SenderLinks {
                 pending,
                 connected,
@@ -285,6 +285,11 @@ pub(crate) async fn run_node_with<P: Process>(
     driver.snapshot_timeout = config.snapshots.timeout;
     driver.engine_limit = Some(config.snapshots.max_recorded_bytes);
     driver.engine.set_recording_limit(driver.engine_limit);
+    driver.overtaking = cairn_core::Overtaking {
+        sender: config.snapshots.overtake,
+        receiver: false,
+    };
+    driver.engine.set_overtaking(driver.overtaking);
     if let Some(e) = embedding {
         driver.inputs = Some(e.inputs);
         let _ = e.ready.send(shared.clone());
@@ -366,6 +371,10 @@ async fn run_reporter(
                 .collect(),
             initial: initial.clone(),
             epoch: report.epoch,
+            overtaken: std::mem::take(&mut report.overtaken)
+                .into_iter()
+                .map(|(name, messages)| StoredChannel { name, messages })
+                .collect(),
         };
         while report.refused.is_none() {
             match shared.store.write_part(&part).await {
@@ -398,6 +407,11 @@ async fn run_reporter(
         }
         report.channels = part
             .channels
+            .into_iter()
+            .map(|c| (c.name, c.messages))
+            .collect();
+        report.overtaken = part
+            .overtaken
             .into_iter()
             .map(|c| (c.name, c.messages))
             .collect();

@@ -43,6 +43,11 @@ pub struct States<S> {
     /// restored snapshot's channel states), by channel name.
     #[serde(default)]
     pub initial_channels: Vec<(String, Vec<serde_json::Value>)>,
+    /// Messages this node's markers had overtaken on each outgoing channel in
+    /// the restored snapshot: they follow the receiver's `initial_channels`,
+    /// and the node sends them again first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initial_overtaken: Vec<(String, Vec<serde_json::Value>)>,
 }
 
 /// Writes one epoch's states file.
@@ -188,6 +193,8 @@ pub fn load_epoch<M: DeserializeOwned, S: DeserializeOwned>(
 ) -> Result<LoadedRun<M, S>> {
     let mut initial_channels: Vec<Vec<M>> =
         (0..topology.channel_count()).map(|_| Vec::new()).collect();
+    // Senders' overtaken tails come after what every receiver recorded.
+    let mut tails: Vec<Vec<M>> = (0..topology.channel_count()).map(|_| Vec::new()).collect();
     let trace = load_events(topology, dir, epoch, false)?;
     let mut initial = Vec::new();
     let mut last = Vec::new();
@@ -200,17 +207,26 @@ pub fn load_epoch<M: DeserializeOwned, S: DeserializeOwned>(
             .map_err(|e| Error::Protocol(format!("{}: {e}", path.display())))?;
         initial.push(states.initial);
         last.push(states.last);
-        for (channel, messages) in states.initial_channels {
+        let recorded = states.initial_channels.into_iter().map(|c| (c, false));
+        let overtaken = states.initial_overtaken.into_iter().map(|c| (c, true));
+        for ((channel, messages), tail) in recorded.chain(overtaken) {
             let bad =
                 |e: String| Error::Protocol(format!("{}: channel {channel}: {e}", path.display()));
             let c = topology
                 .channel_by_name(&channel)
                 .ok_or_else(|| bad("unknown".into()))?;
+            let into = if tail {
+                &mut tails
+            } else {
+                &mut initial_channels
+            };
             for m in messages {
-                initial_channels[c.index()]
-                    .push(serde_json::from_value(m).map_err(|e| bad(e.to_string()))?);
+                into[c.index()].push(serde_json::from_value(m).map_err(|e| bad(e.to_string()))?);
             }
         }
+    }
+    for (channel, tail) in initial_channels.iter_mut().zip(tails) {
+        channel.extend(tail);
     }
     Ok(LoadedRun {
         trace,

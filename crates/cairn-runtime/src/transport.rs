@@ -13,13 +13,14 @@ use bytes::Bytes;
 use cairn_core::ChannelId;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::peers::{PeerBook, Seen};
+use crate::send_queue::SendQueue;
 use crate::tls::{BoxRead, BoxWrite, Security, split_tcp, split_tls};
 use crate::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION, RejectKind};
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -46,7 +47,7 @@ pub(crate) enum Out<M> {
 }
 
 impl<M> Out<M> {
-    fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         match self {
             Out::Data { epoch, .. } | Out::Marker { epoch, .. } => *epoch,
         }
@@ -75,7 +76,7 @@ pub(crate) enum In<M> {
 /// The driver's end of one outgoing channel.
 #[derive(Debug)]
 pub(crate) struct Outbound<M> {
-    pub tx: mpsc::UnboundedSender<Out<M>>,
+    pub queue: Arc<SendQueue<M>>,
     /// Frames queued or unacknowledged.
     pub pending: Arc<AtomicUsize>,
 }
@@ -87,8 +88,24 @@ impl<M> Outbound<M> {
 
     pub fn push(&self, out: Out<M>) {
         self.pending.fetch_add(1, Ordering::Relaxed);
-        // A closed receiver means the node is shutting down; the frame is moot.
-        let _ = self.tx.send(out);
+        self.queue.push(out);
+    }
+
+    /// Puts a marker ahead of the messages not yet taken to be written and
+    /// returns copies of them (see [`SendQueue::place_marker`]).
+    pub fn place_marker(&self, marker: Out<M>) -> Vec<M>
+    where
+        M: Clone,
+    {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.queue.place_marker(marker)
+    }
+}
+
+impl<M> Drop for Outbound<M> {
+    /// The driver is gone: its channel's sender ends.
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
@@ -198,7 +215,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
     channel: String,
     peer: usize,
     address: String,
-    mut rx: mpsc::UnboundedReceiver<Out<M>>,
+    queue: Arc<SendQueue<M>>,
     links: SenderLinks,
 ) {
     let SenderLinks {
@@ -372,15 +389,8 @@ pub(crate) async fn run_outbound<M: Serialize>(
                         }
                         continue;
                     }
-                    out = rx.recv() => {
-                        let Some(first) = out else { return };
-                        let mut batch = vec![first];
-                        while batch.len() < 256 {
-                            match rx.try_recv() {
-                                Ok(o) => batch.push(o),
-                                Err(_) => break,
-                            }
-                        }
+                    batch = queue.next_batch(256) => {
+                        let Some(batch) = batch else { return };
                         batch
                     }
                     frame = reader.next() => {

@@ -16,7 +16,7 @@
 //! use serde_json::json;
 //!
 //! let store = Store::open("memory://").unwrap();
-//! let part = Part { snapshot: 7, process: "n1".into(), state: json!({"balance": 5}), channels: vec![], initial: None, epoch: 0 };
+//! let part = Part { snapshot: 7, process: "n1".into(), state: json!({"balance": 5}), channels: vec![], initial: None, epoch: 0, overtaken: vec![] };
 //! let part_ref = store.write_part(&part).await.unwrap();
 //! assert!(store.list().await.unwrap().is_empty(), "no manifest yet: no snapshot");
 //! let manifest = Manifest::new(7, 0, "demo", "bank", vec![part_ref], vec![]);

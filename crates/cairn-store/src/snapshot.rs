@@ -43,6 +43,11 @@ pub struct Part {
     /// The epoch the snapshot was taken in.
     #[serde(default)]
     pub epoch: u64,
+    /// With markers that overtake messages: on each outgoing channel, the
+    /// messages its marker jumped. They follow, in the channel's state, what
+    /// the channel's receiver recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overtaken: Vec<StoredChannel>,
 }
 
 /// Where a durable part is, and its checksum.
@@ -154,6 +159,24 @@ impl StoredSnapshot {
             }
         }
         let wanted: BTreeSet<&str> = self.manifest.channels.iter().map(String::as_str).collect();
+        let mut tails = BTreeSet::new();
+        for p in &self.parts {
+            for c in &p.overtaken {
+                let from = c.name.split_once("->").map(|(f, _)| f);
+                if from != Some(p.process.as_str()) || !wanted.contains(c.name.as_str()) {
+                    return Err(corrupt(format!(
+                        "process {} recorded messages its marker overtook on {}, which does not lead from it",
+                        p.process, c.name
+                    )));
+                }
+                if !tails.insert(c.name.as_str()) {
+                    return Err(corrupt(format!(
+                        "channel {} has two overtaken tails",
+                        c.name
+                    )));
+                }
+            }
+        }
         if let Some(c) = wanted.difference(&recorded).next() {
             return Err(corrupt(format!("channel {c} is not recorded by any part")));
         }
@@ -163,6 +186,34 @@ impl StoredSnapshot {
         Ok(())
     }
 
+    /// Each channel's recorded state by name: what its receiver recorded,
+    /// then what its sender's marker overtook.
+    pub fn channel_states(&self) -> std::collections::BTreeMap<&str, Vec<Value>> {
+        let mut messages = std::collections::BTreeMap::new();
+        for p in &self.parts {
+            for c in &p.channels {
+                messages.insert(c.name.as_str(), c.messages.clone());
+            }
+        }
+        for p in &self.parts {
+            for c in &p.overtaken {
+                messages
+                    .entry(c.name.as_str())
+                    .or_insert_with(Vec::new)
+                    .extend(c.messages.iter().cloned());
+            }
+        }
+        messages
+    }
+
+    /// How many messages each channel's recorded state holds, by name.
+    pub fn in_flight(&self) -> std::collections::BTreeMap<String, u64> {
+        self.channel_states()
+            .into_iter()
+            .map(|(name, m)| (name.to_string(), m.len() as u64))
+            .collect()
+    }
+
     /// The snapshot in Cairn's shared JSON shape.
     pub fn to_json(&self) -> Value {
         let processes: serde_json::Map<String, Value> = self
@@ -170,12 +221,7 @@ impl StoredSnapshot {
             .iter()
             .map(|p| (p.process.clone(), p.state.clone()))
             .collect();
-        let mut messages = std::collections::HashMap::new();
-        for p in &self.parts {
-            for c in &p.channels {
-                messages.insert(c.name.as_str(), c.messages.clone());
-            }
-        }
+        let messages = self.channel_states();
         let channels: Vec<Value> = self
             .manifest
             .channels

@@ -25,6 +25,7 @@ fn part(id: u64, process: &str, state: u64, channels: Vec<(&str, Vec<u64>)>) -> 
             .collect(),
         initial: Some(json!({"balance": 10})),
         epoch: 0,
+        overtaken: Vec::new(),
     }
 }
 
@@ -463,4 +464,55 @@ fn bad_urls_are_named() {
     } else {
         assert!(s3.contains("no S3 support"), "{s3}");
     }
+}
+
+/// Invariant: a channel's state is what its receiver recorded followed by
+/// what its sender's marker overtook, wherever a snapshot is read: the JSON
+/// shape, the counts recovery numbers messages after, and the completeness
+/// check, which refuses a tail its process could not have recorded.
+#[tokio::test]
+async fn overtaken_tails_follow_what_the_receiver_recorded() {
+    let store = Store::open("memory://tails").unwrap();
+    let a = Part {
+        overtaken: vec![StoredChannel {
+            name: "a->b".into(),
+            messages: vec![json!({"amount": 5}), json!({"amount": 6})],
+        }],
+        ..part(1, "a", 10, vec![("b->a", vec![])])
+    };
+    let b = part(1, "b", 7, vec![("a->b", vec![4])]);
+    let refs = vec![
+        store.write_part(&a).await.unwrap(),
+        store.write_part(&b).await.unwrap(),
+    ];
+    let channels = vec!["a->b".to_string(), "b->a".to_string()];
+    store
+        .commit(&Manifest::new(1, 0, "test", "bank", refs, channels.clone()))
+        .await
+        .unwrap();
+    let s = store.load(1, &mut |_, _| {}).await.unwrap();
+    assert_eq!(s.parts[0], a, "the tail survives the store");
+    s.check_complete().unwrap();
+    assert_eq!(
+        s.to_json()["channels"][0],
+        json!({"from": "a", "to": "b", "messages": [{"amount": 4}, {"amount": 5}, {"amount": 6}]})
+    );
+    assert_eq!(s.in_flight()["a->b"], 3);
+    assert_eq!(s.in_flight()["b->a"], 0);
+
+    // A tail on a channel that does not lead from its process is refused.
+    let mut wrong = s.clone();
+    wrong.parts[1].overtaken = a.overtaken.clone();
+    wrong.parts[0].overtaken.clear();
+    let e = wrong.check_complete().unwrap_err().to_string();
+    assert!(
+        e.contains("process b") && e.contains("a->b") && e.contains("does not lead from it"),
+        "{e}"
+    );
+    // A part written before tails existed reads with none.
+    let old = serde_json::to_value(&b).unwrap();
+    assert!(
+        old.get("overtaken").is_none(),
+        "an empty tail list is not written"
+    );
 }

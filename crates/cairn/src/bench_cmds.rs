@@ -6,6 +6,7 @@
 //! 1. `raw`: the raw framed-TCP baseline (`cairn node --raw-baseline`);
 //! 2. `off`: Cairn with no snapshots;
 //! 3. `cl-1s`, `cl-100ms`: Chandy–Lamport every second and every 100 ms;
+//!    `cl-100ms-overtake`: every 100 ms with markers that overtake;
 //! 4. `stw-100ms`: stop-the-world every 100 ms;
 //! 5. `aligned-100ms`: aligned barriers every 100 ms.
 //!
@@ -91,15 +92,18 @@ pub struct Variant {
     pub insecure: bool,
     pub mode: &'static str,
     pub interval: Option<Duration>,
+    /// Markers overtake the messages their links have not yet written.
+    pub overtake: bool,
 }
 
-pub const VARIANTS: [Variant; 8] = [
+pub const VARIANTS: [Variant; 9] = [
     Variant {
         name: "raw",
         raw: true,
         insecure: false,
         mode: "chandy-lamport",
         interval: None,
+        overtake: false,
     },
     Variant {
         name: "off",
@@ -107,6 +111,7 @@ pub const VARIANTS: [Variant; 8] = [
         insecure: false,
         mode: "chandy-lamport",
         interval: None,
+        overtake: false,
     },
     Variant {
         name: "off-insecure",
@@ -114,6 +119,7 @@ pub const VARIANTS: [Variant; 8] = [
         insecure: true,
         mode: "chandy-lamport",
         interval: None,
+        overtake: false,
     },
     Variant {
         name: "cl-1s",
@@ -121,6 +127,7 @@ pub const VARIANTS: [Variant; 8] = [
         insecure: false,
         mode: "chandy-lamport",
         interval: Some(Duration::from_secs(1)),
+        overtake: false,
     },
     Variant {
         name: "cl-100ms",
@@ -128,6 +135,15 @@ pub const VARIANTS: [Variant; 8] = [
         insecure: false,
         mode: "chandy-lamport",
         interval: Some(Duration::from_millis(100)),
+        overtake: false,
+    },
+    Variant {
+        name: "cl-100ms-overtake",
+        raw: false,
+        insecure: false,
+        mode: "chandy-lamport",
+        interval: Some(Duration::from_millis(100)),
+        overtake: true,
     },
     Variant {
         name: "cl-100ms-insecure",
@@ -135,6 +151,7 @@ pub const VARIANTS: [Variant; 8] = [
         insecure: true,
         mode: "chandy-lamport",
         interval: Some(Duration::from_millis(100)),
+        overtake: false,
     },
     Variant {
         name: "stw-100ms",
@@ -142,6 +159,7 @@ pub const VARIANTS: [Variant; 8] = [
         insecure: false,
         mode: "stop-the-world",
         interval: Some(Duration::from_millis(100)),
+        overtake: false,
     },
     Variant {
         name: "aligned-100ms",
@@ -149,6 +167,7 @@ pub const VARIANTS: [Variant; 8] = [
         insecure: false,
         mode: "aligned",
         interval: Some(Duration::from_millis(100)),
+        overtake: false,
     },
 ];
 
@@ -190,6 +209,8 @@ pub struct Measured {
     pub cpu_vs_off: Option<f64>,
     /// Frames sent again after a reconnect: must be 0 on loopback.
     pub frames_resent: u64,
+    /// Messages markers overtook (`cl-100ms-overtake`), all nodes together.
+    pub messages_overtaken: u64,
     /// Raw only: one hop's latency under load, send to processing (µs).
     pub hop_p50_us: Option<f64>,
     /// How many runs these figures come from.
@@ -224,9 +245,10 @@ impl Running {
         let mut toml = format!(
             "cluster = \"bench\"\ncoordinator = \"n1\"\nchannels = \"{topology}\"\ndata_dir = {:?}\n\n\
              [app]\nname = \"bank\"\ninitial_balance = 100000\nmax_transfer = 10\nstate_bytes = {state_bytes}\n\n\
-             [snapshots]\nmode = \"{}\"\ntimeout_ms = 20000\nkeep = 100000\nretain = 3\nfailure_timeout_ms = 0\n",
+             [snapshots]\nmode = \"{}\"\novertake = {}\ntimeout_ms = 20000\nkeep = 100000\nretain = 3\nfailure_timeout_ms = 0\n",
             dir.join("data"),
-            variant.mode
+            variant.mode,
+            variant.overtake,
         );
         // Secure like any real cluster, unless the variant measures without
         // TLS (the raw baseline is plain framed TCP by definition).
@@ -408,6 +430,7 @@ async fn measure_running(run: &Running, plan: &Plan, variant: &Variant) -> Resul
     let elapsed = started.elapsed().as_secs_f64();
     m.throughput = received as f64 / elapsed;
     m.frames_resent = sum(&statuses, "frames_resent");
+    m.messages_overtaken = sum(&statuses, "messages_overtaken");
     m.longest_pause_ms = statuses
         .iter()
         .filter_map(|v| v["longest_pause_us"].as_u64())

@@ -64,6 +64,7 @@ pub async fn write_floor(root: &Path, nodes: usize, state_bytes: usize) -> Resul
                 channels: Vec::new(),
                 initial: None,
                 epoch: 0,
+                overtaken: Vec::new(),
             })
             .collect();
         let t = Instant::now();
@@ -96,6 +97,7 @@ pub async fn scale(root: &Path, plan: &Plan, state_bytes: usize, hop_ms: f64) ->
         insecure: false,
         mode: "chandy-lamport",
         interval: None,
+        overtake: false,
     };
     let label = format!("scale-{state_bytes}");
     let run = Running::start(root, &label, nodes, "complete", &variant, state_bytes).await?;
@@ -355,6 +357,7 @@ fn aggregate(rounds: Vec<Measured>) -> Measured {
     m.durable = rounds.iter().map(|r| r.durable).sum();
     m.conserved = rounds.iter().map(|r| r.conserved).sum();
     m.frames_resent = rounds.iter().map(|r| r.frames_resent).sum();
+    m.messages_overtaken = rounds.iter().map(|r| r.messages_overtaken).sum();
     m.markers_exact = rounds
         .iter()
         .map(|r| r.markers_exact)

@@ -73,7 +73,7 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
-        /// Run only these variants (raw, off, cl-1s, cl-100ms, stw-100ms,
+        /// Run only these variants (raw, off, cl-1s, cl-100ms, cl-100ms-overtake, stw-100ms,
         /// aligned-100ms) and skip state-size scaling, e.g. to profile one.
         #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench_cmds::VARIANTS.map(|v| v.name)))]
         only: Vec<String>,

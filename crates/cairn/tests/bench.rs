@@ -31,6 +31,7 @@ fn quick_bench_produces_every_figure() {
             "off-insecure",
             "cl-1s",
             "cl-100ms",
+            "cl-100ms-overtake",
             "cl-100ms-insecure",
             "stw-100ms",
             "aligned-100ms"

@@ -90,15 +90,9 @@ pub(crate) async fn roll_back(
                 snap
             }
         };
-        let in_flight: BTreeMap<String, u64> = chosen
-            .iter()
-            .flat_map(|s| &s.parts)
-            .flat_map(|p| {
-                p.channels
-                    .iter()
-                    .map(|c| (c.name.clone(), c.messages.len() as u64))
-            })
-            .collect();
+        // Receivers' recordings and senders' overtaken tails together.
+        let in_flight: BTreeMap<String, u64> =
+            chosen.as_ref().map(|s| s.in_flight()).unwrap_or_default();
         let snapshot = chosen.map(|s| s.manifest.snapshot);
         if let Some(id) = snapshot {
             lock().pin(id);
@@ -249,6 +243,7 @@ pub(crate) async fn rollback_local(
             channels: Vec::new(),
             initial: None,
             epoch: order.epoch,
+            overtaken: Vec::new(),
         },
         Some(id) => {
             let manifest = s.store.manifest(id).await?;

@@ -98,6 +98,8 @@ pub(crate) struct Driver<P: Process> {
     /// The state this epoch began in, and the channel states it began with.
     pub epoch_initial: Option<P::State>,
     pub epoch_channels: Vec<(String, Vec<serde_json::Value>)>,
+    /// The tails this node's markers overtook in the snapshot this epoch began from.
+    pub epoch_tails: Vec<(String, Vec<serde_json::Value>)>,
     /// How snapshots are taken.
     pub mode: SnapshotMode,
     /// An aligned snapshot under way here.
@@ -110,6 +112,8 @@ pub(crate) struct Driver<P: Process> {
     pub(crate) peers: Option<Arc<PeerBook>>,
     /// `snapshots.max_recorded_bytes`, applied to every new engine.
     pub(crate) engine_limit: Option<u64>,
+    /// `snapshots.overtake`, applied to every new engine.
+    pub(crate) overtaking: cairn_core::Overtaking,
     /// Messages sent and received per channel in this epoch.
     pub(crate) counts: Arc<ChannelCounts>,
     /// When each snapshot still recording here began: one older than twice
@@ -188,12 +192,14 @@ impl<P: Process> Driver<P> {
             name: String::new(),
             epoch_initial: None,
             epoch_channels: Vec::new(),
+            epoch_tails: Vec::new(),
             mode: SnapshotMode::ChandyLamport,
             aligning: None,
             last_aligned: None,
             paused: None,
             peers: None,
             engine_limit: None,
+            overtaking: cairn_core::Overtaking::default(),
             counts: Arc::new(ChannelCounts::new(topology_channels)),
             recording_since: std::collections::BTreeMap::new(),
             snapshot_timeout: Duration::from_secs(5),
@@ -274,6 +280,7 @@ impl<P: Process> Driver<P> {
                 initial,
                 last: self.process.state(),
                 initial_channels: std::mem::take(&mut self.epoch_channels),
+                initial_overtaken: std::mem::take(&mut self.epoch_tails),
             };
             write_states(dir, &self.name, self.epoch, &states)?;
         }
@@ -449,6 +456,36 @@ impl<P: Process> Driver<P> {
             .iter()
             .map(|c| (c.name.clone(), c.messages.clone()))
             .collect();
+        // What this node's markers overtook is still to be sent: it goes
+        // first on its channel in the new epoch, after what the receiver
+        // recorded there (which the receiver re-delivers itself).
+        let mut resend = Vec::new();
+        for c in &part.overtaken {
+            let channel = self
+                .topology
+                .channel_by_name(&c.name)
+                .filter(|&ch| self.topology.channel(ch).from == self.me)
+                .ok_or_else(|| {
+                    format!(
+                        "the part records messages overtaken on {}, which does not lead from here",
+                        c.name
+                    )
+                })?;
+            for m in &c.messages {
+                let m: P::Message = serde_json::from_value(m.clone()).map_err(|e| {
+                    format!(
+                        "a message overtaken on {} does not fit the application: {e}",
+                        c.name
+                    )
+                })?;
+                resend.push((channel, m));
+            }
+        }
+        let tails: Vec<(String, Vec<serde_json::Value>)> = part
+            .overtaken
+            .into_iter()
+            .map(|c| (c.name, c.messages))
+            .collect();
         for c in part.channels {
             let channel = self
                 .topology
@@ -481,6 +518,7 @@ impl<P: Process> Driver<P> {
         let limit = self.engine_limit;
         self.engine = Engine::new(&self.topology, self.me).map_err(|e| e.to_string())?;
         self.engine.set_recording_limit(limit);
+        self.engine.set_overtaking(self.overtaking);
         self.recording_since.clear();
         self.counts.reset();
         if let Some(p) = &self.peers {
@@ -506,6 +544,18 @@ impl<P: Process> Driver<P> {
         self.process.restore(state);
         self.epoch_initial = Some(self.process.state());
         self.epoch_channels = recorded;
+        self.epoch_tails = tails;
+        // Queued before anything the restored application sends, with no
+        // trace event: the trace of this epoch starts with them in flight.
+        for (channel, message) in resend {
+            if let Some(o) = self.outbound.get(channel) {
+                o.push(Out::Data {
+                    epoch,
+                    message,
+                    vc: None,
+                });
+            }
+        }
         // Each epoch is traced afresh, also when the last one stopped
         // tracing at its limit.
         if let Some(dir) = &self.trace_dir {
@@ -659,16 +709,30 @@ impl<P: Process> Driver<P> {
         }
     }
 
-    /// Sends a marker of `snapshot` on `channel`, traced and counted.
+    /// Sends a marker of `snapshot` on `channel`, traced and counted. With
+    /// sender-side overtaking it goes ahead of the messages the channel's
+    /// link has not yet taken, and those are recorded as the channel's tail.
     pub(crate) fn send_marker(&mut self, channel: ChannelId, snapshot: SnapshotId) {
         let vc = self.tick_trace(|_| Event::MarkerSend { channel, snapshot });
         Metrics::inc(&self.metrics.markers_sent, 1);
-        if let Some(o) = self.outbound.get(channel) {
-            o.push(Out::Marker {
-                epoch: self.epoch,
-                snapshot: snapshot.0,
-                vc,
-            });
+        let marker = Out::Marker {
+            epoch: self.epoch,
+            snapshot: snapshot.0,
+            vc,
+        };
+        if !self.overtaking.sender {
+            if let Some(o) = self.outbound.get(channel) {
+                o.push(marker);
+            }
+            return;
+        }
+        let overtaken = match self.outbound.get(channel) {
+            Some(o) => o.place_marker(marker),
+            None => Vec::new(),
+        };
+        Metrics::inc(&self.metrics.messages_overtaken, overtaken.len() as u64);
+        if let Err(e) = self.engine.marker_placed(channel, snapshot, overtaken) {
+            error!("{e}");
         }
     }
 
@@ -702,6 +766,7 @@ impl<P: Process> Driver<P> {
             epoch: self.epoch,
             state: serde_json::Value::Null,
             channels: Vec::new(),
+            overtaken: Vec::new(),
             part: None,
             refused: Some(why),
             state_in_store: false,

@@ -70,22 +70,24 @@ pub(super) fn encode_report<M: serde::Serialize, S: serde::Serialize>(
     epoch: u64,
     local: cairn_core::LocalSnapshot<M, S>,
 ) -> serde_json::Result<LocalReport> {
-    // The driver never turns on overtaking markers, so no part carries an
-    // overtaken tail; the report has no place for one yet.
-    debug_assert!(local.overtaken.is_empty());
     let mut bytes = 0u64;
-    let mut channels = Vec::new();
-    for rc in local.channels {
-        let mut messages = Vec::with_capacity(rc.messages.len());
-        for m in &rc.messages {
-            let v = serde_json::to_value(m)?;
-            let mut counted = Counted(0);
-            serde_json::to_writer(&mut counted, &v)?;
-            bytes += counted.0;
-            messages.push(v);
+    let mut encode = |list: Vec<cairn_core::RecordedChannel<M>>| {
+        let mut named = Vec::with_capacity(list.len());
+        for rc in list {
+            let mut messages = Vec::with_capacity(rc.messages.len());
+            for m in &rc.messages {
+                let v = serde_json::to_value(m)?;
+                let mut counted = Counted(0);
+                serde_json::to_writer(&mut counted, &v)?;
+                bytes += counted.0;
+                messages.push(v);
+            }
+            named.push((topology.channel_name(rc.channel), messages));
         }
-        channels.push((topology.channel_name(rc.channel), messages));
-    }
+        serde_json::Result::Ok(named)
+    };
+    let channels = encode(local.channels)?;
+    let overtaken = encode(local.overtaken)?;
     Metrics::inc(&metrics.recorded_channel_bytes, bytes);
     Ok(LocalReport {
         snapshot: local.snapshot,
@@ -93,6 +95,7 @@ pub(super) fn encode_report<M: serde::Serialize, S: serde::Serialize>(
         epoch,
         state: serde_json::to_value(&local.state)?,
         channels,
+        overtaken,
         part: None,
         refused: None,
         state_in_store: false,
