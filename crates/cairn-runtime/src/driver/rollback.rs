@@ -1,0 +1,164 @@
+//! A rollback at one node: a fresh engine in a new epoch, the recorded
+//! state restored, the recorded channel states re-delivered, and the
+//! messages this node's markers had overtaken sent again first.
+
+use cairn_core::{Engine, Process};
+use cairn_store::Part;
+use tracing::warn;
+
+use super::{Driver, In};
+use crate::metrics::Metrics;
+use crate::tracefile::TraceWriter;
+use crate::transport::Out;
+
+impl<P: Process> Driver<P> {
+    /// Restores this node's part of a snapshot in a new epoch: a fresh engine,
+    /// the recorded state, and every recorded channel message re-delivered in
+    /// order, before anything newer is taken from any channel. Returns how
+    /// many messages were re-delivered.
+    pub(super) fn rollback(
+        &mut self,
+        epoch: u64,
+        part: Part,
+        in_flight: &std::collections::BTreeMap<String, u64>,
+    ) -> std::result::Result<usize, String> {
+        if epoch <= self.epoch {
+            return Err(format!(
+                "epoch {epoch} is not newer than this node's epoch {}",
+                self.epoch
+            ));
+        }
+        let state: P::State = serde_json::from_value(part.state)
+            .map_err(|e| format!("the recorded state does not fit the application: {e}"))?;
+        let mut redeliver = Vec::new();
+        let recorded: Vec<(String, Vec<serde_json::Value>)> = part
+            .channels
+            .iter()
+            .map(|c| (c.name.clone(), c.messages.clone()))
+            .collect();
+        // What this node's markers overtook is still to be sent: it goes
+        // first on its channel in the new epoch, after what the receiver
+        // recorded there (which the receiver re-delivers itself).
+        let mut resend = Vec::new();
+        for c in &part.overtaken {
+            let channel = self
+                .topology
+                .channel_by_name(&c.name)
+                .filter(|&ch| self.topology.channel(ch).from == self.me)
+                .ok_or_else(|| {
+                    format!(
+                        "the part records messages overtaken on {}, which does not lead from here",
+                        c.name
+                    )
+                })?;
+            for m in &c.messages {
+                let m: P::Message = serde_json::from_value(m.clone()).map_err(|e| {
+                    format!(
+                        "a message overtaken on {} does not fit the application: {e}",
+                        c.name
+                    )
+                })?;
+                resend.push((channel, m));
+            }
+        }
+        let tails: Vec<(String, Vec<serde_json::Value>)> = part
+            .overtaken
+            .into_iter()
+            .map(|c| (c.name, c.messages))
+            .collect();
+        for c in part.channels {
+            let channel = self
+                .topology
+                .channel_by_name(&c.name)
+                .filter(|&ch| self.topology.channel(ch).to == self.me)
+                .ok_or_else(|| {
+                    format!(
+                        "the part records channel {}, which does not lead here",
+                        c.name
+                    )
+                })?;
+            for m in c.messages {
+                let m: P::Message = serde_json::from_value(m).map_err(|e| {
+                    format!(
+                        "a message recorded on {} does not fit the application: {e}",
+                        c.name
+                    )
+                })?;
+                redeliver.push((channel, m));
+            }
+        }
+        // Close the old epoch's trace, then switch epochs and restore.
+        if let Err(e) = self.end_epoch() {
+            warn!("{e}; tracing stops");
+            self.trace = None;
+        }
+        self.epoch = epoch;
+        self.epoch_tx.send_replace(epoch);
+        self.abandon_alignment();
+        let limit = self.engine_limit;
+        self.engine = Engine::new(&self.topology, self.me).map_err(|e| e.to_string())?;
+        self.engine.set_recording_limit(limit);
+        self.engine.set_overtaking(self.overtaking);
+        self.recording_since.clear();
+        self.counts.reset();
+        if let Some(p) = &self.peers {
+            p.restored();
+        }
+        self.seq_in.clear();
+        // On each outgoing channel the receiver re-delivers what the snapshot
+        // recorded; new messages are numbered after those, as in one run.
+        self.seq_out = self
+            .topology
+            .outgoing(self.me)
+            .iter()
+            .map(|&c| {
+                (
+                    c,
+                    in_flight
+                        .get(&self.topology.channel_name(c))
+                        .copied()
+                        .unwrap_or(0),
+                )
+            })
+            .collect();
+        self.process.restore(state);
+        self.epoch_initial = Some(self.process.state());
+        self.epoch_channels = recorded;
+        self.epoch_tails = tails;
+        // Queued before anything the restored application sends, with no
+        // trace event: the trace of this epoch starts with them in flight.
+        for (channel, message) in resend {
+            if let Some(o) = self.outbound.get(channel) {
+                o.push(Out::Data {
+                    epoch,
+                    message,
+                    vc: None,
+                });
+            }
+        }
+        // Each epoch is traced afresh, also when the last one stopped
+        // tracing at its limit.
+        if let Some(dir) = &self.trace_dir {
+            match TraceWriter::create(dir, &self.name, epoch) {
+                Ok(t) => self.trace = Some(t.with_limit(self.trace_limit)),
+                Err(e) => {
+                    warn!("{e}; tracing stops");
+                    self.trace = None;
+                }
+            }
+        }
+        let count = redeliver.len();
+        for (channel, message) in redeliver {
+            let epoch = self.epoch;
+            self.on_inbound(In::Data {
+                channel,
+                epoch,
+                message,
+                vc: None,
+                bytes: 0,
+            });
+        }
+        Metrics::inc(&self.metrics.rollbacks, 1);
+        Ok(count)
+    }
+}
