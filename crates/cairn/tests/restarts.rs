@@ -426,21 +426,6 @@ async fn a_node_restarted_with_recovery_off_waits_for_a_restore_and_loses_nothin
     let ids = all_verify(&c.config.store, &store).await;
     assert!(after.iter().all(|id| ids.contains(id)));
     c.stop().await;
-    for i in 1..=4 {
-        let path = c.dir.join(format!("traces/n{i}.trace.jsonl"));
-        let text = std::fs::read(&path).unwrap();
-        assert!(
-            text.len() <= 8 << 20,
-            "{} is {} bytes, past its 8 MiB limit",
-            path.display(),
-            text.len()
-        );
-        assert!(
-            text.len() > 4 << 20 && text.ends_with(b"\n"),
-            "{} should be near its limit and end with a whole event",
-            path.display()
-        );
-    }
     let _ = std::fs::remove_dir_all(&c.dir);
 }
 
@@ -771,5 +756,20 @@ async fn memory_stays_bounded_through_a_frozen_node_and_fast_snapshots() {
         seen.len()
     );
     c.stop().await;
+    for i in 1..=4 {
+        let path = c.dir.join(format!("traces/n{i}.trace.jsonl"));
+        let text = std::fs::read(&path).unwrap();
+        assert!(
+            text.len() <= 8 << 20,
+            "{} is {} bytes, past its 8 MiB limit",
+            path.display(),
+            text.len()
+        );
+        assert!(
+            text.len() > 4 << 20 && text.ends_with(b"\n"),
+            "{} should be near its limit and end with a whole event",
+            path.display()
+        );
+    }
     let _ = std::fs::remove_dir_all(&c.dir);
 }
