@@ -236,6 +236,13 @@ impl Coordinator {
         self.running.keys().next().copied()
     }
 
+    /// Whether the snapshot that finished last failed.
+    pub fn last_failed(&self) -> bool {
+        self.finished
+            .back()
+            .is_some_and(|f| matches!(f.summary.status, SnapshotStatus::Failed { .. }))
+    }
+
     /// How many snapshots are started and not yet complete or failed.
     pub fn running_count(&self) -> usize {
         self.running.len()

@@ -95,13 +95,14 @@ async fn run_schedule(
         if !g.open {
             continue; // no snapshots while a node lost its state or the cluster resumes
         }
-        let busy = coordinator
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .in_progress()
-            .is_some();
-        if g.away && busy {
-            continue; // while a node is away, one snapshot at a time
+        let (busy, failing) = {
+            let c = coordinator.lock().unwrap_or_else(|p| p.into_inner());
+            (c.in_progress().is_some(), c.last_failed())
+        };
+        if (g.away || failing) && busy {
+            // While a node is away, or snapshots fail, one at a time: each
+            // fails naming what it lacked, and failures do not pile up.
+            continue;
         }
         match start_here(shared).await {
             Ok(_) => {}
