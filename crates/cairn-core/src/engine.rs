@@ -113,6 +113,33 @@ impl Overtaking {
         sender: true,
         receiver: true,
     };
+
+    /// The sides named `none`, `sender`, `receiver` or `both`.
+    pub fn from_name(name: &str) -> Option<Overtaking> {
+        let (sender, receiver) = match name {
+            "none" => (false, false),
+            "sender" => (true, false),
+            "receiver" => (false, true),
+            "both" => (true, true),
+            _ => return None,
+        };
+        Some(Overtaking { sender, receiver })
+    }
+
+    /// The name [`from_name`](Self::from_name) reads back.
+    pub fn name(self) -> &'static str {
+        match (self.sender, self.receiver) {
+            (false, false) => "none",
+            (true, false) => "sender",
+            (false, true) => "receiver",
+            (true, true) => "both",
+        }
+    }
+
+    /// Whether markers overtake on either side.
+    pub fn any(self) -> bool {
+        self.sender || self.receiver
+    }
 }
 
 /// One snapshot this process has recorded and whose channels are still being recorded.

@@ -212,3 +212,18 @@ fn overtaken_messages_on_a_channel_the_process_does_not_send_on_are_refused() {
     // Refused reports changed nothing: a good one is still taken.
     a.add(part(0, &[(QP, &[])], &[])).unwrap();
 }
+
+/// The sides read back from their names, and nothing else is a side.
+#[test]
+fn sides_read_back_from_their_names() {
+    for name in ["none", "sender", "receiver", "both"] {
+        let sides = Overtaking::from_name(name).unwrap();
+        assert_eq!(sides.name(), name);
+        assert_eq!(sides.any(), name != "none");
+    }
+    assert_eq!(Overtaking::from_name("both"), Some(Overtaking::BOTH));
+    assert_eq!(Overtaking::from_name("none"), Some(Overtaking::default()));
+    for bad in ["", "Both", "true", "sender,receiver"] {
+        assert_eq!(Overtaking::from_name(bad), None, "{bad:?}");
+    }
+}

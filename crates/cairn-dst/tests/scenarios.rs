@@ -412,15 +412,17 @@ fn flaky_links_lose_and_repeat_nothing() {
                 let v = harness::status(&op, &c, lead).await.unwrap();
                 let epoch = v["epoch"].as_u64().unwrap();
                 // Twelve channels connect once each when no link breaks.
-                let (mut resent, mut attempts) = (0, 0);
+                let (mut resent, mut attempts, mut overtaken) = (0, 0, 0);
                 for i in 0..4 {
                     if let Some(v) = harness::status(&op, &c, i).await {
                         resent += v["frames_resent"].as_u64().unwrap_or(0);
                         attempts += v["connect_attempts"].as_u64().unwrap_or(0);
+                        overtaken += v["messages_overtaken"].as_u64().unwrap_or(0);
                     }
                 }
                 eprintln!(
-                    "flaky: seed {}: {attempts} connection attempts, {resent} frames resent",
+                    "flaky: seed {}: {attempts} connection attempts, {resent} frames resent, \
+                     {overtaken} messages overtaken",
                     c.seed
                 );
                 *replaced.borrow_mut() += attempts.saturating_sub(12);

@@ -37,7 +37,7 @@
 //! failure_timeout_ms = 1000   # silent this long: a node is unreachable, a coordinator replaced; 0 turns recovery off
 //! mode = "chandy-lamport"     # or "aligned" or "stop-the-world", baselines to compare with
 //! max_recorded_bytes = 268435456  # channel state one snapshot may record at one node
-//! overtake = false            # true: a marker jumps the messages its link has not yet written (chandy-lamport only)
+//! overtake = "none"           # or "sender", "receiver", "both" (true): markers overtake queued messages (chandy-lamport only)
 //! ```
 //!
 //! Overrides: `CAIRN_INSECURE`, `CAIRN_CERTS_DIR`, `CAIRN_CLUSTER`, `CAIRN_COORDINATOR`, `CAIRN_DATA_DIR`, `CAIRN_STORE`,
@@ -210,10 +210,12 @@ pub struct SnapshotConfig {
     /// The bytes of messages one snapshot may record at one node (over all
     /// its incoming channels); past it the snapshot fails, naming the channel.
     pub max_recorded_bytes: u64,
-    /// A marker is placed ahead of the messages its channel's link has not
-    /// yet written, and they are recorded as the tail of the channel's state
-    /// (sender-side overtaking; `chandy-lamport` mode only).
-    pub overtake: bool,
+    /// Where markers overtake queued messages (`chandy-lamport` mode only).
+    /// Sender side: a marker is placed ahead of the messages its channel's
+    /// link has not yet written, recorded as the tail of the channel's state.
+    /// Receiver side: a marker is taken ahead of the messages the node has
+    /// read but not handled, recorded as the end of the receiver's part.
+    pub overtake: cairn_core::Overtaking,
 }
 
 #[derive(Deserialize)]
@@ -286,7 +288,25 @@ struct RawSnapshots {
     failure_timeout_ms: Option<u64>,
     mode: Option<String>,
     max_recorded_bytes: Option<u64>,
-    overtake: Option<bool>,
+    overtake: Option<RawOvertake>,
+}
+
+/// `snapshots.overtake`: a side's name, or true (both) or false (none).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawOvertake {
+    Flag(bool),
+    Sides(String),
+}
+
+fn overtaking(raw: Option<&RawOvertake>) -> std::result::Result<cairn_core::Overtaking, String> {
+    match raw {
+        None | Some(RawOvertake::Flag(false)) => Ok(cairn_core::Overtaking::default()),
+        Some(RawOvertake::Flag(true)) => Ok(cairn_core::Overtaking::BOTH),
+        Some(RawOvertake::Sides(name)) => cairn_core::Overtaking::from_name(name).ok_or_else(|| {
+            format!("{name:?} is not one of \"none\", \"sender\", \"receiver\", \"both\", true or false")
+        }),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -428,10 +448,11 @@ impl ClusterConfig {
             raw.snapshots.mode = Some(v);
         }
         if let Some((name, v)) = var("CAIRN_SNAPSHOT_OVERTAKE") {
-            raw.snapshots.overtake = Some(
-                v.parse::<bool>()
-                    .map_err(|_| err(&name, format!("{v:?} is not true or false")))?,
-            );
+            raw.snapshots.overtake = Some(match v.parse::<bool>() {
+                Ok(flag) => RawOvertake::Flag(flag),
+                Err(_) => RawOvertake::Sides(v),
+            });
+            overtaking(raw.snapshots.overtake.as_ref()).map_err(|why| err(&name, why))?;
         }
         for node in &mut raw.nodes {
             let key = node.id.to_uppercase().replace(['-', '.'], "_");
@@ -572,8 +593,9 @@ impl ClusterConfig {
         if let Some(url) = &raw.store {
             cairn_store::Store::open(url).map_err(|e| err("store", e.to_string()))?;
         }
-        let overtake = raw.snapshots.overtake.unwrap_or(false);
-        if overtake && mode != SnapshotMode::ChandyLamport {
+        let overtake = overtaking(raw.snapshots.overtake.as_ref())
+            .map_err(|why| err("snapshots.overtake", why))?;
+        if overtake.any() && mode != SnapshotMode::ChandyLamport {
             return Err(err(
                 "snapshots.overtake",
                 format!(
@@ -772,11 +794,28 @@ admin = "127.0.0.1:8002"
 
     #[test]
     fn overtaking_is_off_by_default_and_only_for_chandy_lamport() {
-        assert!(!parse(BASE).unwrap().snapshots.overtake);
-        let on = parse(&format!("{BASE}[snapshots]\novertake = true\n")).unwrap();
-        assert!(on.snapshots.overtake);
+        use cairn_core::Overtaking;
+        let sides = |v: &str| parse(&format!("{BASE}[snapshots]\novertake = {v}\n"));
+        assert_eq!(
+            parse(BASE).unwrap().snapshots.overtake,
+            Overtaking::default()
+        );
+        assert_eq!(sides("true").unwrap().snapshots.overtake, Overtaking::BOTH);
+        assert_eq!(
+            sides("false").unwrap().snapshots.overtake,
+            Overtaking::default()
+        );
+        for name in ["none", "sender", "receiver", "both"] {
+            let got = sides(&format!("{name:?}")).unwrap().snapshots.overtake;
+            assert_eq!(got.name(), name);
+        }
+        let p = problem(&format!("{BASE}[snapshots]\novertake = \"sideways\"\n"));
+        assert!(
+            p.contains("snapshots.overtake") && p.contains("sideways"),
+            "{p}"
+        );
         let p = problem(&format!(
-            "{BASE}[snapshots]\novertake = true\nmode = \"aligned\"\n"
+            "{BASE}[snapshots]\novertake = \"receiver\"\nmode = \"aligned\"\n"
         ));
         assert!(
             p.contains("snapshots.overtake") && p.contains("aligned"),
@@ -788,7 +827,8 @@ admin = "127.0.0.1:8002"
                 (k == "CAIRN_SNAPSHOT_OVERTAKE").then(|| v.clone())
             })
         };
-        assert!(env("true").unwrap().snapshots.overtake);
+        assert_eq!(env("true").unwrap().snapshots.overtake, Overtaking::BOTH);
+        assert!(env("receiver").unwrap().snapshots.overtake.receiver);
         let p = env("yes").unwrap_err().to_string();
         assert!(
             p.contains("CAIRN_SNAPSHOT_OVERTAKE") && p.contains("yes"),

@@ -30,6 +30,9 @@ pub(crate) struct Inbound<M> {
     pub topology: Arc<Topology>,
     pub max_frame_bytes: usize,
     pub to_driver: mpsc::Sender<In<M>>,
+    /// Markers put in `to_driver` and not yet taken out by the driver: while
+    /// there are some, a driver with receiver-side overtaking reads ahead.
+    pub markers: Arc<std::sync::atomic::AtomicUsize>,
     /// This node's epoch: only senders in the same epoch are admitted.
     pub epoch: watch::Receiver<u64>,
     /// The incarnations of this node and its peers.
@@ -80,6 +83,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             topology,
             max_frame_bytes: id.max_frame_bytes,
             to_driver,
+            markers: Arc::default(),
             epoch,
             peers: id.peers.clone(),
             slots: Mutex::new(HashMap::new()),
@@ -282,6 +286,12 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                     Err(gap) => return Err(Error::Protocol(format!("channel {name}: {gap}"))),
                     Ok(Delivery::Duplicate) => {} // resent, already delivered
                     Ok(Delivery::Deliver) => {
+                        // Counted before it is queued, so the driver never
+                        // takes out one it was not told of.
+                        if matches!(item, In::Marker { .. }) {
+                            self.markers
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         if self.to_driver.send(item).await.is_err() {
                             return Ok(()); // the node is shutting down
                         }

@@ -185,6 +185,7 @@ pub(crate) async fn run_node_with<P: Process>(
         in_tx,
         epoch_rx.clone(),
     ));
+    let markers_queued = inbound.markers.clone();
     tasks.spawn(inbound.run(listener, stop_rx.clone(), cut_rx.clone()));
 
     // Reporter, admin API, and the node's part in choosing the coordinator.
@@ -285,10 +286,8 @@ pub(crate) async fn run_node_with<P: Process>(
     driver.snapshot_timeout = config.snapshots.timeout;
     driver.engine_limit = Some(config.snapshots.max_recorded_bytes);
     driver.engine.set_recording_limit(driver.engine_limit);
-    driver.overtaking = cairn_core::Overtaking {
-        sender: config.snapshots.overtake,
-        receiver: false,
-    };
+    driver.overtaking = config.snapshots.overtake;
+    driver.markers_queued = markers_queued;
     driver.engine.set_overtaking(driver.overtaking);
     if let Some(e) = embedding {
         driver.inputs = Some(e.inputs);

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{error, warn};
 
 mod alignment;
+mod lookahead;
 mod report;
 mod rollback;
 
@@ -77,6 +78,10 @@ pub(crate) struct Driver<P: Process> {
     pub process: P,
     pub outbound: Outbounds<P::Message>,
     pub inbound: mpsc::Receiver<In<P::Message>>,
+    /// Inbound frames read ahead but not yet handled (receiver-side overtaking).
+    pub(crate) backlog: lookahead::Backlog<P::Message>,
+    /// Markers in `inbound` not yet taken out, as the receiving side counts them.
+    pub(crate) markers_queued: Arc<std::sync::atomic::AtomicUsize>,
     pub control: mpsc::Receiver<Control>,
     /// Outside input, when a program embeds this node.
     pub inputs: Option<mpsc::Receiver<Input<P::Message>>>,
@@ -177,6 +182,8 @@ impl<P: Process> Driver<P> {
             process,
             outbound,
             inbound,
+            backlog: lookahead::Backlog::default(),
+            markers_queued: Arc::default(),
             control,
             inputs: None,
             reports,
@@ -223,6 +230,12 @@ impl<P: Process> Driver<P> {
             let continuous = pace == Pace::Continuous && !self.sends_held() && !restarted;
             let room = continuous && self.outbound.any_room();
             let taking = !self.outbound.any_over(hard);
+            let ahead = self.reads_ahead();
+            let reading = if ahead {
+                self.backlog.len() < lookahead::LOOKAHEAD
+            } else {
+                taking
+            };
             let room_freed = self.room.clone();
             // Each step is timed: while it runs, no message is processed.
             tokio::select! {
@@ -233,15 +246,31 @@ impl<P: Process> Driver<P> {
                     self.on_control(c);
                     self.metrics.note_pause(step.elapsed());
                 }
-                Some(first) = self.inbound.recv(), if taking => {
+                // With receiver-side overtaking, markers are looked for even
+                // while full outbound queues hold the messages back.
+                Some(first) = self.inbound.recv(), if reading => {
                     let step = Instant::now();
-                    self.on_inbound(first);
-                    for _ in 0..255 {
-                        match self.inbound.try_recv() {
-                            Ok(i) => self.on_inbound(i),
-                            Err(_) => break,
+                    self.taken_out(&first);
+                    if ahead {
+                        self.backlog.push(first);
+                        self.look_ahead(taking);
+                    } else {
+                        self.on_inbound(first);
+                        for _ in 1..lookahead::STEP {
+                            match self.inbound.try_recv() {
+                                Ok(i) => {
+                                    self.taken_out(&i);
+                                    self.on_inbound(i);
+                                }
+                                Err(_) => break,
+                            }
                         }
                     }
+                    self.metrics.note_pause(step.elapsed());
+                }
+                _ = std::future::ready(()), if ahead && taking && !self.backlog.is_empty() => {
+                    let step = Instant::now();
+                    self.look_ahead(taking);
                     self.metrics.note_pause(step.elapsed());
                 }
                 Some((input, reply)) = input_or_never(&mut self.inputs) => {
@@ -365,30 +394,7 @@ impl<P: Process> Driver<P> {
                 snapshot,
                 vc,
                 ..
-            } => {
-                if self.trace.is_some() {
-                    let vc = self.clock.receive(vc.as_deref().unwrap_or(&[])).to_vec();
-                    self.write_trace(
-                        Event::MarkerReceive {
-                            channel,
-                            snapshot: SnapshotId(snapshot),
-                        },
-                        vc,
-                    );
-                }
-                if self.mode != SnapshotMode::ChandyLamport {
-                    self.on_aligned_marker(channel, SnapshotId(snapshot));
-                    return;
-                }
-                if let Err(e) = self.engine.handle_marker(channel, SnapshotId(snapshot)) {
-                    if let cairn_core::Error::LateMarker { .. } = e {
-                        tracing::debug!("{e}");
-                    } else {
-                        warn!("ignored a marker: {e}");
-                    }
-                }
-                self.pump();
-            }
+            } => self.on_marker(channel, SnapshotId(snapshot), vc, &[]),
         }
     }
 

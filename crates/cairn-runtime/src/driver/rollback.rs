@@ -147,6 +147,8 @@ impl<P: Process> Driver<P> {
                 }
             }
         }
+        // Frames read ahead belong to the epoch just ended.
+        self.backlog = super::lookahead::Backlog::default();
         let count = redeliver.len();
         for (channel, message) in redeliver {
             let epoch = self.epoch;
