@@ -6,7 +6,9 @@
 //! 1. `raw`: the raw framed-TCP baseline (`cairn node --raw-baseline`);
 //! 2. `off`: Cairn with no snapshots;
 //! 3. `cl-1s`, `cl-100ms`: Chandy–Lamport every second and every 100 ms;
-//!    `cl-100ms-overtake`: every 100 ms with markers that overtake;
+//!    `cl-100ms-overtake`: every 100 ms with markers that overtake queued
+//!    messages on both sides (`cl-100ms-sender` and `cl-100ms-receiver`,
+//!    one side each, run only when `--only` names them);
 //! 4. `stw-100ms`: stop-the-world every 100 ms;
 //! 5. `aligned-100ms`: aligned barriers every 100 ms.
 //!
@@ -49,7 +51,10 @@ impl Plan {
     pub fn variants(&self) -> Vec<Variant> {
         VARIANTS
             .into_iter()
-            .filter(|v| self.only.is_empty() || self.only.iter().any(|o| o == v.name))
+            .filter(|v| match self.only.is_empty() {
+                true => !v.named_only,
+                false => self.only.iter().any(|o| o == v.name),
+            })
             .collect()
     }
 
@@ -92,18 +97,22 @@ pub struct Variant {
     pub insecure: bool,
     pub mode: &'static str,
     pub interval: Option<Duration>,
-    /// Markers overtake the messages their links have not yet written.
-    pub overtake: bool,
+    /// Where markers overtake queued messages: `snapshots.overtake`.
+    pub overtake: &'static str,
+    /// Runs only when `--only` names it (one side of overtaking at a time,
+    /// to tell the sides apart).
+    pub named_only: bool,
 }
 
-pub const VARIANTS: [Variant; 9] = [
+pub const VARIANTS: [Variant; 11] = [
     Variant {
         name: "raw",
         raw: true,
         insecure: false,
         mode: "chandy-lamport",
         interval: None,
-        overtake: false,
+        overtake: "none",
+        named_only: false,
     },
     Variant {
         name: "off",
@@ -111,7 +120,8 @@ pub const VARIANTS: [Variant; 9] = [
         insecure: false,
         mode: "chandy-lamport",
         interval: None,
-        overtake: false,
+        overtake: "none",
+        named_only: false,
     },
     Variant {
         name: "off-insecure",
@@ -119,7 +129,8 @@ pub const VARIANTS: [Variant; 9] = [
         insecure: true,
         mode: "chandy-lamport",
         interval: None,
-        overtake: false,
+        overtake: "none",
+        named_only: false,
     },
     Variant {
         name: "cl-1s",
@@ -127,7 +138,8 @@ pub const VARIANTS: [Variant; 9] = [
         insecure: false,
         mode: "chandy-lamport",
         interval: Some(Duration::from_secs(1)),
-        overtake: false,
+        overtake: "none",
+        named_only: false,
     },
     Variant {
         name: "cl-100ms",
@@ -135,7 +147,8 @@ pub const VARIANTS: [Variant; 9] = [
         insecure: false,
         mode: "chandy-lamport",
         interval: Some(Duration::from_millis(100)),
-        overtake: false,
+        overtake: "none",
+        named_only: false,
     },
     Variant {
         name: "cl-100ms-overtake",
@@ -143,7 +156,26 @@ pub const VARIANTS: [Variant; 9] = [
         insecure: false,
         mode: "chandy-lamport",
         interval: Some(Duration::from_millis(100)),
-        overtake: true,
+        overtake: "both",
+        named_only: false,
+    },
+    Variant {
+        name: "cl-100ms-sender",
+        raw: false,
+        insecure: false,
+        mode: "chandy-lamport",
+        interval: Some(Duration::from_millis(100)),
+        overtake: "sender",
+        named_only: true,
+    },
+    Variant {
+        name: "cl-100ms-receiver",
+        raw: false,
+        insecure: false,
+        mode: "chandy-lamport",
+        interval: Some(Duration::from_millis(100)),
+        overtake: "receiver",
+        named_only: true,
     },
     Variant {
         name: "cl-100ms-insecure",
@@ -151,7 +183,8 @@ pub const VARIANTS: [Variant; 9] = [
         insecure: true,
         mode: "chandy-lamport",
         interval: Some(Duration::from_millis(100)),
-        overtake: false,
+        overtake: "none",
+        named_only: false,
     },
     Variant {
         name: "stw-100ms",
@@ -159,7 +192,8 @@ pub const VARIANTS: [Variant; 9] = [
         insecure: false,
         mode: "stop-the-world",
         interval: Some(Duration::from_millis(100)),
-        overtake: false,
+        overtake: "none",
+        named_only: false,
     },
     Variant {
         name: "aligned-100ms",
@@ -167,7 +201,8 @@ pub const VARIANTS: [Variant; 9] = [
         insecure: false,
         mode: "aligned",
         interval: Some(Duration::from_millis(100)),
-        overtake: false,
+        overtake: "none",
+        named_only: false,
     },
 ];
 
@@ -245,7 +280,7 @@ impl Running {
         let mut toml = format!(
             "cluster = \"bench\"\ncoordinator = \"n1\"\nchannels = \"{topology}\"\ndata_dir = {:?}\n\n\
              [app]\nname = \"bank\"\ninitial_balance = 100000\nmax_transfer = 10\nstate_bytes = {state_bytes}\n\n\
-             [snapshots]\nmode = \"{}\"\novertake = {}\ntimeout_ms = 20000\nkeep = 100000\nretain = 3\nfailure_timeout_ms = 0\n",
+             [snapshots]\nmode = \"{}\"\novertake = \"{}\"\ntimeout_ms = 20000\nkeep = 100000\nretain = 3\nfailure_timeout_ms = 0\n",
             dir.join("data"),
             variant.mode,
             variant.overtake,

@@ -97,7 +97,8 @@ pub async fn scale(root: &Path, plan: &Plan, state_bytes: usize, hop_ms: f64) ->
         insecure: false,
         mode: "chandy-lamport",
         interval: None,
-        overtake: false,
+        overtake: "none",
+        named_only: false,
     };
     let label = format!("scale-{state_bytes}");
     let run = Running::start(root, &label, nodes, "complete", &variant, state_bytes).await?;

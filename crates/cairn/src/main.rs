@@ -73,8 +73,9 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
-        /// Run only these variants (raw, off, cl-1s, cl-100ms, cl-100ms-overtake, stw-100ms,
-        /// aligned-100ms) and skip state-size scaling, e.g. to profile one.
+        /// Run only these variants and skip state-size scaling, e.g. to profile
+        /// one. `cl-100ms-sender` and `cl-100ms-receiver` (overtaking on one
+        /// side) run only when named here.
         #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench_cmds::VARIANTS.map(|v| v.name)))]
         only: Vec<String>,
         /// Per-process state sizes for the scaling runs, in bytes
