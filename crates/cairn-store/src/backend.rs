@@ -195,6 +195,19 @@ impl Backend {
         }
     }
 
+    /// Deletes `keys` in order; missing ones count as deleted.
+    pub async fn delete_all(&self, keys: Vec<String>) -> Result<()> {
+        match self {
+            Backend::Local(d) => d.delete_all(keys).await,
+            Backend::Objects { .. } => {
+                for k in &keys {
+                    self.delete(k).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     pub async fn delete(&self, key: &str) -> Result<()> {
         match self {
             Backend::Local(d) => d.delete(key).await,

@@ -101,16 +101,24 @@ impl LocalDir {
 
     /// Deletes `key` (and its folder once empty).
     pub async fn delete(&self, key: &str) -> Result<()> {
-        let path = self.path(key);
-        let key = key.to_string();
+        self.delete_all(vec![key.to_string()]).await
+    }
+
+    /// Deletes `keys` in order (and each folder once empty), in one blocking
+    /// task: a retention pass deletes many, and on a busy machine every
+    /// task handed to the blocking pool waits its turn.
+    pub async fn delete_all(&self, keys: Vec<String>) -> Result<()> {
+        let paths: Vec<(PathBuf, String)> = keys.into_iter().map(|k| (self.path(&k), k)).collect();
         run(move || {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(backend(&key, e)),
-            }
-            if let Some(dir) = path.parent() {
-                let _ = fs::remove_dir(dir); // only succeeds when empty
+            for (path, key) in paths {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(backend(&key, e)),
+                }
+                if let Some(dir) = path.parent() {
+                    let _ = fs::remove_dir(dir); // only succeeds when empty
+                }
             }
             Ok(())
         })

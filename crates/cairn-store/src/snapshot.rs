@@ -208,10 +208,12 @@ impl StoredSnapshot {
 
     /// How many messages each channel's recorded state holds, by name.
     pub fn in_flight(&self) -> std::collections::BTreeMap<String, u64> {
-        self.channel_states()
-            .into_iter()
-            .map(|(name, m)| (name.to_string(), m.len() as u64))
-            .collect()
+        let mut counts = std::collections::BTreeMap::new();
+        let recorded = self.parts.iter().flat_map(|p| &p.channels);
+        for c in recorded.chain(self.parts.iter().flat_map(|p| &p.overtaken)) {
+            *counts.entry(c.name.clone()).or_insert(0) += c.messages.len() as u64;
+        }
+        counts
     }
 
     /// The snapshot in Cairn's shared JSON shape.
@@ -407,12 +409,12 @@ impl Store {
                 "snapshot {id} is the newest complete snapshot; it is kept"
             )));
         }
+        // The manifest first: a snapshot half deleted is never listed.
         self.backend.delete(&format::manifest_key(id)).await?;
         let keys = self.backend.list(&format::snapshot_dir(id)).await?;
-        for k in &keys {
-            self.backend.delete(k).await?;
-        }
-        Ok(keys.len() + 1)
+        let n = keys.len() + 1;
+        self.backend.delete_all(keys).await?;
+        Ok(n)
     }
 
     /// Records the snapshot a stopped cluster must start from (`cairn restore`

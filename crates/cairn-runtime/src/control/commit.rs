@@ -114,7 +114,9 @@ async fn commit_one(
         return;
     }
     lock().mark_durable(id);
+    let durable_ms = began.elapsed().as_secs_f64() * 1e3;
     if !retain {
+        debug!(snapshot = %id, durable_ms, "committed");
         return;
     }
     let policy = {
@@ -140,5 +142,5 @@ async fn commit_one(
         }
         Err(e) => warn!("retention failed: {e}"),
     }
-    debug!(snapshot = %id, ms = began.elapsed().as_secs_f64() * 1e3, "committed");
+    debug!(snapshot = %id, durable_ms, ms = began.elapsed().as_secs_f64() * 1e3, "committed and retained");
 }
