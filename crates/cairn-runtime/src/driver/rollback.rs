@@ -7,6 +7,15 @@ use cairn_store::Part;
 use tracing::warn;
 
 use super::{Driver, In};
+
+/// Which end of a channel a rollback's part speaks for.
+#[derive(Clone, Copy)]
+enum Toward {
+    /// The channel leads from this node (its markers' overtaken tails).
+    From,
+    /// The channel leads here (what this node recorded).
+    To,
+}
 use crate::metrics::Metrics;
 use crate::tracefile::TraceWriter;
 use crate::transport::Out;
@@ -30,7 +39,6 @@ impl<P: Process> Driver<P> {
         }
         let state: P::State = serde_json::from_value(part.state)
             .map_err(|e| format!("the recorded state does not fit the application: {e}"))?;
-        let mut redeliver = Vec::new();
         let recorded: Vec<(String, Vec<serde_json::Value>)> = part
             .channels
             .iter()
@@ -39,54 +47,13 @@ impl<P: Process> Driver<P> {
         // What this node's markers overtook is still to be sent: it goes
         // first on its channel in the new epoch, after what the receiver
         // recorded there (which the receiver re-delivers itself).
-        let mut resend = Vec::new();
-        for c in &part.overtaken {
-            let channel = self
-                .topology
-                .channel_by_name(&c.name)
-                .filter(|&ch| self.topology.channel(ch).from == self.me)
-                .ok_or_else(|| {
-                    format!(
-                        "the part records messages overtaken on {}, which does not lead from here",
-                        c.name
-                    )
-                })?;
-            for m in &c.messages {
-                let m: P::Message = serde_json::from_value(m.clone()).map_err(|e| {
-                    format!(
-                        "a message overtaken on {} does not fit the application: {e}",
-                        c.name
-                    )
-                })?;
-                resend.push((channel, m));
-            }
-        }
+        let resend = self.decode_channels(&part.overtaken, Toward::From)?;
+        let redeliver = self.decode_channels(&part.channels, Toward::To)?;
         let tails: Vec<(String, Vec<serde_json::Value>)> = part
             .overtaken
             .into_iter()
             .map(|c| (c.name, c.messages))
             .collect();
-        for c in part.channels {
-            let channel = self
-                .topology
-                .channel_by_name(&c.name)
-                .filter(|&ch| self.topology.channel(ch).to == self.me)
-                .ok_or_else(|| {
-                    format!(
-                        "the part records channel {}, which does not lead here",
-                        c.name
-                    )
-                })?;
-            for m in c.messages {
-                let m: P::Message = serde_json::from_value(m).map_err(|e| {
-                    format!(
-                        "a message recorded on {} does not fit the application: {e}",
-                        c.name
-                    )
-                })?;
-                redeliver.push((channel, m));
-            }
-        }
         // Close the old epoch's trace, then switch epochs and restore.
         if let Err(e) = self.end_epoch() {
             warn!("{e}; tracing stops");
@@ -162,5 +129,47 @@ impl<P: Process> Driver<P> {
         }
         Metrics::inc(&self.metrics.rollbacks, 1);
         Ok(count)
+    }
+
+    /// Each message of `channels` with its channel, in order, decoded for the
+    /// application; every channel must lead from or to this node, as `end`
+    /// says (a sender's overtaken tails, or a receiver's recording).
+    fn decode_channels(
+        &self,
+        channels: &[cairn_store::StoredChannel],
+        end: Toward,
+    ) -> std::result::Result<Vec<(cairn_core::ChannelId, P::Message)>, String> {
+        let (what, here, verb) = match end {
+            Toward::From => (
+                "messages overtaken on",
+                "does not lead from here",
+                "overtaken",
+            ),
+            Toward::To => ("channel", "does not lead here", "recorded"),
+        };
+        let mut out = Vec::new();
+        for c in channels {
+            let channel = self
+                .topology
+                .channel_by_name(&c.name)
+                .filter(|&ch| {
+                    let ch = self.topology.channel(ch);
+                    match end {
+                        Toward::From => ch.from == self.me,
+                        Toward::To => ch.to == self.me,
+                    }
+                })
+                .ok_or_else(|| format!("the part records {what} {}, which {here}", c.name))?;
+            for m in &c.messages {
+                let m: P::Message = serde_json::from_value(m.clone()).map_err(|e| {
+                    format!(
+                        "a message {verb} on {} does not fit the application: {e}",
+                        c.name
+                    )
+                })?;
+                out.push((channel, m));
+            }
+        }
+        Ok(out)
     }
 }
