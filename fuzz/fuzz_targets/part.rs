@@ -19,6 +19,8 @@ fuzz_target!(|data: &[u8]| {
         key: "snapshots/00000000000000000001/part-n1.cbor".into(),
         crc32c: crc,
         bytes: bytes.len() as u64,
+        channels: None,
+        overtaken: Default::default(),
     };
     if let Ok(p) = decode_part(&r, &bytes) {
         assert_eq!(p.process, "n1");

@@ -64,6 +64,20 @@ pub fn seal<T: Serialize>(magic: [u8; 4], key: &str, value: &T) -> Result<(Bytes
 /// # Errors
 /// [`Error::Corrupt`] naming the key and what does not match.
 pub fn unseal<T: DeserializeOwned>(magic: [u8; 4], key: &str, bytes: &[u8]) -> Result<(T, u32)> {
+    let stored = check_envelope(magic, key, bytes)?;
+    let value = ciborium::from_reader(&bytes[HEADER..]).map_err(|e| Error::Corrupt {
+        key: key.to_string(),
+        problem: format!("undecodable: {e}"),
+    })?;
+    Ok((value, stored))
+}
+
+/// Checks an envelope's magic, version and checksum without decoding its
+/// payload; returns the checksum.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the key and what does not match.
+pub fn check_envelope(magic: [u8; 4], key: &str, bytes: &[u8]) -> Result<u32> {
     let corrupt = |problem: String| Error::Corrupt {
         key: key.to_string(),
         problem,
@@ -93,7 +107,5 @@ pub fn unseal<T: DeserializeOwned>(magic: [u8; 4], key: &str, bytes: &[u8]) -> R
             "checksum mismatch: stored {stored:08x}, computed {actual:08x}"
         )));
     }
-    let value = ciborium::from_reader(&bytes[HEADER..])
-        .map_err(|e| corrupt(format!("undecodable: {e}")))?;
-    Ok((value, stored))
+    Ok(stored)
 }

@@ -290,22 +290,38 @@ impl Store {
         &self,
         epoch: Option<u64>,
     ) -> Result<(Option<StoredSnapshot>, Vec<(u64, String)>)> {
+        self.newest_on_timeline(epoch, |id| async move {
+            self.load(id, &mut |_, _| {})
+                .await
+                .and_then(|s| s.check_complete().map(|()| s))
+        })
+        .await
+    }
+
+    /// The newest committed snapshot on `epoch`'s timeline that `check`
+    /// accepts, as `check` returns it, with every newer one skipped and why.
+    pub(crate) async fn newest_on_timeline<T, F, Fut>(
+        &self,
+        epoch: Option<u64>,
+        mut check: F,
+    ) -> Result<(Option<T>, Vec<(u64, String)>)>
+    where
+        F: FnMut(u64) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let timeline = self.timeline(epoch).await?;
         let mut skipped = Vec::new();
         for id in self.list().await?.into_iter().rev() {
-            let loaded = match self.manifest(id).await {
+            let checked = match self.manifest(id).await {
                 Ok(m) if !timeline.contains(m.epoch, id) => {
                     skipped.push((id, timeline.abandoned(m.epoch)));
                     continue;
                 }
-                Ok(_) => self
-                    .load(id, &mut |_, _| {})
-                    .await
-                    .and_then(|s| s.check_complete().map(|()| s)),
+                Ok(_) => check(id).await,
                 Err(e) => Err(e),
             };
-            match loaded {
-                Ok(s) => return Ok((Some(s), skipped)),
+            match checked {
+                Ok(found) => return Ok((Some(found), skipped)),
                 Err(e) => skipped.push((id, e.to_string())),
             }
         }

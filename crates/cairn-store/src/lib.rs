@@ -33,12 +33,14 @@ mod error;
 pub mod format;
 mod history;
 mod local;
+mod recovery;
 mod retention;
 mod snapshot;
 
 pub use error::{Error, Result};
 pub use history::{EpochRecord, History, IdLease, TermRecord, Timeline, unix_ms};
 pub use local::LocalDir;
+pub use recovery::RecoveryPoint;
 pub use retention::Retention;
 pub use snapshot::{
     FORMAT_VERSION, Manifest, Part, PartRef, Store, StoredChannel, StoredSnapshot, decode_manifest,

@@ -1,6 +1,6 @@
 //! Snapshots in a store: parts, manifests, commit, reading back, retention.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -61,6 +61,14 @@ pub struct PartRef {
     pub crc32c: u32,
     /// The object's size.
     pub bytes: u64,
+    /// How many messages the part records on each incoming channel, so that
+    /// recovery can check the snapshot and count what is in flight from the
+    /// manifest alone. Absent in manifests written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<BTreeMap<String, u64>>,
+    /// How many messages its markers overtook on each outgoing channel.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overtaken: BTreeMap<String, u64>,
 }
 
 /// A committed snapshot's table of contents, written last.
@@ -286,11 +294,18 @@ impl Store {
         let (bytes, crc32c) = format::seal(PART_MAGIC, &key, part)?;
         let size = bytes.len() as u64;
         self.create(&key, bytes).await?;
+        let count = |cs: &[StoredChannel]| -> BTreeMap<String, u64> {
+            cs.iter()
+                .map(|c| (c.name.clone(), c.messages.len() as u64))
+                .collect()
+        };
         Ok(PartRef {
             process: part.process.clone(),
             key,
             crc32c,
             bytes: size,
+            channels: Some(count(&part.channels)),
+            overtaken: count(&part.overtaken),
         })
     }
 
@@ -356,7 +371,7 @@ impl Store {
 
     /// As [`Store::manifest`], but a snapshot that is not there is
     /// [`Error::NoSnapshot`], naming what the store holds instead.
-    async fn committed(&self, id: u64) -> Result<Manifest> {
+    pub(crate) async fn committed(&self, id: u64) -> Result<Manifest> {
         match self.manifest(id).await {
             Err(Error::NotFound { .. }) => Err(Error::NoSnapshot {
                 id,

@@ -143,6 +143,18 @@ async fn conformance(store: Store) {
         "{name}: fall back to the previous complete snapshot"
     );
     assert_eq!(skipped[0].0, 3);
+    // Recovery's check reads the parts without decoding them, and agrees.
+    let (point, skipped) = store.latest_recovery_point_in(None).await.unwrap();
+    let point = point.unwrap();
+    assert_eq!(point.manifest.snapshot, 2, "{name}");
+    assert!(!point.decoded, "{name}: the parts were decoded");
+    assert_eq!(point.in_flight, s.in_flight(), "{name}");
+    assert_eq!(skipped[0].0, 3, "{name}");
+    assert!(
+        skipped[0].1.contains(&refs[1].key) && skipped[0].1.contains("checksum"),
+        "{name}: {}",
+        skipped[0].1
+    );
 
     // An incomplete snapshot (a channel nobody recorded) is caught.
     let a = store.write_part(&part(4, "a", 10, vec![])).await.unwrap();
@@ -515,4 +527,88 @@ async fn overtaken_tails_follow_what_the_receiver_recorded() {
         old.get("overtaken").is_none(),
         "an empty tail list is not written"
     );
+}
+
+/// Invariant: recovery's check of a snapshot from its manifest (no part
+/// decoded) refuses what the full check refuses, and counts the same
+/// messages in flight, tails included; a manifest written before parts
+/// carried counts is read whole instead.
+#[tokio::test]
+async fn recovery_checks_a_snapshot_from_its_manifest_and_checksums() {
+    let store = Store::open("memory://recovery-point").unwrap();
+    let a = Part {
+        overtaken: vec![StoredChannel {
+            name: "a->b".into(),
+            messages: vec![json!({"amount": 5})],
+        }],
+        ..part(1, "a", 10, vec![("b->a", vec![1, 2])])
+    };
+    let b = part(1, "b", 7, vec![("a->b", vec![4])]);
+    let refs = vec![
+        store.write_part(&a).await.unwrap(),
+        store.write_part(&b).await.unwrap(),
+    ];
+    assert_eq!(refs[0].overtaken["a->b"], 1);
+    let channels = vec!["a->b".to_string(), "b->a".to_string()];
+    let manifest = Manifest::new(1, 0, "test", "bank", refs.clone(), channels.clone());
+    store.commit(&manifest).await.unwrap();
+    let point = store.recovery_point(1).await.unwrap();
+    assert!(!point.decoded);
+    let whole = store.load(1, &mut |_, _| {}).await.unwrap();
+    assert_eq!(point.in_flight, whole.in_flight());
+    assert_eq!(point.in_flight["a->b"], 2);
+    assert_eq!(point.in_flight["b->a"], 2);
+
+    // What the full check refuses, the manifest's counts refuse too.
+    let mut twice = manifest.clone();
+    twice.parts[1].channels = refs[0].channels.clone();
+    let e = twice.in_flight().unwrap_err().to_string();
+    assert!(
+        e.contains("b->a") && e.contains("does not lead to it"),
+        "{e}"
+    );
+    let mut tail = manifest.clone();
+    tail.parts[1].overtaken = refs[0].overtaken.clone();
+    let e = tail.in_flight().unwrap_err().to_string();
+    assert!(e.contains("does not lead from it"), "{e}");
+    let mut missing = manifest.clone();
+    missing.parts[1].channels = Some(Default::default());
+    let e = missing.in_flight().unwrap_err().to_string();
+    assert!(e.contains("a->b") && e.contains("not recorded"), "{e}");
+
+    // A part cut short is caught by its size, before any checksum.
+    let bytes = store.raw(&refs[0].key).await.unwrap();
+    store
+        .overwrite_raw(&refs[0].key, bytes.slice(..bytes.len() - 1))
+        .await
+        .unwrap();
+    match store.recovery_point(1).await {
+        Err(Error::Corrupt { key, problem }) => {
+            assert_eq!(key, refs[0].key);
+            assert!(problem.contains("bytes"), "{problem}");
+        }
+        other => panic!("a short part was not caught: {other:?}"),
+    }
+    store.overwrite_raw(&refs[0].key, bytes).await.unwrap();
+
+    // A manifest of the old shape: the parts are read and checked whole.
+    let mut old_refs = refs.clone();
+    for r in &mut old_refs {
+        r.channels = None;
+        r.overtaken.clear();
+    }
+    let old = Manifest::new(2, 0, "test", "bank", old_refs, channels);
+    let encoded = serde_json::to_value(&old).unwrap();
+    assert!(
+        encoded["parts"][0].get("channels").is_none(),
+        "absent counts are not written"
+    );
+    store.commit(&old).await.unwrap();
+    let point = store.recovery_point(2).await.unwrap();
+    assert!(point.decoded);
+    assert_eq!(point.in_flight, whole.in_flight());
+    assert!(matches!(
+        store.recovery_point(9).await,
+        Err(Error::NoSnapshot { id: 9, .. })
+    ));
 }

@@ -72,27 +72,26 @@ pub(crate) async fn roll_back(
     };
     let mut pinned = None;
     let result = async {
+        // Checked from the manifest and the parts' checksums: each node
+        // decodes only its own part, once.
         let chosen = match snapshot {
-            Some(id) => Some(
-                s.store
-                    .load(id, &mut |_, _| {})
-                    .await
-                    .and_then(|snap| snap.check_complete().map(|()| snap))?,
-            ),
+            Some(id) => Some(s.store.recovery_point(id).await?),
             None => {
-                let (snap, skipped) = s.store.latest_good_in(current).await?;
+                let (point, skipped) = s.store.latest_recovery_point_in(current).await?;
                 for (id, why) in skipped {
                     warn!(
                         snapshot = id,
                         "skipping a snapshot recovery cannot use: {why}"
                     );
                 }
-                snap
+                point
             }
         };
         // Receivers' recordings and senders' overtaken tails together.
-        let in_flight: BTreeMap<String, u64> =
-            chosen.as_ref().map(|s| s.in_flight()).unwrap_or_default();
+        let in_flight: BTreeMap<String, u64> = chosen
+            .as_ref()
+            .map(|p| p.in_flight.clone())
+            .unwrap_or_default();
         let snapshot = chosen.map(|s| s.manifest.snapshot);
         if let Some(id) = snapshot {
             lock().pin(id);
