@@ -294,18 +294,13 @@ impl Store {
         let (bytes, crc32c) = format::seal(PART_MAGIC, &key, part)?;
         let size = bytes.len() as u64;
         self.create(&key, bytes).await?;
-        let count = |cs: &[StoredChannel]| -> BTreeMap<String, u64> {
-            cs.iter()
-                .map(|c| (c.name.clone(), c.messages.len() as u64))
-                .collect()
-        };
         Ok(PartRef {
             process: part.process.clone(),
             key,
             crc32c,
             bytes: size,
-            channels: Some(count(&part.channels)),
-            overtaken: count(&part.overtaken),
+            channels: Some(counts(&part.channels)),
+            overtaken: counts(&part.overtaken),
         })
     }
 
@@ -522,7 +517,29 @@ pub fn decode_part(r: &PartRef, bytes: &[u8]) -> Result<Part> {
             problem: format!("it is the part of {}, not {}", part.process, r.process),
         });
     }
+    // The counts recovery went by must be what the part holds.
+    let (channels, overtaken) = (counts(&part.channels), counts(&part.overtaken));
+    if r.channels
+        .as_ref()
+        .is_some_and(|c| *c != channels || r.overtaken != overtaken)
+    {
+        return Err(Error::Corrupt {
+            key: r.key.clone(),
+            problem: format!(
+                "it holds {channels:?} recorded and {overtaken:?} overtaken messages, but the manifest counts {:?} and {:?}",
+                r.channels, r.overtaken
+            ),
+        });
+    }
     Ok(part)
+}
+
+/// Messages per channel, by name.
+fn counts(channels: &[StoredChannel]) -> BTreeMap<String, u64> {
+    channels
+        .iter()
+        .map(|c| (c.name.clone(), c.messages.len() as u64))
+        .collect()
 }
 
 /// Decodes the restore point `cairn restore` leaves for a stopped cluster.

@@ -611,4 +611,25 @@ async fn recovery_checks_a_snapshot_from_its_manifest_and_checksums() {
         store.recovery_point(9).await,
         Err(Error::NoSnapshot { id: 9, .. })
     ));
+
+    // Counts that are not what a part holds make that part unreadable to
+    // the node that restores it.
+    let mut wrong = refs.clone();
+    wrong[1].channels = Some([("a->b".to_string(), 2)].into());
+    let forged = Manifest::new(
+        3,
+        0,
+        "test",
+        "bank",
+        wrong.clone(),
+        manifest.channels.clone(),
+    );
+    store.commit(&forged).await.unwrap();
+    match store.read_part(&wrong[1]).await {
+        Err(Error::Corrupt { key, problem }) => {
+            assert_eq!(key, refs[1].key);
+            assert!(problem.contains("manifest counts"), "{problem}");
+        }
+        other => panic!("wrong counts were not caught: {other:?}"),
+    }
 }
