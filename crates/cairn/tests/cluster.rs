@@ -33,14 +33,7 @@ async fn cut_connections_lose_and_duplicate_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
     let c = TestCluster::start("cuts", 5, "\"complete\"", 80).await;
     let started = Instant::now();
-    for i in 0..12 {
-        let node = &c.config.nodes[i % c.config.nodes.len()];
-        let (status, _): (_, Value) = client::post_json(node.admin, "/debug/cut", &())
-            .await
-            .unwrap();
-        assert!(status.is_success());
-        tokio::time::sleep(Duration::from_millis(120)).await;
-    }
+    common::cut_links(&c.config, 12, Duration::from_millis(120)).await;
     assert!(started.elapsed() < Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(400)).await;
     // The cuts really did force reconnects. (How many frames each resends

@@ -192,14 +192,7 @@ async fn overtaking_run(name: &str, sides: &str, cut: bool) {
     );
     let c = TestCluster::start_from(dir, path).await;
     if cut {
-        for i in 0..8 {
-            let node = &c.config.nodes[i % c.config.nodes.len()];
-            let (st, _): (_, Value) = client::post_json(node.admin, "/debug/cut", &())
-                .await
-                .unwrap();
-            assert!(st.is_success());
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
+        common::cut_links(&c.config, 8, Duration::from_millis(150)).await;
     } else {
         tokio::time::sleep(Duration::from_millis(1200)).await;
     }

@@ -58,6 +58,19 @@ pub async fn counter(admin: std::net::SocketAddr, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {name} in /metrics:\n{text}"))
 }
 
+/// Cuts every connection of one node after another, `times` in all, `gap`
+/// apart (`POST /debug/cut`): each link then reconnects and resends.
+pub async fn cut_links(config: &ClusterConfig, times: usize, gap: Duration) {
+    for i in 0..times {
+        let node = &config.nodes[i % config.nodes.len()];
+        let (status, _): (_, Value) = client::post_json(node.admin, "/debug/cut", &())
+            .await
+            .unwrap();
+        assert!(status.is_success(), "cutting {}'s links: {status}", node.id);
+        tokio::time::sleep(gap).await;
+    }
+}
+
 /// Runs `promtool check metrics` (Debian's prometheus package; `scripts/test`
 /// installs it) on a `/metrics` text and fails on any complaint. Without
 /// promtool it says SKIPPED, unless `CAIRN_REQUIRE_PROMTOOL` is set (as the
