@@ -3,11 +3,11 @@
 //! (sizes and checksums, no decoding), and counts the messages in flight
 //! from the manifest; each node then reads and decodes only its own part.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::format::{self, PART_MAGIC};
-use crate::snapshot::{Manifest, Store};
+use crate::snapshot::{Manifest, PartShape, Store, check_shape};
 
 /// A snapshot recovery may roll back to, checked without decoding states.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,56 +31,21 @@ impl Manifest {
     /// # Errors
     /// [`Error::Corrupt`] naming the process or channel.
     pub fn in_flight(&self) -> Result<Option<BTreeMap<String, u64>>> {
-        let key = format::manifest_key(self.snapshot);
-        let corrupt = |problem: String| Error::Corrupt {
-            key: key.clone(),
-            problem,
-        };
-        let wanted: BTreeSet<&str> = self.channels.iter().map(String::as_str).collect();
-        let mut processes = BTreeSet::new();
-        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        fn names(counts: &BTreeMap<String, u64>) -> Vec<&str> {
+            counts.keys().map(String::as_str).collect()
+        }
+        let mut shapes: Vec<PartShape<'_>> = Vec::with_capacity(self.parts.len());
         for p in &self.parts {
             let Some(channels) = &p.channels else {
                 return Ok(None);
             };
-            if !processes.insert(p.process.as_str()) {
-                return Err(corrupt(format!("process {} has two parts", p.process)));
-            }
-            for (name, &n) in channels {
-                let to = name
-                    .split_once("->")
-                    .map(|(_, t)| t.split('#').next().unwrap_or(t));
-                if to != Some(p.process.as_str()) {
-                    return Err(corrupt(format!(
-                        "process {} recorded channel {name}, which does not lead to it",
-                        p.process
-                    )));
-                }
-                if counts.insert(name.clone(), n).is_some() {
-                    return Err(corrupt(format!("channel {name} is recorded twice")));
-                }
-            }
+            shapes.push((p.process.as_str(), names(channels), names(&p.overtaken)));
         }
+        check_shape(self, &shapes)?;
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         for p in &self.parts {
-            for name in p.overtaken.keys() {
-                let from = name.split_once("->").map(|(f, _)| f);
-                if from != Some(p.process.as_str()) || !wanted.contains(name.as_str()) {
-                    return Err(corrupt(format!(
-                        "process {} recorded messages its marker overtook on {name}, which does not lead from it",
-                        p.process
-                    )));
-                }
-            }
-        }
-        let recorded: BTreeSet<&str> = counts.keys().map(String::as_str).collect();
-        if let Some(c) = wanted.difference(&recorded).next() {
-            return Err(corrupt(format!("channel {c} is not recorded by any part")));
-        }
-        if let Some(c) = recorded.difference(&wanted).next() {
-            return Err(corrupt(format!("channel {c} is not in the manifest")));
-        }
-        for p in &self.parts {
-            for (name, n) in &p.overtaken {
+            let recorded = p.channels.iter().flatten();
+            for (name, n) in recorded.chain(&p.overtaken) {
                 *counts.entry(name.clone()).or_insert(0) += n;
             }
         }

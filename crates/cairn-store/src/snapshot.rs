@@ -137,61 +137,15 @@ impl StoredSnapshot {
     /// # Errors
     /// [`Error::Corrupt`] naming the process or channel.
     pub fn check_complete(&self) -> Result<()> {
-        let key = format::manifest_key(self.manifest.snapshot);
-        let corrupt = |problem: String| Error::Corrupt {
-            key: key.clone(),
-            problem,
-        };
-        let mut processes = BTreeSet::new();
-        for p in &self.parts {
-            if !processes.insert(p.process.as_str()) {
-                return Err(corrupt(format!("process {} has two parts", p.process)));
-            }
+        fn names(cs: &[StoredChannel]) -> Vec<&str> {
+            cs.iter().map(|c| c.name.as_str()).collect()
         }
-        let mut recorded = BTreeSet::new();
-        for p in &self.parts {
-            for c in &p.channels {
-                let to = c
-                    .name
-                    .split_once("->")
-                    .map(|(_, t)| t.split('#').next().unwrap_or(t));
-                if to != Some(p.process.as_str()) {
-                    return Err(corrupt(format!(
-                        "process {} recorded channel {}, which does not lead to it",
-                        p.process, c.name
-                    )));
-                }
-                if !recorded.insert(c.name.as_str()) {
-                    return Err(corrupt(format!("channel {} is recorded twice", c.name)));
-                }
-            }
-        }
-        let wanted: BTreeSet<&str> = self.manifest.channels.iter().map(String::as_str).collect();
-        let mut tails = BTreeSet::new();
-        for p in &self.parts {
-            for c in &p.overtaken {
-                let from = c.name.split_once("->").map(|(f, _)| f);
-                if from != Some(p.process.as_str()) || !wanted.contains(c.name.as_str()) {
-                    return Err(corrupt(format!(
-                        "process {} recorded messages its marker overtook on {}, which does not lead from it",
-                        p.process, c.name
-                    )));
-                }
-                if !tails.insert(c.name.as_str()) {
-                    return Err(corrupt(format!(
-                        "channel {} has two overtaken tails",
-                        c.name
-                    )));
-                }
-            }
-        }
-        if let Some(c) = wanted.difference(&recorded).next() {
-            return Err(corrupt(format!("channel {c} is not recorded by any part")));
-        }
-        if let Some(c) = recorded.difference(&wanted).next() {
-            return Err(corrupt(format!("channel {c} is not in the manifest")));
-        }
-        Ok(())
+        let shapes: Vec<PartShape<'_>> = self
+            .parts
+            .iter()
+            .map(|p| (p.process.as_str(), names(&p.channels), names(&p.overtaken)))
+            .collect();
+        check_shape(&self.manifest, &shapes)
     }
 
     /// Each channel's recorded state by name: what its receiver recorded,
@@ -532,6 +486,69 @@ pub fn decode_part(r: &PartRef, bytes: &[u8]) -> Result<Part> {
         });
     }
     Ok(part)
+}
+
+/// What a part says it holds: its process, the channels it recorded, and
+/// the channels its markers overtook messages on, by name.
+pub(crate) type PartShape<'a> = (&'a str, Vec<&'a str>, Vec<&'a str>);
+
+/// Checks that the parts make a complete snapshot of `manifest`: every
+/// process present once, every channel recorded exactly once by the process
+/// it leads to, and each overtaken tail on a channel leading from its
+/// process, at most once.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the process or channel.
+pub(crate) fn check_shape(manifest: &Manifest, parts: &[PartShape<'_>]) -> Result<()> {
+    let key = format::manifest_key(manifest.snapshot);
+    let corrupt = |problem: String| Error::Corrupt {
+        key: key.clone(),
+        problem,
+    };
+    let mut processes = BTreeSet::new();
+    for (process, _, _) in parts {
+        if !processes.insert(*process) {
+            return Err(corrupt(format!("process {process} has two parts")));
+        }
+    }
+    let mut recorded = BTreeSet::new();
+    for (process, channels, _) in parts {
+        for &name in channels {
+            let to = name
+                .split_once("->")
+                .map(|(_, t)| t.split('#').next().unwrap_or(t));
+            if to != Some(*process) {
+                return Err(corrupt(format!(
+                    "process {process} recorded channel {name}, which does not lead to it"
+                )));
+            }
+            if !recorded.insert(name) {
+                return Err(corrupt(format!("channel {name} is recorded twice")));
+            }
+        }
+    }
+    let wanted: BTreeSet<&str> = manifest.channels.iter().map(String::as_str).collect();
+    let mut tails = BTreeSet::new();
+    for (process, _, overtaken) in parts {
+        for &name in overtaken {
+            let from = name.split_once("->").map(|(f, _)| f);
+            if from != Some(*process) || !wanted.contains(name) {
+                return Err(corrupt(format!(
+                    "process {process} recorded messages its marker overtook on {name}, which does not lead from it"
+                )));
+            }
+            if !tails.insert(name) {
+                return Err(corrupt(format!("channel {name} has two overtaken tails")));
+            }
+        }
+    }
+    if let Some(c) = wanted.difference(&recorded).next() {
+        return Err(corrupt(format!("channel {c} is not recorded by any part")));
+    }
+    if let Some(c) = recorded.difference(&wanted).next() {
+        return Err(corrupt(format!("channel {c} is not in the manifest")));
+    }
+    Ok(())
 }
 
 /// Messages per channel, by name.
