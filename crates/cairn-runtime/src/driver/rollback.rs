@@ -3,7 +3,8 @@
 //! messages this node's markers had overtaken sent again first.
 
 use cairn_core::{Engine, Process};
-use cairn_store::Part;
+use cairn_store::{Part, StoredChannel};
+use serde::Deserialize;
 use tracing::warn;
 
 use super::{Driver, In};
@@ -39,21 +40,16 @@ impl<P: Process> Driver<P> {
         }
         let state: P::State = serde_json::from_value(part.state)
             .map_err(|e| format!("the recorded state does not fit the application: {e}"))?;
-        let recorded: Vec<(String, Vec<serde_json::Value>)> = part
-            .channels
-            .iter()
-            .map(|c| (c.name.clone(), c.messages.clone()))
-            .collect();
         // What this node's markers overtook is still to be sent: it goes
         // first on its channel in the new epoch, after what the receiver
         // recorded there (which the receiver re-delivers itself).
         let resend = self.decode_channels(&part.overtaken, Toward::From)?;
         let redeliver = self.decode_channels(&part.channels, Toward::To)?;
-        let tails: Vec<(String, Vec<serde_json::Value>)> = part
-            .overtaken
-            .into_iter()
-            .map(|c| (c.name, c.messages))
-            .collect();
+        let named = |cs: Vec<StoredChannel>| -> Vec<(String, Vec<serde_json::Value>)> {
+            cs.into_iter().map(|c| (c.name, c.messages)).collect()
+        };
+        let recorded = named(part.channels);
+        let tails = named(part.overtaken);
         // Close the old epoch's trace, then switch epochs and restore.
         if let Err(e) = self.end_epoch() {
             warn!("{e}; tracing stops");
@@ -136,7 +132,7 @@ impl<P: Process> Driver<P> {
     /// says (a sender's overtaken tails, or a receiver's recording).
     fn decode_channels(
         &self,
-        channels: &[cairn_store::StoredChannel],
+        channels: &[StoredChannel],
         end: Toward,
     ) -> std::result::Result<Vec<(cairn_core::ChannelId, P::Message)>, String> {
         let (what, here, verb) = match end {
@@ -161,7 +157,7 @@ impl<P: Process> Driver<P> {
                 })
                 .ok_or_else(|| format!("the part records {what} {}, which {here}", c.name))?;
             for m in &c.messages {
-                let m: P::Message = serde_json::from_value(m.clone()).map_err(|e| {
+                let m = P::Message::deserialize(m).map_err(|e| {
                     format!(
                         "a message {verb} on {} does not fit the application: {e}",
                         c.name
