@@ -165,21 +165,26 @@ async fn markers_that_overtake_keep_snapshots_and_rollbacks_exact() {
 /// handled records exactly those messages as channel state, and they are
 /// still handled once, in order, afterwards.
 ///
-/// A 4-node bank at full load with `snapshots.overtake = "receiver"`, no
-/// faults: markers queue behind the transfers each node has yet to handle,
-/// and are taken first. Every committed snapshot passes the oracle (which
-/// reads only the traces), then a rollback to one with messages in flight
-/// conserves the money and its epoch passes the oracle too.
+/// A 4-node bank at full load with `snapshots.overtake = "receiver"`. The
+/// followers are frozen (SIGSTOP) one after another for 250 ms, as a long
+/// pause would: the others' queues toward the frozen node fill, they stop
+/// handling what they receive, markers queue behind those messages and are
+/// taken first (at full load without pauses a node drains its queue so fast
+/// that this is rare, and a test relying on it would be flaky). Every committed snapshot passes the
+/// oracle (which reads only the traces), then a rollback to one with
+/// messages in flight conserves the money and its epoch passes the oracle.
 #[tokio::test]
 async fn markers_taken_ahead_by_receivers_keep_snapshots_and_rollbacks_exact() {
     overtaking_run("overtake-rx", "\"receiver\"", false).await;
 }
 
-/// Runs the bank with `snapshots.overtake = sides`, optionally cutting
-/// links, checks every committed snapshot with the oracle, rolls back to one
-/// whose channels hold messages (sender tails when `cut`), and checks the
-/// new epoch.
-async fn overtaking_run(name: &str, sides: &str, cut: bool) {
+/// Runs the bank with `snapshots.overtake = sides` while cutting links (or,
+/// for the receivers alone, freezing nodes) until some marker has overtaken a
+/// message, checks every committed snapshot with
+/// the oracle, rolls back to one whose channels hold messages (sender tails
+/// when `by_senders`, else any recorded channel state), and checks the new
+/// epoch.
+async fn overtaking_run(name: &str, sides: &str, by_senders: bool) {
     let _one = ONE_AT_A_TIME.lock().await;
     let (dir, path) = common::write_full_config(
         name,
@@ -190,18 +195,37 @@ async fn overtaking_run(name: &str, sides: &str, cut: bool) {
         "",
         &format!("overtake = {sides}\nretain = 100000\ntimeout_ms = 3000"),
     );
-    let c = TestCluster::start_from(dir, path).await;
-    if cut {
-        common::cut_links(&c.config, 8, Duration::from_millis(150)).await;
-    } else {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut c = TestCluster::start_from(dir, path).await;
+    // Whether a marker finds messages to overtake depends on timing: keep
+    // disturbing the cluster until one has, within a bounded number of rounds.
     let mut overtaken = 0;
-    for n in &c.config.nodes {
-        overtaken += common::counter(n.admin, "cairn_messages_overtaken_total").await;
+    for _round in 0..6 {
+        if by_senders {
+            common::cut_links(&c.config, 8, Duration::from_millis(150)).await;
+        } else {
+            // Freeze each follower in turn: its peers' queues toward it fill,
+            // they stop handling what they receive, and markers queue behind.
+            for id in ["n2", "n3", "n4"] {
+                let pid = c.supervisor().pid(id).unwrap();
+                common::signal(pid, "-STOP");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                common::signal(pid, "-CONT");
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        overtaken = 0;
+        for n in &c.config.nodes {
+            overtaken += common::counter(n.admin, "cairn_messages_overtaken_total").await;
+        }
+        if overtaken > 0 {
+            break;
+        }
     }
-    assert!(overtaken > 0, "no marker overtook a message");
+    assert!(
+        overtaken > 0,
+        "no marker overtook a message in 6 rounds of cuts"
+    );
 
     // Every committed snapshot so far, read back from the store (where the
     // tails are in the senders' parts), passes the oracle on epoch 0.
@@ -218,7 +242,7 @@ async fn overtaking_run(name: &str, sides: &str, cut: bool) {
             .map(|t| t.messages.len())
             .sum();
         let in_flight: usize = s.in_flight().values().sum::<u64>() as usize;
-        let held = if cut { tails } else { in_flight };
+        let held = if by_senders { tails } else { in_flight };
         if held > 0 {
             target = Some((id, held));
         }
@@ -241,7 +265,6 @@ async fn overtaking_run(name: &str, sides: &str, cut: bool) {
     assert!(st.is_success(), "{st} {v}");
     let epoch = v["epoch"].as_u64().unwrap();
     assert_eq!(v["snapshot"].as_u64(), Some(target), "{v}");
-    let mut c = c;
     let after = snapshots_after_recovery(&c.config, epoch).await;
     c.stop().await;
     // The snapshots of epoch 0 that the traces cover (those before the
