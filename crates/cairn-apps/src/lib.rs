@@ -21,6 +21,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod ballast;
 pub mod bank;
 pub mod diffusing;
 pub mod locks;

@@ -79,7 +79,7 @@ pub use engine::{Engine, Output, Overtaking, REMEMBERED_SNAPSHOTS, StartOutcome}
 pub use error::{Error, Result};
 pub use ids::{ChannelId, ProcessId, SnapshotId};
 pub use named_map::NamedMap;
-pub use process::{Context, Pace, Process};
+pub use process::{Chunk, Context, Pace, Process};
 pub use snapshot::{
     Assembler, ChannelDoc, GlobalSnapshot, LocalSnapshot, RecordedChannel, SnapshotDoc,
 };

@@ -2,6 +2,7 @@
 //! same application runs in the simulator and over TCP.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -68,6 +69,12 @@ impl<'a, M> Context<'a, M> {
     }
 }
 
+/// A piece of a large state, split out for storage: a key that stays the
+/// same from one snapshot to the next, and the piece's bytes. A store keeps
+/// a chunk whose bytes did not change since the process's previous part
+/// without writing it again.
+pub type Chunk = (String, Arc<[u8]>);
+
 /// One user process. The runtime calls it from one task, one event at a time.
 pub trait Process: Send + Sized + 'static {
     /// An application message.
@@ -120,4 +127,32 @@ pub trait Process: Send + Sized + 'static {
 
     /// Rebuilds the process from a recorded state.
     fn restore(&mut self, state: Self::State);
+
+    /// Optional, for large states: takes the bulky parts of a recorded state
+    /// out of it, as chunks with stable keys, leaving the rest (which is
+    /// stored whole and checked by the oracle). [`Process::join_state`] puts
+    /// them back. The default splits nothing.
+    ///
+    /// Runs off the process's own task, on a recorded copy. Sharing chunk
+    /// buffers (`Arc`) between the live state and the recorded one, and
+    /// replacing a buffer rather than changing it in place, lets the store
+    /// see an unchanged chunk without reading it.
+    fn split_state(_state: &mut Self::State) -> Vec<Chunk> {
+        Vec::new()
+    }
+
+    /// Puts back the chunks [`Process::split_state`] took out of `state`.
+    /// With no chunks (a state that was never split, such as the initial
+    /// one), the state must be left as it is.
+    ///
+    /// # Errors
+    /// A sentence saying which chunk does not fit.
+    fn join_state(_state: &mut Self::State, chunks: Vec<Chunk>) -> Result<(), String> {
+        match chunks.first() {
+            None => Ok(()),
+            Some((key, _)) => Err(format!(
+                "chunk {key:?}: this application does not split its state"
+            )),
+        }
+    }
 }
