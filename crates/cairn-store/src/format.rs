@@ -1,9 +1,10 @@
 //! How objects are laid out and encoded.
 //!
 //! Every object is an envelope: a 4-byte magic (`CRNP` for a part, `CRNM`
-//! for a manifest), a version byte, the crc32c of the payload (4 bytes, big
-//! endian), then the payload in CBOR with field names, so any tool can read a
-//! part as JSON without knowing the application's types.
+//! for a manifest, `CRNC` for a chunk), a version byte, the crc32c of the
+//! payload (4 bytes, big endian), then the payload: in CBOR with field names
+//! for parts and manifests, so any tool can read a part as JSON without
+//! knowing the application's types; a chunk's bytes as they are.
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -17,7 +18,10 @@ pub const ENVELOPE_VERSION: u8 = 1;
 pub const PART_MAGIC: [u8; 4] = *b"CRNP";
 /// The magic of a manifest.
 pub const MANIFEST_MAGIC: [u8; 4] = *b"CRNM";
-const HEADER: usize = 9;
+/// The magic of a chunk.
+pub const CHUNK_MAGIC: [u8; 4] = *b"CRNC";
+/// The envelope's header length.
+pub(crate) const HEADER: usize = 9;
 
 /// The folder of snapshot `id`.
 pub fn snapshot_dir(id: u64) -> String {
@@ -50,13 +54,18 @@ pub fn seal<T: Serialize>(magic: [u8; 4], key: &str, value: &T) -> Result<(Bytes
         key: key.to_string(),
         problem: format!("cannot encode: {e}"),
     })?;
-    let crc = crc32c::crc32c(&payload);
+    Ok(seal_raw(magic, &payload))
+}
+
+/// Puts raw `payload` in an envelope; returns the bytes and its crc32c.
+pub fn seal_raw(magic: [u8; 4], payload: &[u8]) -> (Bytes, u32) {
+    let crc = crc32c::crc32c(payload);
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(&magic);
     out.push(ENVELOPE_VERSION);
     out.extend_from_slice(&crc.to_be_bytes());
-    out.extend_from_slice(&payload);
-    Ok((Bytes::from(out), crc))
+    out.extend_from_slice(payload);
+    (Bytes::from(out), crc)
 }
 
 /// Opens an envelope, checking its magic, version and checksum.

@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod chunks;
 mod error;
 pub mod format;
 mod history;
@@ -37,6 +38,7 @@ mod recovery;
 mod retention;
 mod snapshot;
 
+pub use chunks::{Chunk, ChunkCache, ChunkRef, ChunkStats};
 pub use error::{Error, Result};
 pub use history::{EpochRecord, History, IdLease, TermRecord, Timeline, unix_ms};
 pub use local::LocalDir;

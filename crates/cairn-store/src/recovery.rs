@@ -54,8 +54,9 @@ impl Manifest {
 }
 
 impl Store {
-    /// Checks committed snapshot `id` for recovery: its manifest, and each
-    /// part's size and checksum, reading the parts without decoding them. A
+    /// Checks committed snapshot `id` for recovery: its manifest, each
+    /// part's size and checksum (reading the parts without decoding them),
+    /// and that every chunk they name is there. A
     /// manifest whose parts carry no counts is read and checked whole.
     ///
     /// # Errors
@@ -91,6 +92,17 @@ impl Store {
                     r.crc32c
                 )));
             }
+        }
+        // Chunks are checked by the nodes that read them (hash and length);
+        // here only that each is there, in one listing.
+        if let Some((process, c)) = self.missing_chunk(&manifest).await? {
+            return Err(Error::Corrupt {
+                key: c.object,
+                problem: format!(
+                    "missing, but {process}'s part of snapshot {id} names it as chunk {:?}",
+                    c.key
+                ),
+            });
         }
         Ok(RecoveryPoint {
             manifest,

@@ -9,6 +9,8 @@
 //!   written to them for `stale_after` (a previous life of the coordinator
 //!   left them). A snapshot in progress is live and is never touched, even
 //!   when a later one committed first.
+//! - Chunks (see [`crate::chunks`]) go once no remaining manifest names
+//!   them and nobody wrote them for `stale_after`.
 //! - Staging files of the local store older than `stale_after` (a process
 //!   killed in the middle of a write) go.
 
@@ -45,9 +47,17 @@ impl Store {
         let timeline = self.timeline(policy.epoch).await?;
         let mut on_timeline = Vec::new();
         let mut off_timeline = Vec::new();
+        let mut manifests = BTreeMap::new();
         for &id in &committed {
             match self.manifest(id).await {
-                Ok(m) if timeline.contains(m.epoch, id) => on_timeline.push(id),
+                Ok(m) => {
+                    if timeline.contains(m.epoch, id) {
+                        on_timeline.push(id);
+                    } else {
+                        off_timeline.push(id);
+                    }
+                    manifests.insert(id, m);
+                }
                 _ => off_timeline.push(id),
             }
         }
@@ -82,6 +92,14 @@ impl Store {
         for &id in &doomed {
             self.delete(id, true).await?;
         }
+        // Chunks go once no remaining manifest names them. A fresh one may be
+        // about to be named by a part in progress, so only old ones go; an
+        // old one a part in progress names again is caught at its commit.
+        let remaining = manifests
+            .iter()
+            .filter(|(id, _)| !doomed.contains(id))
+            .map(|(_, m)| m);
+        self.collect_chunks(remaining, stale_before).await?;
         if let Backend::Local(dir) = &self.backend {
             dir.collect_staging(stale_before).await?;
         }

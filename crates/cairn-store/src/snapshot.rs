@@ -69,6 +69,10 @@ pub struct PartRef {
     /// How many messages its markers overtook on each outgoing channel.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub overtaken: BTreeMap<String, u64>,
+    /// The chunks its state was split into, which may have been written
+    /// with an earlier part (see [`crate::chunks`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<crate::chunks::ChunkRef>,
 }
 
 /// A committed snapshot's table of contents, written last.
@@ -255,15 +259,19 @@ impl Store {
             bytes: size,
             channels: Some(counts(&part.channels)),
             overtaken: counts(&part.overtaken),
+            chunks: Vec::new(),
         })
     }
 
     /// Commits a snapshot by writing its manifest, create-if-absent. Call it
-    /// only once every part it names is durable.
+    /// only once every part it names is durable, and never while retention
+    /// runs (the coordinator's gate orders them).
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`] if the snapshot was already committed.
+    /// [`Error::AlreadyExists`] if the snapshot was already committed;
+    /// [`Error::Refused`] if a chunk it names is no longer in the store.
     pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
+        self.check_chunks_present(manifest).await?;
         let key = format::manifest_key(manifest.snapshot);
         let (bytes, _) = format::seal(MANIFEST_MAGIC, &key, manifest)?;
         self.backend.put(&key, bytes, true).await

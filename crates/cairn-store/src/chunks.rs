@@ -1,0 +1,206 @@
+//! Incremental parts: the bulky pieces of a process's state, stored as
+//! chunk objects that later parts share instead of writing them again.
+//!
+//! - A chunk object is named by its contents: `chunks/<process>/<sha256>`.
+//!   It is written create-if-absent and never replaced, so two parts that
+//!   name it name the same bytes.
+//! - A part names its chunks in its manifest entry ([`PartRef::chunks`]):
+//!   retention and recovery learn what a snapshot needs from the manifest.
+//! - Writing a part lists the process's chunk objects once and writes only
+//!   those missing. A [`ChunkCache`] remembers the previous part's buffers,
+//!   so a chunk whose buffer is the very same one is not even hashed again.
+//! - Invariant: a manifest is written only while every chunk it names is in
+//!   the store ([`Store::commit`] checks, under the coordinator's gate,
+//!   which retention also holds), and retention deletes only chunks that no
+//!   remaining manifest names and that nobody wrote for `stale_after` (a
+//!   snapshot in progress may be about to name a fresh one).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::format::{self, CHUNK_MAGIC};
+use crate::snapshot::{Manifest, Part, PartRef, Store};
+
+/// A piece of a state: its stable key and its bytes.
+pub type Chunk = (String, Arc<[u8]>);
+
+/// One chunk a part names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// The application's key for it, stable from one snapshot to the next.
+    pub key: String,
+    /// The object holding it.
+    pub object: String,
+    /// The SHA-256 of its bytes, in hex (also the object's name).
+    pub sha256: String,
+    /// Its length.
+    pub bytes: u64,
+}
+
+/// What writing a part's chunks cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkStats {
+    /// Chunks written.
+    pub written: u64,
+    /// Bytes written.
+    pub written_bytes: u64,
+    /// Chunks already in the store, named without writing them again.
+    pub reused: u64,
+    /// Bytes not written again.
+    pub reused_bytes: u64,
+}
+
+/// The previous part's chunk buffers and where they went, kept by the
+/// process that writes parts.
+#[derive(Debug, Default)]
+pub struct ChunkCache {
+    last: BTreeMap<String, (Arc<[u8]>, String)>,
+}
+
+/// The folder of `process`'s chunks.
+fn chunk_folder(process: &str) -> String {
+    format!("chunks/{process}")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Store {
+    /// Writes a process's part with its state's `chunks` beside it: the
+    /// chunks missing from the store are written, the others only named.
+    /// With no chunks this is [`Store::write_part`].
+    ///
+    /// # Errors
+    /// As [`Store::write_part`]; a chunk could not be written.
+    pub async fn write_part_chunked(
+        &self,
+        part: &Part,
+        chunks: &[Chunk],
+        cache: &mut ChunkCache,
+    ) -> Result<(PartRef, ChunkStats)> {
+        let mut stats = ChunkStats::default();
+        if chunks.is_empty() {
+            return Ok((self.write_part(part).await?, stats));
+        }
+        let folder = chunk_folder(&part.process);
+        let present: BTreeSet<String> = self.backend.list(&folder).await?.into_iter().collect();
+        let mut refs = Vec::with_capacity(chunks.len());
+        let mut next = BTreeMap::new();
+        for (key, bytes) in chunks {
+            let sha256 = match cache.last.get(key) {
+                Some((buf, sha)) if Arc::ptr_eq(buf, bytes) => sha.clone(),
+                _ => sha256_hex(bytes),
+            };
+            let object = format!("{folder}/{sha256}");
+            let len = bytes.len() as u64;
+            if present.contains(&object) {
+                stats.reused += 1;
+                stats.reused_bytes += len;
+            } else {
+                let (sealed, _) = format::seal_raw(CHUNK_MAGIC, bytes);
+                self.create(&object, sealed).await?;
+                stats.written += 1;
+                stats.written_bytes += len;
+            }
+            next.insert(key.clone(), (bytes.clone(), sha256.clone()));
+            refs.push(ChunkRef {
+                key: key.clone(),
+                object,
+                sha256,
+                bytes: len,
+            });
+        }
+        let mut r = self.write_part(part).await?;
+        r.chunks = refs;
+        cache.last = next;
+        Ok((r, stats))
+    }
+
+    /// Reads the chunks a part names, checking each one's checksum, hash
+    /// and length.
+    ///
+    /// # Errors
+    /// The first missing or corrupt chunk, by name.
+    pub async fn read_chunks(&self, r: &PartRef) -> Result<Vec<Chunk>> {
+        let mut out = Vec::with_capacity(r.chunks.len());
+        for c in &r.chunks {
+            let sealed = self.backend.get(&c.object).await?;
+            format::check_envelope(CHUNK_MAGIC, &c.object, &sealed)?;
+            let bytes = &sealed[format::HEADER..];
+            let corrupt = |problem: String| Error::Corrupt {
+                key: c.object.clone(),
+                problem,
+            };
+            if bytes.len() as u64 != c.bytes {
+                return Err(corrupt(format!(
+                    "{} bytes, but the manifest says {}",
+                    bytes.len(),
+                    c.bytes
+                )));
+            }
+            if sha256_hex(bytes) != c.sha256 {
+                return Err(corrupt("its SHA-256 is not the one it is named by".into()));
+            }
+            out.push((c.key.clone(), Arc::from(bytes)));
+        }
+        Ok(out)
+    }
+
+    /// The first chunk `m` names that is not in the store (one retention
+    /// removed while the snapshot was taken), with its process; one listing.
+    pub(crate) async fn missing_chunk(&self, m: &Manifest) -> Result<Option<(String, ChunkRef)>> {
+        if m.parts.iter().all(|p| p.chunks.is_empty()) {
+            return Ok(None);
+        }
+        let present: BTreeSet<String> = self.backend.list("chunks").await?.into_iter().collect();
+        for p in &m.parts {
+            if let Some(c) = p.chunks.iter().find(|c| !present.contains(&c.object)) {
+                return Ok(Some((p.process.clone(), c.clone())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Refuses to commit a manifest that names a missing chunk.
+    pub(crate) async fn check_chunks_present(&self, m: &Manifest) -> Result<()> {
+        match self.missing_chunk(m).await? {
+            None => Ok(()),
+            Some((process, c)) => Err(Error::Refused(format!(
+                "snapshot {} is not committed: chunk {:?} of {process}'s part ({}) is no longer in the store",
+                m.snapshot, c.key, c.object
+            ))),
+        }
+    }
+
+    /// Deletes chunk objects that no manifest in `keep` names and that were
+    /// last written before `stale_before`; returns how many went.
+    pub(crate) async fn collect_chunks<'a>(
+        &self,
+        keep: impl Iterator<Item = &'a Manifest>,
+        stale_before: std::time::SystemTime,
+    ) -> Result<usize> {
+        let named: BTreeSet<&str> = keep
+            .flat_map(|m| &m.parts)
+            .flat_map(|p| &p.chunks)
+            .map(|c| c.object.as_str())
+            .collect();
+        let doomed: Vec<String> = self
+            .backend
+            .list_meta("chunks")
+            .await?
+            .into_iter()
+            .filter(|(k, written)| !named.contains(k.as_str()) && *written < stale_before)
+            .map(|(k, _)| k)
+            .collect();
+        let n = doomed.len();
+        if n > 0 {
+            self.backend.delete_all(doomed).await?;
+        }
+        Ok(n)
+    }
+}
