@@ -34,6 +34,10 @@ pub struct Metrics {
     pub snapshots_recorded: IntCounter,
     /// Bytes of application messages recorded in channel states here.
     pub recorded_channel_bytes: IntCounter,
+    /// Bytes of state chunks this node wrote to the store.
+    pub chunk_bytes_written: IntCounter,
+    /// Bytes of state chunks its parts named without writing them again.
+    pub chunk_bytes_reused: IntCounter,
     /// Connections to peers (re-)established by this node's channel senders.
     pub connections: IntCounter,
     /// Frames sent again after a reconnect because the peer had not acknowledged them.
@@ -175,6 +179,14 @@ impl Metrics {
             recorded_channel_bytes: counter(
                 "cairn_recorded_channel_bytes_total",
                 "Bytes of messages recorded in channel states.",
+            ),
+            chunk_bytes_written: counter(
+                "cairn_chunk_bytes_written_total",
+                "Bytes of state chunks written to the store.",
+            ),
+            chunk_bytes_reused: counter(
+                "cairn_chunk_bytes_reused_total",
+                "Bytes of unchanged state chunks named again without writing them.",
             ),
             connections: counter(
                 "cairn_connections_total",

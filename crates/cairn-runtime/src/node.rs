@@ -344,6 +344,7 @@ async fn run_reporter(
     mut stop: watch::Receiver<bool>,
 ) {
     let config = shared.config.clone();
+    let mut chunk_cache = cairn_store::ChunkCache::default();
     loop {
         let pending = tokio::select! {
             _ = stop.changed() => return,
@@ -351,7 +352,7 @@ async fn run_reporter(
         };
         let began = Instant::now();
         let deadline = pending.since + config.snapshots.timeout;
-        let mut report = match (pending.encode)() {
+        let (mut report, chunks) = match (pending.encode)() {
             Ok(r) => r,
             Err(e) => {
                 error!("cannot encode a local snapshot: {e}");
@@ -376,9 +377,15 @@ async fn run_reporter(
                 .collect(),
         };
         while report.refused.is_none() {
-            match shared.store.write_part(&part).await {
-                Ok(r) => {
-                    debug!(snapshot = %report.snapshot, bytes = r.bytes, encode_ms = encoded.as_secs_f64() * 1e3, write_ms = (began.elapsed() - encoded).as_secs_f64() * 1e3, "part durable");
+            let written = shared
+                .store
+                .write_part_chunked(&part, &chunks, &mut chunk_cache)
+                .await;
+            match written {
+                Ok((r, stats)) => {
+                    Metrics::inc(&shared.metrics.chunk_bytes_written, stats.written_bytes);
+                    Metrics::inc(&shared.metrics.chunk_bytes_reused, stats.reused_bytes);
+                    debug!(snapshot = %report.snapshot, bytes = r.bytes, chunks_written = stats.written, chunk_bytes_written = stats.written_bytes, chunks_reused = stats.reused, encode_ms = encoded.as_secs_f64() * 1e3, write_ms = (began.elapsed() - encoded).as_secs_f64() * 1e3, "part durable");
                     // A large state travels no further than the store.
                     if r.bytes > INLINE_STATE_BYTES {
                         report.state_in_store = true;

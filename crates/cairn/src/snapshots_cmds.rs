@@ -176,6 +176,17 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
             let s = load(&store, *id).await?;
             s.check_complete()
                 .with_context(|| format!("snapshot {id}"))?;
+            // The chunks the parts name, wherever they were first written:
+            // each is read and checked against its hash.
+            let (mut chunks, mut chunk_bytes) = (0usize, 0u64);
+            for r in &s.manifest.parts {
+                let read = store
+                    .read_chunks(r)
+                    .await
+                    .with_context(|| format!("snapshot {id}, {}'s chunks", r.process))?;
+                chunks += read.len();
+                chunk_bytes += read.iter().map(|c| c.1.len() as u64).sum::<u64>();
+            }
             let doc: SnapshotDoc<Value, Value> = serde_json::from_value(s.to_json())?;
             let mut line = format!(
                 "snapshot {id}: {} parts read, checksums good, complete ({} processes, {} channels)",
@@ -183,11 +194,16 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
                 s.parts.len(),
                 s.manifest.channels.len()
             );
+            if chunks > 0 {
+                line += &format!(", {chunks} state chunks ({chunk_bytes} bytes) read, hashes good");
+            }
             let mut report = json!({
                 "snapshot": id,
                 "parts": s.parts.len(),
                 "processes": s.parts.len(),
                 "channels": s.manifest.channels.len(),
+                "chunks": chunks,
+                "chunk_bytes": chunk_bytes,
                 "checksums": "good",
                 "complete": true,
                 "conserved": null,

@@ -285,7 +285,8 @@ async fn large_states_travel_only_to_the_store_and_are_served_from_it() {
         3,
         "\"complete\"",
         0,
-        "name = \"bank\"\ninitial_balance = 1000\nstate_bytes = 2000000",
+        // Whole, not in chunks: a part this large stays in the store.
+        "name = \"bank\"\ninitial_balance = 1000\nstate_bytes = 2000000\nchunked = false",
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;

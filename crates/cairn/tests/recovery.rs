@@ -14,44 +14,16 @@ use cairn_core::{GlobalSnapshot, SnapshotDoc};
 use cairn_runtime::ClusterConfig;
 use cairn_store::Store;
 use common::client;
-use common::{ONE_AT_A_TIME, TestCluster, signal};
+use common::{ONE_AT_A_TIME, TestCluster, restart_after_exit, signal, wait_for_recovery};
 use serde_json::Value;
 
 const BANK: &str = "name = \"bank\"\ninitial_balance = 1000";
-
-/// Waits for node `id` to exit (within `limit`), then starts it again, as
-/// `cairn cluster` would.
-async fn restart_after_exit(c: &mut TestCluster, id: &str, limit: Duration) {
-    let (exited, _) = tokio::time::timeout(limit, c.supervisor().next_exit())
-        .await
-        .unwrap_or_else(|_| panic!("{id} did not exit within {limit:?}"));
-    assert_eq!(exited, id);
-    c.supervisor().restart(id).unwrap();
-}
 
 async fn status(c: &TestCluster, node: usize) -> Option<Value> {
     client::get_json::<Value>(c.config.nodes[node].admin, "/status")
         .await
         .ok()
         .map(|(_, v)| v)
-}
-
-/// Waits until the coordinator has rolled the cluster back at least once.
-async fn wait_for_recovery(c: &TestCluster) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // Done when the coordinator has recorded a finished rollback.
-        if let Some(v) = status(c, 0).await {
-            if let Some(epoch) = v["last_rollback"]["epoch"].as_u64() {
-                return epoch;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cluster did not recover within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// After recovery: transfers continue, and every snapshot of the final epoch

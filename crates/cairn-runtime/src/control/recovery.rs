@@ -233,17 +233,20 @@ pub(crate) async fn rollback_local(
         return Err(e);
     }
     let me = s.name().to_string();
-    let part = match order.snapshot {
+    let (part, chunks) = match order.snapshot {
         // No snapshot to go back to: start over from the initial state.
-        None => Part {
-            snapshot: 0,
-            process: me,
-            state: s.initial.clone(),
-            channels: Vec::new(),
-            initial: None,
-            epoch: order.epoch,
-            overtaken: Vec::new(),
-        },
+        None => (
+            Part {
+                snapshot: 0,
+                process: me,
+                state: s.initial.clone(),
+                channels: Vec::new(),
+                initial: None,
+                epoch: order.epoch,
+                overtaken: Vec::new(),
+            },
+            Vec::new(),
+        ),
         Some(id) => {
             let manifest = s.store.manifest(id).await?;
             let part_ref = manifest
@@ -253,12 +256,18 @@ pub(crate) async fn rollback_local(
                 .ok_or_else(|| {
                     ControlError::BadRequest(format!("snapshot {id} has no part for {me}"))
                 })?;
-            s.store.read_part(part_ref).await?
+            // The part, then the chunks its state was split into (each
+            // checked against its hash).
+            (
+                s.store.read_part(part_ref).await?,
+                s.store.read_chunks(part_ref).await?,
+            )
         }
     };
     let redelivered = ask_driver(s, |reply| Control::Rollback {
         epoch: order.epoch,
         part: Box::new(part),
+        chunks: crate::driver::Chunks(chunks),
         in_flight: order.in_flight.clone(),
         reply,
     })

@@ -35,6 +35,7 @@ use crate::transport::{In, Out, Outbound, Outbounds};
 use cairn_store::Part;
 use report::encode_report;
 pub(crate) use report::{ChannelCounts, PendingReport};
+pub(crate) use rollback::Chunks;
 
 /// A request to the driver from the admin API or the coordinator.
 #[derive(Debug)]
@@ -49,6 +50,8 @@ pub(crate) enum Control {
     Rollback {
         epoch: u64,
         part: Box<Part>,
+        /// The chunks split out of the part's state, read from the store.
+        chunks: rollback::Chunks,
         /// Messages the snapshot recorded on each channel, by name.
         in_flight: std::collections::BTreeMap<String, u64>,
         reply: oneshot::Sender<std::result::Result<usize, ControlError>>,
@@ -362,11 +365,12 @@ impl<P: Process> Driver<P> {
             Control::Rollback {
                 epoch,
                 part,
+                chunks,
                 in_flight,
                 reply,
             } => {
                 let r = self
-                    .rollback(epoch, *part, &in_flight)
+                    .rollback(epoch, *part, chunks.0, &in_flight)
                     .map_err(ControlError::Refused);
                 let _ = reply.send(r);
             }
@@ -605,7 +609,9 @@ impl<P: Process> Driver<P> {
         let (id, epoch) = (local.snapshot, self.epoch);
         let pending = PendingReport {
             since,
-            encode: Box::new(move || encode_report(&topology, &metrics, epoch, local)),
+            encode: Box::new(move || {
+                encode_report(&topology, &metrics, epoch, local, P::split_state)
+            }),
         };
         if self.reports.try_send(pending).is_err() {
             // The reporter is far behind (a slow store): give this one up
@@ -630,7 +636,7 @@ impl<P: Process> Driver<P> {
         };
         let _ = self.reports.try_send(PendingReport {
             since: Instant::now(),
-            encode: Box::new(move || Ok(report)),
+            encode: Box::new(move || Ok((report, Vec::new()))),
         });
     }
 

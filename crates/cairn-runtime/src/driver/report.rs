@@ -1,6 +1,6 @@
 //! What the driver hands the reporter, and the per-channel counts it keeps.
 
-use cairn_core::Topology;
+use cairn_core::{Chunk, Topology};
 
 use crate::coordinator::LocalReport;
 use crate::metrics::Metrics;
@@ -38,7 +38,7 @@ impl ChannelCounts {
 /// after that, never later.
 pub(crate) struct PendingReport {
     pub since: tokio::time::Instant,
-    pub encode: Box<dyn FnOnce() -> serde_json::Result<LocalReport> + Send>,
+    pub encode: Box<dyn FnOnce() -> serde_json::Result<(LocalReport, Vec<Chunk>)> + Send>,
 }
 
 impl std::fmt::Debug for PendingReport {
@@ -63,13 +63,17 @@ impl std::io::Write for Counted {
     }
 }
 
-/// A local snapshot in the shape it travels in (JSON values).
+/// A local snapshot in the shape it travels in (JSON values), with the
+/// chunks `split` took out of its state (see `Process::split_state`),
+/// which go only to the store.
 pub(super) fn encode_report<M: serde::Serialize, S: serde::Serialize>(
     topology: &Topology,
     metrics: &Metrics,
     epoch: u64,
-    local: cairn_core::LocalSnapshot<M, S>,
-) -> serde_json::Result<LocalReport> {
+    mut local: cairn_core::LocalSnapshot<M, S>,
+    split: fn(&mut S) -> Vec<Chunk>,
+) -> serde_json::Result<(LocalReport, Vec<Chunk>)> {
+    let chunks = split(&mut local.state);
     let mut bytes = 0u64;
     let mut encode = |list: Vec<cairn_core::RecordedChannel<M>>| {
         let mut named = Vec::with_capacity(list.len());
@@ -89,7 +93,7 @@ pub(super) fn encode_report<M: serde::Serialize, S: serde::Serialize>(
     let channels = encode(local.channels)?;
     let overtaken = encode(local.overtaken)?;
     Metrics::inc(&metrics.recorded_channel_bytes, bytes);
-    Ok(LocalReport {
+    let report = LocalReport {
         snapshot: local.snapshot,
         process: topology.name(local.process).to_string(),
         epoch,
@@ -99,5 +103,6 @@ pub(super) fn encode_report<M: serde::Serialize, S: serde::Serialize>(
         part: None,
         refused: None,
         state_in_store: false,
-    })
+    };
+    Ok((report, chunks))
 }

@@ -9,6 +9,16 @@ use tracing::warn;
 
 use super::{Driver, In};
 
+/// A state's chunks on their way to the driver (their bytes are not worth
+/// printing).
+pub(crate) struct Chunks(pub Vec<cairn_core::Chunk>);
+
+impl std::fmt::Debug for Chunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} chunks", self.0.len())
+    }
+}
+
 /// Which end of a channel a rollback's part speaks for.
 #[derive(Clone, Copy)]
 enum Toward {
@@ -30,6 +40,7 @@ impl<P: Process> Driver<P> {
         &mut self,
         epoch: u64,
         part: Part,
+        chunks: Vec<cairn_core::Chunk>,
         in_flight: &std::collections::BTreeMap<String, u64>,
     ) -> std::result::Result<usize, String> {
         if epoch <= self.epoch {
@@ -38,8 +49,10 @@ impl<P: Process> Driver<P> {
                 self.epoch
             ));
         }
-        let state: P::State = serde_json::from_value(part.state)
+        let mut state: P::State = serde_json::from_value(part.state)
             .map_err(|e| format!("the recorded state does not fit the application: {e}"))?;
+        P::join_state(&mut state, chunks)
+            .map_err(|e| format!("the recorded state's chunks do not fit the application: {e}"))?;
         // What this node's markers overtook is still to be sent: it goes
         // first on its channel in the new epoch, after what the receiver
         // recorded there (which the receiver re-delivers itself).

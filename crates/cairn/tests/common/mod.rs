@@ -262,6 +262,35 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(ok.success(), "kill {sig} {pid} failed");
 }
 
+/// Waits for node `id` to exit (within `limit`), then starts it again, as
+/// `cairn cluster` would.
+pub async fn restart_after_exit(c: &mut TestCluster, id: &str, limit: Duration) {
+    let (exited, _) = tokio::time::timeout(limit, c.supervisor().next_exit())
+        .await
+        .unwrap_or_else(|_| panic!("{id} did not exit within {limit:?}"));
+    assert_eq!(exited, id);
+    c.supervisor().restart(id).unwrap();
+}
+
+/// Waits (at most 30 s) until the coordinator has rolled the cluster back
+/// at least once; returns the epoch it began.
+pub async fn wait_for_recovery(c: &TestCluster) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // Done when the coordinator has recorded a finished rollback.
+        if let Ok((_, v)) = client::get_json::<Value>(c.config.nodes[0].admin, "/status").await {
+            if let Some(epoch) = v["last_rollback"]["epoch"].as_u64() {
+                return epoch;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster did not recover within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Cluster tests run one at a time: each loads both cores.
 pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
