@@ -13,7 +13,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The size of a piece (the last one may be shorter).
-pub const PIECE: usize = 1 << 20;
+pub const PIECE: usize = 1 << 19;
 
 /// Inert bytes, in shared pieces. In JSON it is one string.
 #[derive(Clone, Default, PartialEq, Eq)]

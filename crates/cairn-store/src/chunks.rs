@@ -36,6 +36,9 @@ pub struct ChunkRef {
     pub object: String,
     /// The SHA-256 of its bytes, in hex (also the object's name).
     pub sha256: String,
+    /// The crc32c of its bytes (as in the object's envelope), which a reader
+    /// checks without hashing the bytes again.
+    pub crc32c: u32,
     /// Its length.
     pub bytes: u64,
 }
@@ -57,7 +60,7 @@ pub struct ChunkStats {
 /// process that writes parts.
 #[derive(Debug, Default)]
 pub struct ChunkCache {
-    last: BTreeMap<String, (Arc<[u8]>, String)>,
+    last: BTreeMap<String, (Arc<[u8]>, String, u32)>,
 }
 
 /// The folder of `process`'s chunks.
@@ -92,9 +95,9 @@ impl Store {
         let mut refs = Vec::with_capacity(chunks.len());
         let mut next = BTreeMap::new();
         for (key, bytes) in chunks {
-            let sha256 = match cache.last.get(key) {
-                Some((buf, sha)) if Arc::ptr_eq(buf, bytes) => sha.clone(),
-                _ => sha256_hex(bytes),
+            let (sha256, crc32c) = match cache.last.get(key) {
+                Some((buf, sha, crc)) if Arc::ptr_eq(buf, bytes) => (sha.clone(), *crc),
+                _ => (sha256_hex(bytes), crc32c::crc32c(bytes)),
             };
             let object = format!("{folder}/{sha256}");
             let len = bytes.len() as u64;
@@ -107,11 +110,12 @@ impl Store {
                 stats.written += 1;
                 stats.written_bytes += len;
             }
-            next.insert(key.clone(), (bytes.clone(), sha256.clone()));
+            next.insert(key.clone(), (bytes.clone(), sha256.clone(), crc32c));
             refs.push(ChunkRef {
                 key: key.clone(),
                 object,
                 sha256,
+                crc32c,
                 bytes: len,
             });
         }
@@ -121,16 +125,29 @@ impl Store {
         Ok((r, stats))
     }
 
-    /// Reads the chunks a part names, checking each one's checksum, hash
-    /// and length.
+    /// Reads the chunks a part names, checking each one's length and
+    /// checksum against the manifest (what recovery does).
     ///
     /// # Errors
     /// The first missing or corrupt chunk, by name.
     pub async fn read_chunks(&self, r: &PartRef) -> Result<Vec<Chunk>> {
+        self.read_chunks_checked(r, false).await
+    }
+
+    /// As [`Store::read_chunks`], and each chunk's SHA-256 computed again
+    /// and compared with its name (what `snapshots verify` does).
+    ///
+    /// # Errors
+    /// The first missing or corrupt chunk, by name.
+    pub async fn verify_chunks(&self, r: &PartRef) -> Result<Vec<Chunk>> {
+        self.read_chunks_checked(r, true).await
+    }
+
+    async fn read_chunks_checked(&self, r: &PartRef, hash: bool) -> Result<Vec<Chunk>> {
         let mut out = Vec::with_capacity(r.chunks.len());
         for c in &r.chunks {
             let sealed = self.backend.get(&c.object).await?;
-            format::check_envelope(CHUNK_MAGIC, &c.object, &sealed)?;
+            let crc = format::check_envelope(CHUNK_MAGIC, &c.object, &sealed)?;
             let bytes = &sealed[format::HEADER..];
             let corrupt = |problem: String| Error::Corrupt {
                 key: c.object.clone(),
@@ -143,7 +160,13 @@ impl Store {
                     c.bytes
                 )));
             }
-            if sha256_hex(bytes) != c.sha256 {
+            if crc != c.crc32c {
+                return Err(corrupt(format!(
+                    "checksum {crc:08x} differs from the manifest's {:08x}",
+                    c.crc32c
+                )));
+            }
+            if hash && sha256_hex(bytes) != c.sha256 {
                 return Err(corrupt("its SHA-256 is not the one it is named by".into()));
             }
             out.push((c.key.clone(), Arc::from(bytes)));

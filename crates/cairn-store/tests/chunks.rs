@@ -150,6 +150,19 @@ async fn local_directory_shares_chunks_and_names_a_corrupt_one() {
         e.contains(&r.chunks[0].object) && e.contains("checksum"),
         "{e}"
     );
+    // Another chunk's bytes in a well-formed envelope under its name: the
+    // manifest's checksum tells them apart (and verify's hash would too).
+    let (forged, _) = cairn_store::format::seal_raw(
+        cairn_store::format::CHUNK_MAGIC,
+        &vec![b'z'; r.chunks[0].bytes as usize],
+    );
+    std::fs::write(&path, forged).unwrap();
+    for e in [
+        store.read_chunks(&r).await.unwrap_err(),
+        store.verify_chunks(&r).await.unwrap_err(),
+    ] {
+        assert!(e.to_string().contains("differs from the manifest"), "{e}");
+    }
     // A missing one: recovery skips the snapshot, saying which chunk.
     std::fs::remove_file(&path).unwrap();
     let e = store.recovery_point(6).await.unwrap_err().to_string();

@@ -264,14 +264,15 @@ pub struct Running {
 }
 
 impl Running {
-    /// Writes a config for `nodes` bank nodes in `topology` and starts them.
+    /// Writes a config for `nodes` bank nodes in `topology` and starts them;
+    /// `app` adds lines to the bank's parameters.
     pub async fn start(
         root: &Path,
         label: &str,
         nodes: usize,
         topology: &str,
         variant: &Variant,
-        state_bytes: usize,
+        app: &str,
     ) -> Result<Self> {
         let dir = root.join(label);
         let _ = std::fs::remove_dir_all(&dir);
@@ -279,7 +280,7 @@ impl Running {
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let mut toml = format!(
             "cluster = \"bench\"\ncoordinator = \"n1\"\nchannels = \"{topology}\"\ndata_dir = {:?}\n\n\
-             [app]\nname = \"bank\"\ninitial_balance = 100000\nmax_transfer = 10\nstate_bytes = {state_bytes}\n\n\
+             [app]\nname = \"bank\"\ninitial_balance = 100000\nmax_transfer = 10\n{app}\n\
              [snapshots]\nmode = \"{}\"\novertake = \"{}\"\ntimeout_ms = 20000\nkeep = 100000\nretain = 3\nfailure_timeout_ms = 0\n",
             dir.join("data"),
             variant.mode,
@@ -416,7 +417,7 @@ pub async fn measure(
     variant: &Variant,
 ) -> Result<Measured> {
     let label = format!("{}-{nodes}-{topology}", variant.name);
-    let run = Running::start(root, &label, nodes, topology, variant, 0).await?;
+    let run = Running::start(root, &label, nodes, topology, variant, "").await?;
     let result = measure_running(&run, plan, variant).await;
     run.stop().await;
     let mut m = result?;
@@ -517,7 +518,7 @@ pub async fn paired(
         .find(|v| v.name == "cl-100ms")
         .expect("cl-100ms is a variant");
     let label = format!("paired-{nodes}-{topology}");
-    let run = Running::start(root, &label, nodes, topology, &variant, 0).await?;
+    let run = Running::start(root, &label, nodes, topology, &variant, "").await?;
     let result = async {
         tokio::time::sleep(plan.warm_up).await;
         let half = Duration::from_millis(500);

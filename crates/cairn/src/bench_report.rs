@@ -17,6 +17,14 @@ use crate::bench_cmds::{Measured, Plan, Running, Variant, measure, percentile};
 pub struct Scaling {
     pub state_bytes: usize,
     pub nodes: usize,
+    /// `chunks`: the bank's ballast stored in chunks, only changed ones
+    /// written (the default); `whole`: stored in the part, every time.
+    pub storage: &'static str,
+    /// Bytes written per snapshot after the first (parts and new chunks),
+    /// as a share of the states' bytes.
+    pub written_share: Option<f64>,
+    /// Bytes of state rewritten between two snapshots, as a share.
+    pub changed_share: Option<f64>,
     pub snapshots: usize,
     pub latency_p50_ms: Option<f64>,
     pub floor_ms: Option<f64>,
@@ -87,9 +95,26 @@ pub async fn write_floor(root: &Path, nodes: usize, state_bytes: usize) -> Resul
     Ok(times[1])
 }
 
+/// The share of the ballast rewritten each time, and how many transfers a
+/// node receives between two rewrites: about 1% of it changes between two
+/// snapshots at full load on this machine (the report gives the measured
+/// share).
+const CHURN: f64 = 0.001;
+const CHURN_EVERY: u64 = 5000;
+
+/// The pause between two snapshots of the scaling runs.
+const SCALING_GAP: Duration = Duration::from_millis(100);
+
 /// State-size scaling: Chandy–Lamport snapshots one after another on 4 nodes
-/// whose state carries `state_bytes` of ballast; then a rollback to the last.
-pub async fn scale(root: &Path, plan: &Plan, state_bytes: usize, hop_ms: f64) -> Result<Scaling> {
+/// whose state carries `state_bytes` of ballast that changes as it runs,
+/// stored in chunks or `whole`; then a rollback to the last.
+pub async fn scale(
+    root: &Path,
+    plan: &Plan,
+    state_bytes: usize,
+    whole: bool,
+    hop_ms: f64,
+) -> Result<Scaling> {
     let nodes = 4;
     let variant = Variant {
         name: "scaling",
@@ -100,22 +125,35 @@ pub async fn scale(root: &Path, plan: &Plan, state_bytes: usize, hop_ms: f64) ->
         overtake: "none",
         named_only: false,
     };
-    let label = format!("scale-{state_bytes}");
-    let run = Running::start(root, &label, nodes, "complete", &variant, state_bytes).await?;
+    let storage = if whole { "whole" } else { "chunks" };
+    let label = format!("scale-{state_bytes}-{storage}");
+    let app = format!(
+        "state_bytes = {state_bytes}\nballast_churn = {CHURN}\nchurn_every = {CHURN_EVERY}\nchunked = {}",
+        !whole
+    );
+    let run = Running::start(root, &label, nodes, "complete", &variant, &app).await?;
     let diameter = run.config.topology.diameter().unwrap_or(0);
-    let result = scale_running(&run, plan, state_bytes).await;
+    let result = scale_running(&run, plan, state_bytes, storage).await;
     run.stop().await;
     let mut s = result?;
     s.floor_ms = Some(hop_ms * diameter as f64 + write_floor(root, nodes, state_bytes).await?);
     Ok(s)
 }
 
-async fn scale_running(run: &Running, plan: &Plan, state_bytes: usize) -> Result<Scaling> {
+async fn scale_running(
+    run: &Running,
+    plan: &Plan,
+    state_bytes: usize,
+    storage: &'static str,
+) -> Result<Scaling> {
     let mut s = Scaling {
         state_bytes,
         nodes: run.config.nodes.len(),
+        storage,
         ..Scaling::default()
     };
+    let store = Store::open(&run.config.store)?;
+    let mut churn = Churned::default();
     tokio::time::sleep(plan.warm_up).await;
     run.reset_peaks().await?;
     let idle_from = Instant::now();
@@ -128,6 +166,9 @@ async fn scale_running(run: &Running, plan: &Plan, state_bytes: usize) -> Result
             s.idle_pause_ms = longest_pause_ms(run).await?;
             run.reset_peaks().await?;
         }
+        if i > 0 {
+            tokio::time::sleep(SCALING_GAP).await;
+        }
         let Some(id) = run.snapshot().await? else {
             bail!("the coordinator refused a snapshot");
         };
@@ -138,15 +179,16 @@ async fn scale_running(run: &Running, plan: &Plan, state_bytes: usize) -> Result
                 "snapshot {id} of {state_bytes}-byte states did not become durable: {summary:?}"
             ),
         }
+        churn.add(&store, id, state_bytes).await?;
         last = Some(id);
     }
+    (s.written_share, s.changed_share) = churn.shares(s.nodes * state_bytes);
     s.snapshots = latencies.len();
     latencies.sort_by(f64::total_cmp);
     s.latency_p50_ms = percentile(&latencies, 0.5);
     s.longest_pause_ms = longest_pause_ms(run).await?;
     let Some(id) = last else { return Ok(s) };
     // Conservation, from the store itself.
-    let store = Store::open(&run.config.store)?;
     let stored = store.load(id, &mut |_, _| {}).await?;
     let doc = serde_json::from_value(stored.to_json())?;
     let total = 100_000 * s.nodes as u64;
@@ -159,6 +201,9 @@ async fn scale_running(run: &Running, plan: &Plan, state_bytes: usize) -> Result
     let t = Instant::now();
     for p in &manifest.parts {
         s.stored_bytes += store.raw(&p.key).await?.len() as u64;
+        for c in &p.chunks {
+            s.stored_bytes += store.raw(&c.object).await?.len() as u64;
+        }
     }
     s.read_ms = Some(t.elapsed().as_secs_f64() * 1e3);
     let t = Instant::now();
@@ -175,6 +220,59 @@ async fn scale_running(run: &Running, plan: &Plan, state_bytes: usize) -> Result
     }
     s.recovery_ms = Some(t.elapsed().as_secs_f64() * 1e3);
     Ok(s)
+}
+
+/// What the scaling snapshots wrote and how much the states changed between
+/// them, from the store: a chunk object the previous snapshot did not name
+/// was written for this one; a state's churn counter says how many windows
+/// of its ballast were rewritten.
+#[derive(Default)]
+struct Churned {
+    objects: std::collections::BTreeSet<String>,
+    received: std::collections::BTreeMap<String, u64>,
+    snapshots: u64,
+    written: u64,
+    changed: u64,
+}
+
+impl Churned {
+    async fn add(&mut self, store: &Store, id: u64, state_bytes: usize) -> Result<()> {
+        let m = store.manifest(id).await?;
+        let window = (state_bytes as f64 * CHURN).ceil() as u64;
+        let (mut written, mut changed) = (0, 0);
+        let mut objects = std::collections::BTreeSet::new();
+        for p in &m.parts {
+            written += p.bytes;
+            for c in &p.chunks {
+                if !self.objects.contains(&c.object) {
+                    written += c.bytes;
+                }
+                objects.insert(c.object.clone());
+            }
+            let part = store.read_part(p).await?;
+            let received = part.state["churn"]["received"].as_u64().unwrap_or(0);
+            let before = self.received.insert(p.process.clone(), received);
+            let turns = received / CHURN_EVERY - before.unwrap_or(0) / CHURN_EVERY;
+            changed += (turns * window).min(state_bytes as u64);
+        }
+        self.objects = objects;
+        if self.snapshots > 0 {
+            self.written += written;
+            self.changed += changed;
+        }
+        self.snapshots += 1;
+        Ok(())
+    }
+
+    /// Mean written and changed shares over every snapshot but the first.
+    fn shares(&self, total: usize) -> (Option<f64>, Option<f64>) {
+        let n = self.snapshots.saturating_sub(1);
+        if n == 0 || total == 0 {
+            return (None, None);
+        }
+        let share = |b: u64| Some(b as f64 / n as f64 / total as f64);
+        (share(self.written), share(self.changed))
+    }
 }
 
 /// The longest pause at any node since the peaks were reset, in ms.
@@ -229,7 +327,8 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
     let shapes = plan.nodes.len() * plan.topologies.len();
     let total = shapes * variants.len() * plan.rounds
         + if plan.only.is_empty() { shapes } else { 0 }
-        + plan.state_sizes.len();
+        + plan.state_sizes.len()
+        + usize::from(!plan.state_sizes.is_empty());
     let mut step = 0;
     for &nodes in &plan.nodes {
         let write_ms = write_floor(root, nodes, 16).await?;
@@ -313,13 +412,20 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
         }
     }
     let mut scaling = Vec::new();
-    for &size in &plan.state_sizes {
+    // Every size in chunks (the default), and the largest whole as well.
+    let rows = plan
+        .state_sizes
+        .iter()
+        .map(|&size| (size, false))
+        .chain(plan.state_sizes.iter().max().map(|&size| (size, true)));
+    for (size, whole) in rows {
         step += 1;
         eprintln!(
-            "[{step}/{total}] state of {} per process ...",
-            bytes(size as u64)
+            "[{step}/{total}] state of {} per process{} ...",
+            bytes(size as u64),
+            if whole { ", stored whole" } else { "" }
         );
-        scaling.push(scale(root, plan, size, hop_ms_4.unwrap_or(0.0)).await?);
+        scaling.push(scale(root, plan, size, whole, hop_ms_4.unwrap_or(0.0)).await?);
     }
     Ok(Report {
         machine: machine(),
@@ -448,11 +554,12 @@ pub fn problems(r: &Report) -> Vec<String> {
         }
     }
     for s in &r.scaling {
-        let at = format!("state of {}", bytes(s.state_bytes as u64));
+        let at = format!("state of {} ({})", bytes(s.state_bytes as u64), s.storage);
         if s.latency_p50_ms.is_none()
             || s.recovery_ms.is_none()
             || s.read_ms.is_none()
             || s.floor_ms.is_none()
+            || s.written_share.is_none()
         {
             out.push(format!("{at}: a figure is missing"));
         }
@@ -461,6 +568,11 @@ pub fn problems(r: &Report) -> Vec<String> {
         }
     }
     out
+}
+
+/// A share as a percentage, or `-`.
+fn share(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.1}%", v * 100.0))
 }
 
 /// A size for people.
@@ -567,9 +679,12 @@ pub fn print(r: &Report) {
         hops.join("; ")
     );
     println!(
-        "\n{:>10} {:>6} {:>9} {:>9} {:>10} {:>10} {:>12} {:>9} {:>11}",
+        "\n{:>10} {:>7} {:>6} {:>8} {:>8} {:>9} {:>9} {:>10} {:>10} {:>12} {:>9} {:>11}",
         "state",
+        "stored",
         "snaps",
+        "changed",
+        "written",
         "p50 ms",
         "floor ms",
         "pause ms",
@@ -580,9 +695,12 @@ pub fn print(r: &Report) {
     );
     for s in &r.scaling {
         println!(
-            "{:>10} {:>6} {:>9} {:>9} {:>10.2} {:>10.2} {:>12} {:>9} {:>11}",
+            "{:>10} {:>7} {:>6} {:>8} {:>8} {:>9} {:>9} {:>10.2} {:>10.2} {:>12} {:>9} {:>11}",
             bytes(s.state_bytes as u64),
+            s.storage,
             s.snapshots,
+            share(s.changed_share),
+            share(s.written_share),
             opt(s.latency_p50_ms, 1),
             opt(s.floor_ms, 1),
             s.longest_pause_ms,

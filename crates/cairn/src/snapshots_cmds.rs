@@ -181,7 +181,7 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
             let (mut chunks, mut chunk_bytes) = (0usize, 0u64);
             for r in &s.manifest.parts {
                 let read = store
-                    .read_chunks(r)
+                    .verify_chunks(r)
                     .await
                     .with_context(|| format!("snapshot {id}, {}'s chunks", r.process))?;
                 chunks += read.len();

@@ -65,7 +65,19 @@ fn quick_bench_produces_every_figure() {
         }
     }
     let scaling = report["scaling"].as_array().unwrap();
-    assert_eq!(scaling.len(), 2);
+    let rows: Vec<(u64, &str)> = scaling
+        .iter()
+        .map(|s| {
+            (
+                s["state_bytes"].as_u64().unwrap(),
+                s["storage"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [(1 << 10, "chunks"), (1 << 20, "chunks"), (1 << 20, "whole")]
+    );
     for s in scaling {
         for k in [
             "latency_p50_ms",
@@ -74,6 +86,8 @@ fn quick_bench_produces_every_figure() {
             "idle_pause_ms",
             "recovery_ms",
             "read_ms",
+            "written_share",
+            "changed_share",
         ] {
             assert!(s[k].is_number(), "{k} missing: {s}");
         }

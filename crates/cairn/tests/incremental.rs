@@ -13,7 +13,7 @@ use cairn_runtime::ClusterConfig;
 use cairn_store::{Error, Store};
 use common::{ONE_AT_A_TIME, TestCluster, restart_after_exit, signal, wait_for_recovery};
 
-/// 3 pieces and a bit; every 3000 transfers received, 0.2% is rewritten.
+/// 6 pieces and a bit; every 3000 transfers received, 0.2% is rewritten.
 const APP: &str = "name = \"bank\"\ninitial_balance = 1000\nstate_bytes = 3146728\nballast_churn = 0.002\nchurn_every = 3000";
 
 /// Snapshot `id` read back from the store with each state whole again (its
@@ -36,7 +36,7 @@ async fn whole(
         };
         assert_eq!(
             chunks.len(),
-            4,
+            7,
             "{}'s part of {id} names its chunks",
             r.process
         );
@@ -118,7 +118,7 @@ async fn chunked_states_write_what_changed_and_restore_exactly_after_a_kill() {
     ]);
     assert!(out.status.success(), "{}", common::text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["chunks"], 12, "verify follows every chunk: {v}");
+    assert_eq!(v["chunks"], 21, "verify follows every chunk: {v}");
 
     // A node killed with kill -9 and restarted: the cluster rolls back to
     // the newest snapshot, each node reading its part and its chunks.
