@@ -99,7 +99,7 @@ impl Store {
                 Some((buf, sha, crc)) if Arc::ptr_eq(buf, bytes) => (sha.clone(), *crc),
                 _ => (sha256_hex(bytes), crc32c::crc32c(bytes)),
             };
-            let object = format!("{folder}/{sha256}");
+            let object = format::chunk_key(&part.process, &sha256);
             let len = bytes.len() as u64;
             if present.contains(&object) {
                 stats.reused += 1;

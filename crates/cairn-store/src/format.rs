@@ -33,6 +33,21 @@ pub fn part_key(id: u64, process: &str) -> String {
     format!("{}/part-{process}.cbor", snapshot_dir(id))
 }
 
+/// The key of `process`'s chunk whose SHA-256 is `sha256` (hex).
+pub fn chunk_key(process: &str, sha256: &str) -> String {
+    format!("chunks/{process}/{sha256}")
+}
+
+/// Whether `key` is where `process`'s chunk `sha256` goes, and `sha256` is
+/// 64 lowercase hex digits.
+pub fn is_chunk_key(process: &str, key: &str, sha256: &str) -> bool {
+    sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && key == chunk_key(process, sha256)
+}
+
 /// The key of snapshot `id`'s manifest.
 pub fn manifest_key(id: u64) -> String {
     format!("{}/MANIFEST", snapshot_dir(id))

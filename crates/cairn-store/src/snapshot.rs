@@ -12,9 +12,12 @@ use crate::format::{self, MANIFEST_MAGIC, PART_MAGIC};
 /// Where `cairn restore` records the snapshot a stopped cluster starts from.
 pub(crate) const RESTORE_KEY: &str = "control/RESTORE";
 
-/// The manifest format this build writes. It reads this one and version 1,
-/// whose manifests carry no epoch (they read as epoch 0).
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest manifest format this build writes and reads. Version 3
+/// manifests name chunks (written only when a part has some, so that older
+/// builds, which would restore such a state without its chunks, refuse
+/// them); version 2 is the same without; version 1 manifests carry no epoch
+/// (they read as epoch 0).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// One recorded incoming channel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,8 +114,9 @@ impl Manifest {
         parts: Vec<PartRef>,
         channels: Vec<String>,
     ) -> Self {
+        let chunked = parts.iter().any(|p| !p.chunks.is_empty());
         Manifest {
-            format_version: FORMAT_VERSION,
+            format_version: if chunked { FORMAT_VERSION } else { 2 },
             snapshot: id,
             epoch,
             term: 0,
@@ -453,6 +457,31 @@ pub fn decode_manifest(id: u64, bytes: &[u8]) -> Result<Manifest> {
             key,
             problem: format!("it describes snapshot {}", m.snapshot),
         });
+    }
+    // Every object it names is where this snapshot's parts and chunks go,
+    // never elsewhere in (or outside) the store.
+    for p in &m.parts {
+        let expected = format::part_key(id, &p.process);
+        let bad_name = p.process.is_empty() || p.process.contains(['/', '\\']) || p.process == "..";
+        if bad_name || p.key != expected {
+            return Err(Error::Corrupt {
+                key,
+                problem: format!("it names {:?} as {:?}'s part", p.key, p.process),
+            });
+        }
+        if let Some(c) = p
+            .chunks
+            .iter()
+            .find(|c| !format::is_chunk_key(&p.process, &c.object, &c.sha256))
+        {
+            return Err(Error::Corrupt {
+                key,
+                problem: format!(
+                    "it names {:?} as chunk {:?} of {:?}",
+                    c.object, c.key, p.process
+                ),
+            });
+        }
     }
     Ok(m)
 }

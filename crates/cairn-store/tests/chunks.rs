@@ -124,6 +124,30 @@ async fn suite(store: Store) {
     store.commit(&manifest(6, r6.clone())).await.unwrap();
     let (point, _) = store.latest_recovery_point_in(None).await.unwrap();
     assert_eq!(point.unwrap().manifest.snapshot, 6, "{name}");
+
+    // A hostile manifest (well sealed) naming objects elsewhere: another
+    // process's chunk, or a path out of the store. It is refused by name,
+    // and recovery falls back to the snapshot before it.
+    for (object, part_key) in [
+        (format!("chunks/n2/{}", r6.chunks[0].sha256), r6.key.clone()),
+        ("../../../etc/passwd".to_string(), r6.key.clone()),
+        (r6.chunks[0].object.clone(), "../part-n1.cbor".to_string()),
+    ] {
+        let mut evil = manifest(7, r6.clone());
+        evil.parts[0].chunks[0].object = object.clone();
+        evil.parts[0].key = part_key;
+        let key = cairn_store::format::manifest_key(7);
+        let (sealed, _) =
+            cairn_store::format::seal(cairn_store::format::MANIFEST_MAGIC, &key, &evil).unwrap();
+        store.overwrite_raw(&key, sealed).await.unwrap();
+        match store.manifest(7).await {
+            Err(Error::Corrupt { key: k, problem }) => assert_eq!(k, key, "{name}: {problem}"),
+            other => panic!("{name}: a manifest naming {object:?} was read: {other:?}"),
+        }
+        let (point, skipped) = store.latest_recovery_point_in(None).await.unwrap();
+        assert_eq!(point.unwrap().manifest.snapshot, 6, "{name}");
+        assert_eq!(skipped[0].0, 7, "{name}");
+    }
 }
 
 #[tokio::test]

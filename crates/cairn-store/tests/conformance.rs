@@ -592,7 +592,14 @@ async fn recovery_checks_a_snapshot_from_its_manifest_and_checksums() {
     store.overwrite_raw(&refs[0].key, bytes).await.unwrap();
 
     // A manifest of the old shape: the parts are read and checked whole.
-    let mut old_refs = refs.clone();
+    let mut old_refs = Vec::new();
+    for p in [&a, &b] {
+        let again = Part {
+            snapshot: 2,
+            ..p.clone()
+        };
+        old_refs.push(store.write_part(&again).await.unwrap());
+    }
     for r in &mut old_refs {
         r.channels = None;
         r.overtaken.clear();
