@@ -105,8 +105,11 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
             for id in store.list().await? {
                 let m = store.manifest(id).await;
                 rows.push(match m {
+                    // Its size counts the chunks it names, shared or not.
                     Ok(m) => json!({"id": id, "app": m.app, "cluster": m.cluster, "created_unix_ms": m.created_unix_ms,
-                                    "parts": m.parts.len(), "bytes": m.parts.iter().map(|p| p.bytes).sum::<u64>()}),
+                                    "parts": m.parts.len(),
+                                    "chunks": m.parts.iter().map(|p| p.chunks.len()).sum::<usize>(),
+                                    "bytes": m.parts.iter().map(|p| p.bytes + p.chunks.iter().map(|c| c.bytes).sum::<u64>()).sum::<u64>()}),
                     Err(e) => json!({"id": id, "error": e.to_string()}),
                 });
             }
@@ -160,6 +163,20 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
                         );
                     } else {
                         println!("  {:<10} {state}", p.process);
+                    }
+                    let chunks = s
+                        .manifest
+                        .parts
+                        .iter()
+                        .find(|r| r.process == p.process)
+                        .map_or(&[][..], |r| &r.chunks[..]);
+                    if !chunks.is_empty() {
+                        println!(
+                            "  {:<10} + {} state chunks ({}) in the store, not shown",
+                            "",
+                            chunks.len(),
+                            crate::present::bytes(chunks.iter().map(|c| c.bytes).sum())
+                        );
                     }
                     for c in p.channels.iter().filter(|c| !c.messages.is_empty()) {
                         println!(

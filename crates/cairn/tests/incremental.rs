@@ -119,6 +119,22 @@ async fn chunked_states_write_what_changed_and_restore_exactly_after_a_kill() {
     assert!(out.status.success(), "{}", common::text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["chunks"], 21, "verify follows every chunk: {v}");
+    let out = common::cairn(&["snapshots", "--store", &c.config.store, "show", &id]);
+    let shown = common::text(&out.stdout);
+    assert!(
+        shown.contains("+ 7 state chunks (3.00 MiB) in the store"),
+        "{shown}"
+    );
+    let out = common::cairn(&["snapshots", "--store", &c.config.store, "list", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["id"] == serde_json::json!(id.parse::<u64>().unwrap()))
+        .unwrap();
+    assert!(
+        row["bytes"].as_u64().unwrap() > 3 * 3_146_728,
+        "its size counts its chunks: {row}"
+    );
 
     // A node killed with kill -9 and restarted: the cluster rolls back to
     // the newest snapshot, each node reading its part and its chunks.
