@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -63,6 +64,10 @@ pub struct ChunkCache {
     last: BTreeMap<String, (Arc<[u8]>, String, u32)>,
 }
 
+/// Chunk objects read or written at once by one node: enough to keep a
+/// remote store busy, few enough to bound the memory in flight.
+const IN_FLIGHT: usize = 8;
+
 /// The folder of `process`'s chunks.
 fn chunk_folder(process: &str) -> String {
     format!("chunks/{process}")
@@ -94,6 +99,7 @@ impl Store {
         let present: BTreeSet<String> = self.backend.list(&folder).await?.into_iter().collect();
         let mut refs = Vec::with_capacity(chunks.len());
         let mut next = BTreeMap::new();
+        let mut missing = Vec::new();
         for (key, bytes) in chunks {
             let (sha256, crc32c) = match cache.last.get(key) {
                 Some((buf, sha, crc)) if Arc::ptr_eq(buf, bytes) => (sha.clone(), *crc),
@@ -105,8 +111,7 @@ impl Store {
                 stats.reused += 1;
                 stats.reused_bytes += len;
             } else {
-                let (sealed, _) = format::seal_raw(CHUNK_MAGIC, bytes);
-                self.create(&object, sealed).await?;
+                missing.push((object.clone(), bytes));
                 stats.written += 1;
                 stats.written_bytes += len;
             }
@@ -118,6 +123,13 @@ impl Store {
                 crc32c,
                 bytes: len,
             });
+        }
+        for batch in missing.chunks(IN_FLIGHT) {
+            try_join_all(batch.iter().map(|(object, bytes)| {
+                let (sealed, _) = format::seal_raw(CHUNK_MAGIC, bytes);
+                self.create(object, sealed)
+            }))
+            .await?;
         }
         let mut r = self.write_part(part).await?;
         r.chunks = refs;
@@ -145,33 +157,37 @@ impl Store {
 
     async fn read_chunks_checked(&self, r: &PartRef, hash: bool) -> Result<Vec<Chunk>> {
         let mut out = Vec::with_capacity(r.chunks.len());
-        for c in &r.chunks {
-            let sealed = self.backend.get(&c.object).await?;
-            let crc = format::check_envelope(CHUNK_MAGIC, &c.object, &sealed)?;
-            let bytes = &sealed[format::HEADER..];
-            let corrupt = |problem: String| Error::Corrupt {
-                key: c.object.clone(),
-                problem,
-            };
-            if bytes.len() as u64 != c.bytes {
-                return Err(corrupt(format!(
-                    "{} bytes, but the manifest says {}",
-                    bytes.len(),
-                    c.bytes
-                )));
-            }
-            if crc != c.crc32c {
-                return Err(corrupt(format!(
-                    "checksum {crc:08x} differs from the manifest's {:08x}",
-                    c.crc32c
-                )));
-            }
-            if hash && sha256_hex(bytes) != c.sha256 {
-                return Err(corrupt("its SHA-256 is not the one it is named by".into()));
-            }
-            out.push((c.key.clone(), Arc::from(bytes)));
+        for batch in r.chunks.chunks(IN_FLIGHT) {
+            out.extend(try_join_all(batch.iter().map(|c| self.read_chunk(c, hash))).await?);
         }
         Ok(out)
+    }
+
+    async fn read_chunk(&self, c: &ChunkRef, hash: bool) -> Result<Chunk> {
+        let sealed = self.backend.get(&c.object).await?;
+        let crc = format::check_envelope(CHUNK_MAGIC, &c.object, &sealed)?;
+        let bytes = &sealed[format::HEADER..];
+        let corrupt = |problem: String| Error::Corrupt {
+            key: c.object.clone(),
+            problem,
+        };
+        if bytes.len() as u64 != c.bytes {
+            return Err(corrupt(format!(
+                "{} bytes, but the manifest says {}",
+                bytes.len(),
+                c.bytes
+            )));
+        }
+        if crc != c.crc32c {
+            return Err(corrupt(format!(
+                "checksum {crc:08x} differs from the manifest's {:08x}",
+                c.crc32c
+            )));
+        }
+        if hash && sha256_hex(bytes) != c.sha256 {
+            return Err(corrupt("its SHA-256 is not the one it is named by".into()));
+        }
+        Ok((c.key.clone(), Arc::from(bytes)))
     }
 
     /// The first chunk `m` names that is not in the store (one retention

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use cairn_store::{EpochRecord, Part};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::control::ControlError;
 use crate::control::initiation::ask_driver;
@@ -233,6 +233,7 @@ pub(crate) async fn rollback_local(
         return Err(e);
     }
     let me = s.name().to_string();
+    let began = std::time::Instant::now();
     let (part, chunks) = match order.snapshot {
         // No snapshot to go back to: start over from the initial state.
         None => (
@@ -264,6 +265,7 @@ pub(crate) async fn rollback_local(
             )
         }
     };
+    let read_ms = began.elapsed().as_secs_f64() * 1e3;
     let redelivered = ask_driver(s, |reply| Control::Rollback {
         epoch: order.epoch,
         part: Box::new(part),
@@ -273,6 +275,12 @@ pub(crate) async fn rollback_local(
     })
     .await??;
     s.set_joined(order.epoch);
+    debug!(
+        epoch = order.epoch,
+        read_ms,
+        restore_ms = began.elapsed().as_secs_f64() * 1e3 - read_ms,
+        "this node's part restored"
+    );
     Ok(redelivered)
 }
 
