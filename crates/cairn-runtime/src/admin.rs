@@ -88,6 +88,7 @@ fn failed(e: ControlError) -> Response {
         }
         ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ControlError::Store(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ControlError::Unusable { .. } => StatusCode::GONE,
         ControlError::Peer { .. } => StatusCode::BAD_GATEWAY,
     };
     error(code, e.to_string())

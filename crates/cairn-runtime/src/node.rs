@@ -211,6 +211,7 @@ pub(crate) async fn run_node_with<P: Process>(
         tokens,
         pending: pendings,
         given_up: Default::default(),
+        unusable: Default::default(),
         joined: crate::shared::NO_EPOCH.into(),
         coordinator_heard: std::sync::Mutex::new(Instant::now()),
     });

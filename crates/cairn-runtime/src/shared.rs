@@ -62,6 +62,9 @@ pub(crate) struct Shared {
     /// rollback gives it a state, or when it joins a fresh cluster's epoch
     /// 0. A fresh process in a used store has none ([`NO_EPOCH`]).
     pub joined: std::sync::atomic::AtomicU64,
+    /// Snapshots a node could not restore its part of (corrupt or missing):
+    /// automatic recovery passes over them from then on (coordinator only).
+    pub unusable: Mutex<std::collections::BTreeSet<u64>>,
     /// When this node last heard its coordinator (or led).
     pub coordinator_heard: Mutex<Instant>,
     /// Per outgoing channel: frames queued or unacknowledged, and whether

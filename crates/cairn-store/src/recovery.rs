@@ -1,12 +1,15 @@
 //! What recovery needs from the store, reading each part once: the
-//! coordinator checks a snapshot from its manifest and the parts' envelopes
-//! (sizes and checksums, no decoding), and counts the messages in flight
-//! from the manifest; each node then reads and decodes only its own part.
+//! coordinator checks a snapshot from its manifest and a listing (every
+//! part and chunk it names is there), and counts the messages in flight
+//! from the manifest; each node then reads only its own part and chunks,
+//! checking their sizes and checksums against the manifest as it decodes.
+//! A node that finds its part corrupt says so, and the coordinator tries
+//! the snapshot before (see the runtime's recovery).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
-use crate::format::{self, PART_MAGIC};
+use crate::format;
 use crate::snapshot::{Manifest, PartShape, Store, check_shape};
 
 /// A snapshot recovery may roll back to, checked without decoding states.
@@ -54,10 +57,10 @@ impl Manifest {
 }
 
 impl Store {
-    /// Checks committed snapshot `id` for recovery: its manifest, each
-    /// part's size and checksum (reading the parts without decoding them),
-    /// and that every chunk they name is there. A
-    /// manifest whose parts carry no counts is read and checked whole.
+    /// Checks committed snapshot `id` for recovery without reading its
+    /// parts: its manifest, and that every part and chunk it names is
+    /// there (two listings). A manifest whose parts carry no counts is read
+    /// and checked whole.
     ///
     /// # Errors
     /// [`Error::NoSnapshot`], or the first missing or corrupt object, by name.
@@ -72,29 +75,22 @@ impl Store {
                 decoded: true,
             });
         };
-        for r in &manifest.parts {
-            let bytes = self.backend.get(&r.key).await?;
-            let corrupt = |problem: String| Error::Corrupt {
+        let present: BTreeSet<String> = self
+            .backend
+            .list(&format::snapshot_dir(id))
+            .await?
+            .into_iter()
+            .collect();
+        if let Some(r) = manifest.parts.iter().find(|r| !present.contains(&r.key)) {
+            return Err(Error::Corrupt {
                 key: r.key.clone(),
-                problem,
-            };
-            if bytes.len() as u64 != r.bytes {
-                return Err(corrupt(format!(
-                    "{} bytes, but the manifest says {}",
-                    bytes.len(),
-                    r.bytes
-                )));
-            }
-            let crc = format::check_envelope(PART_MAGIC, &r.key, &bytes)?;
-            if crc != r.crc32c {
-                return Err(corrupt(format!(
-                    "checksum {crc:08x} differs from the manifest's {:08x}",
-                    r.crc32c
-                )));
-            }
+                problem: format!(
+                    "missing, but snapshot {id}'s manifest names it as {}'s part",
+                    r.process
+                ),
+            });
         }
-        // Chunks are checked by the nodes that read them (hash and length);
-        // here only that each is there, in one listing.
+        // Sizes and checksums are checked by the nodes that read them.
         if let Some((process, c)) = self.missing_chunk(&manifest).await? {
             return Err(Error::Corrupt {
                 key: c.object,
@@ -112,16 +108,25 @@ impl Store {
     }
 
     /// The newest snapshot of `epoch`'s timeline (default: the current one)
-    /// that [`recovery_point`](Self::recovery_point) accepts, with every
-    /// newer one it skipped and why.
+    /// that [`recovery_point`](Self::recovery_point) accepts, passing over
+    /// those in `unusable` (a node found its part of them corrupt), with
+    /// every newer one it skipped and why.
     ///
     /// # Errors
     /// The backend failed while listing, or an epoch record is unreadable.
     pub async fn latest_recovery_point_in(
         &self,
         epoch: Option<u64>,
+        unusable: &BTreeSet<u64>,
     ) -> Result<(Option<RecoveryPoint>, Vec<(u64, String)>)> {
-        self.newest_on_timeline(epoch, |id| self.recovery_point(id))
-            .await
+        self.newest_on_timeline(epoch, |id| async move {
+            if unusable.contains(&id) {
+                return Err(Error::Refused(format!(
+                    "a node found its part of snapshot {id} unusable"
+                )));
+            }
+            self.recovery_point(id).await
+        })
+        .await
     }
 }

@@ -433,6 +433,15 @@ impl Store {
     pub async fn overwrite_raw(&self, key: &str, bytes: bytes::Bytes) -> Result<()> {
         self.backend.put(key, bytes, false).await
     }
+
+    /// Deletes the object under `key`, for tests that damage the store on
+    /// purpose.
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn delete_raw(&self, key: &str) -> Result<()> {
+        self.backend.delete(key).await
+    }
 }
 
 /// Decodes snapshot `id`'s manifest from the bytes of its object, checking
@@ -492,6 +501,13 @@ pub fn decode_manifest(id: u64, bytes: &[u8]) -> Result<Manifest> {
 /// # Errors
 /// [`Error::Corrupt`] naming the part and what is wrong.
 pub fn decode_part(r: &PartRef, bytes: &[u8]) -> Result<Part> {
+    // A part cut short (or grown) is caught by its size, before any checksum.
+    if bytes.len() as u64 != r.bytes {
+        return Err(Error::Corrupt {
+            key: r.key.clone(),
+            problem: format!("{} bytes, but the manifest says {}", bytes.len(), r.bytes),
+        });
+    }
     let (part, crc): (Part, u32) = format::unseal(PART_MAGIC, &r.key, bytes)?;
     if crc != r.crc32c {
         return Err(Error::Corrupt {

@@ -122,7 +122,10 @@ async fn suite(store: Store) {
         .unwrap();
     assert_eq!((s6.written, s6.written_bytes), (1, 2000), "{name}");
     store.commit(&manifest(6, r6.clone())).await.unwrap();
-    let (point, _) = store.latest_recovery_point_in(None).await.unwrap();
+    let (point, _) = store
+        .latest_recovery_point_in(None, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(point.unwrap().manifest.snapshot, 6, "{name}");
 
     // A hostile manifest (well sealed) naming objects elsewhere: another
@@ -144,7 +147,10 @@ async fn suite(store: Store) {
             Err(Error::Corrupt { key: k, problem }) => assert_eq!(k, key, "{name}: {problem}"),
             other => panic!("{name}: a manifest naming {object:?} was read: {other:?}"),
         }
-        let (point, skipped) = store.latest_recovery_point_in(None).await.unwrap();
+        let (point, skipped) = store
+            .latest_recovery_point_in(None, &Default::default())
+            .await
+            .unwrap();
         assert_eq!(point.unwrap().manifest.snapshot, 6, "{name}");
         assert_eq!(skipped[0].0, 7, "{name}");
     }

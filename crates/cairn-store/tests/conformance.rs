@@ -143,17 +143,38 @@ async fn conformance(store: Store) {
         "{name}: fall back to the previous complete snapshot"
     );
     assert_eq!(skipped[0].0, 3);
-    // Recovery's check reads the parts without decoding them, and agrees.
-    let (point, skipped) = store.latest_recovery_point_in(None).await.unwrap();
+    // Recovery's check reads no part: a corrupt one is for the node that
+    // reads it to find (read_part), and once one has, recovery passes over
+    // that snapshot.
+    let none = std::collections::BTreeSet::new();
+    let (point, _) = store.latest_recovery_point_in(None, &none).await.unwrap();
+    assert_eq!(point.unwrap().manifest.snapshot, 3, "{name}");
+    let e = store.read_part(&refs[1]).await.unwrap_err().to_string();
+    assert!(
+        e.contains(&refs[1].key) && e.contains("checksum"),
+        "{name}: {e}"
+    );
+    let unusable = std::collections::BTreeSet::from([3]);
+    let (point, skipped) = store
+        .latest_recovery_point_in(None, &unusable)
+        .await
+        .unwrap();
     let point = point.unwrap();
     assert_eq!(point.manifest.snapshot, 2, "{name}");
     assert!(!point.decoded, "{name}: the parts were decoded");
     assert_eq!(point.in_flight, s.in_flight(), "{name}");
     assert_eq!(skipped[0].0, 3, "{name}");
     assert!(
-        skipped[0].1.contains(&refs[1].key) && skipped[0].1.contains("checksum"),
+        skipped[0].1.contains("unusable"),
         "{name}: {}",
         skipped[0].1
+    );
+    // A part that is not there at all is the coordinator's to find.
+    store.delete_raw(&refs[1].key).await.unwrap();
+    let (_, skipped) = store.latest_recovery_point_in(None, &none).await.unwrap();
+    assert!(
+        skipped[0].0 == 3 && skipped[0].1.contains("missing"),
+        "{name}: {skipped:?}"
     );
 
     // An incomplete snapshot (a channel nobody recorded) is caught.
@@ -582,7 +603,7 @@ async fn recovery_checks_a_snapshot_from_its_manifest_and_checksums() {
         .overwrite_raw(&refs[0].key, bytes.slice(..bytes.len() - 1))
         .await
         .unwrap();
-    match store.recovery_point(1).await {
+    match store.read_part(&refs[0]).await {
         Err(Error::Corrupt { key, problem }) => {
             assert_eq!(key, refs[0].key);
             assert!(problem.contains("bytes"), "{problem}");

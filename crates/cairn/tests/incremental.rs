@@ -18,7 +18,7 @@ const APP: &str = "name = \"bank\"\ninitial_balance = 1000\nstate_bytes = 314672
 
 /// Snapshot `id` read back from the store with each state whole again (its
 /// chunks put back with the bank's own `join_state`); `None` if retention
-/// removed it meanwhile.
+/// removed it meanwhile (or a chunk of it is corrupt).
 async fn whole(
     store: &Store,
     config: &ClusterConfig,
@@ -31,7 +31,8 @@ async fn whole(
     let mut doc: SnapshotDoc<Transfer, Balance> = serde_json::from_value(s.to_json()).unwrap();
     for r in &s.manifest.parts {
         let chunks = match store.read_chunks(r).await {
-            Err(Error::NotFound { .. }) => return None,
+            // Removed by retention meanwhile, or corrupted by the test.
+            Err(Error::NotFound { .. } | Error::Corrupt { .. }) => return None,
             other => other.unwrap(),
         };
         assert_eq!(
@@ -174,5 +175,80 @@ async fn chunked_states_write_what_changed_and_restore_exactly_after_a_kill() {
             "node {i} did not resume from snapshot {target}'s state, ballast and all"
         );
     }
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+/// Invariant: a snapshot whose chunk is corrupt is never restored. Only the
+/// node reading the chunk can find it (the coordinator lists chunks but
+/// reads none), so recovery must hear it from that node and fall back.
+///
+/// The whole cluster is stopped, one byte of a chunk only the newest
+/// snapshot names is flipped, and the cluster is started again: it resumes
+/// from the newest snapshot that does not name that chunk, restored
+/// exactly, and the new epoch passes the oracle.
+#[tokio::test]
+async fn a_corrupt_chunk_found_by_its_node_makes_recovery_fall_back() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (dir, path) =
+        common::write_full_config("chunk-rot", 3, "\"complete\"", 100, APP, "", "retain = 100");
+    let mut c = TestCluster::start_from(dir, path).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c.stop().await;
+
+    let store = Store::open(&c.config.store).unwrap();
+    let ids = store.list().await.unwrap();
+    let newest = *ids.last().unwrap();
+    let objects = |m: &cairn_store::Manifest| -> Vec<String> {
+        m.parts
+            .iter()
+            .flat_map(|p| p.chunks.iter().map(|c| c.object.clone()))
+            .collect()
+    };
+    let newest_objects = objects(&store.manifest(newest).await.unwrap());
+    // The newest snapshot with a chunk no older one names (the ballast
+    // churns, so one is near the end), and the one recovery must reach.
+    let mut older: Vec<String> = Vec::new();
+    let mut fresh = None;
+    for &id in &ids {
+        let m = store.manifest(id).await.unwrap();
+        if let Some(o) = objects(&m).into_iter().find(|o| !older.contains(o)) {
+            if id > ids[0] {
+                fresh = Some((id, o));
+            }
+        }
+        older.extend(objects(&m));
+    }
+    let (from, object) = fresh.expect("no snapshot wrote a chunk of its own");
+    let expected = ids.iter().rev().copied().find(|&id| id < from).unwrap();
+    assert!(newest_objects.len() == 21 && from <= newest);
+    let path = std::path::Path::new(&c.config.store).join(&object);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+
+    c.restart().await;
+    let epoch = wait_for_recovery(&c).await;
+    let (_, st): (_, serde_json::Value) =
+        common::client::get_json(c.config.coordinator_admin(), "/status")
+            .await
+            .unwrap();
+    let restored = st["last_rollback"]["snapshot"].as_u64().unwrap();
+    // Every snapshot from the one that wrote the chunk on names it.
+    assert_eq!(
+        restored, expected,
+        "recovery restored snapshot {restored}, whose chunk {object} is corrupt, or went too far back"
+    );
+    let (_, from_store) = whole(&store, &c.config, restored).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after: Vec<_> = committed(&store, &c.config)
+        .await
+        .into_iter()
+        .filter(|(e, _)| *e == epoch)
+        .map(|(_, g)| g)
+        .collect();
+    c.stop().await;
+    let run = common::oracle_on_epoch(&BankModel, &c.config, &c.dir, epoch, &after);
+    assert!(run.initial == from_store.states, "not restored exactly");
     let _ = std::fs::remove_dir_all(&c.dir);
 }

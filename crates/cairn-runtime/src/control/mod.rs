@@ -50,6 +50,15 @@ pub enum ControlError {
     /// The store failed or holds something unusable.
     #[error(transparent)]
     Store(#[from] cairn_store::Error),
+    /// A node's part (or a chunk of it) of this snapshot is corrupt or
+    /// missing: the snapshot cannot be restored.
+    #[error("snapshot {snapshot} cannot be restored: {problem}")]
+    Unusable {
+        /// The snapshot.
+        snapshot: u64,
+        /// What the node found.
+        problem: String,
+    },
     /// Another node failed or refused.
     #[error("node {node}: {problem}")]
     Peer {

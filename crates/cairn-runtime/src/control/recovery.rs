@@ -70,14 +70,52 @@ pub(crate) async fn roll_back(
         co.begin_rollback();
         co.epoch()
     };
+    loop {
+        let unusable = s.unusable.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let result = attempt(s, c, term, current, snapshot, &unusable).await;
+        match result {
+            // A node found its part corrupt: with the snapshot ours to
+            // choose, the one before it is tried (in a newer epoch), until
+            // none is left and the processes start over.
+            // (Each turn passes over one more snapshot, so this ends.)
+            Err(ControlError::Unusable {
+                snapshot: bad,
+                problem,
+            }) if snapshot.is_none() && !unusable.contains(&bad) => {
+                warn!(
+                    snapshot = bad,
+                    "a node cannot restore its part, trying the snapshot before: {problem}"
+                );
+                s.unusable
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(bad);
+                lock().begin_rollback();
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One try of a rollback: chooses the snapshot (unless named), begins its
+/// epoch and has every node restore its part.
+async fn attempt(
+    s: &Shared,
+    c: &Arc<Mutex<Coordinator>>,
+    term: u64,
+    current: Option<u64>,
+    snapshot: Option<u64>,
+    unusable: &std::collections::BTreeSet<u64>,
+) -> Result<serde_json::Value, ControlError> {
+    let lock = || c.lock().unwrap_or_else(|p| p.into_inner());
     let mut pinned = None;
     let result = async {
-        // Checked from the manifest and the parts' checksums: each node
-        // decodes only its own part, once.
+        // Checked from the manifest and a listing: each node reads only its
+        // own part, once, and checks it.
         let chosen = match snapshot {
             Some(id) => Some(s.store.recovery_point(id).await?),
             None => {
-                let (point, skipped) = s.store.latest_recovery_point_in(current).await?;
+                let (point, skipped) = s.store.latest_recovery_point_in(current, unusable).await?;
                 for (id, why) in skipped {
                     warn!(
                         snapshot = id,
@@ -177,8 +215,11 @@ async fn roll_nodes_back(
             snapshot,
             in_flight: in_flight.clone(),
         };
+        // Err((whether the node found its part unusable, why)).
         let result = if i == s.me.index() {
-            rollback_local(s, &order).await.map_err(|e| e.to_string())
+            rollback_local(s, &order)
+                .await
+                .map_err(|e| (matches!(e, ControlError::Unusable { .. }), e.to_string()))
         } else {
             match s
                 .client
@@ -188,8 +229,11 @@ async fn roll_nodes_back(
                 Ok((st, v)) if st.is_success() => {
                     Ok(v["redelivered"].as_u64().unwrap_or(0) as usize)
                 }
-                Ok((st, v)) => Err(format!("{st}: {}", v["error"].as_str().unwrap_or(""))),
-                Err(e) => Err(e.to_string()),
+                Ok((st, v)) => Err((
+                    st == hyper::StatusCode::GONE,
+                    format!("{st}: {}", v["error"].as_str().unwrap_or("")),
+                )),
+                Err(e) => Err((false, e.to_string())),
             }
         };
         (n, result)
@@ -200,7 +244,13 @@ async fn roll_nodes_back(
             Ok(count) => {
                 nodes.insert(n.id.clone(), json!({ "redelivered": count }));
             }
-            Err(problem) => {
+            Err((true, problem)) if snapshot.is_some() => {
+                return Err(ControlError::Unusable {
+                    snapshot: snapshot.unwrap_or_default(),
+                    problem: format!("node {}: {problem}", n.id),
+                });
+            }
+            Err((_, problem)) => {
                 let to = snapshot.map_or("its initial state".to_string(), |id| {
                     format!("snapshot {id}")
                 });
@@ -249,7 +299,13 @@ pub(crate) async fn rollback_local(
             Vec::new(),
         ),
         Some(id) => {
-            let manifest = s.store.manifest(id).await?;
+            let manifest = s.store.manifest(id).await.map_err(|e| match e {
+                cairn_store::Error::Corrupt { .. } => ControlError::Unusable {
+                    snapshot: id,
+                    problem: e.to_string(),
+                },
+                other => other.into(),
+            })?;
             let part_ref = manifest
                 .parts
                 .iter()
@@ -257,11 +313,20 @@ pub(crate) async fn rollback_local(
                 .ok_or_else(|| {
                     ControlError::BadRequest(format!("snapshot {id} has no part for {me}"))
                 })?;
-            // The part, then the chunks its state was split into (each
-            // checked against its hash).
+            // The part, then the chunks its state was split into, each
+            // checked against the manifest's size and checksum.
+            let unusable = |e: cairn_store::Error| match e {
+                cairn_store::Error::Corrupt { .. } | cairn_store::Error::NotFound { .. } => {
+                    ControlError::Unusable {
+                        snapshot: id,
+                        problem: e.to_string(),
+                    }
+                }
+                other => other.into(),
+            };
             (
-                s.store.read_part(part_ref).await?,
-                s.store.read_chunks(part_ref).await?,
+                s.store.read_part(part_ref).await.map_err(unusable)?,
+                s.store.read_chunks(part_ref).await.map_err(unusable)?,
             )
         }
     };
