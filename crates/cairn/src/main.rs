@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_cmds;
 mod bench_report;
+mod bench_scaling;
 mod cert_cmds;
 mod cluster_cmds;
 mod demo_cluster;
