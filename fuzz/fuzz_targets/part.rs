@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
         bytes: bytes.len() as u64,
         channels: None,
         overtaken: Default::default(),
+        chunks: Vec::new(),
     };
     if let Ok(p) = decode_part(&r, &bytes) {
         assert_eq!(p.process, "n1");
