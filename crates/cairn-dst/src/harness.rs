@@ -1,6 +1,7 @@
 //! A bank cluster on turmoil hosts `n1`..`nN`, an operator host, and the
 //! checks every run ends with: each snapshot conserves the money, and the
-//! oracle accepts each against the merged traces of its epoch.
+//! oracle accepts each (its states put back together with their chunks from
+//! the store) against the merged traces of its epoch.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -8,9 +9,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_apps::bank::{Bank, BankModel};
+use cairn_apps::bank::{Balance, Bank, BankModel, Transfer};
 use cairn_core::oracle::{self, Run};
-use cairn_core::{GlobalSnapshot, SnapshotDoc};
+use cairn_core::{GlobalSnapshot, Process, SnapshotDoc};
 use cairn_runtime::client::AdminClient;
 use cairn_runtime::tls::{Identity, Security};
 use cairn_runtime::{ClusterConfig, run_node_seeded};
@@ -19,6 +20,12 @@ use tokio::sync::watch;
 
 /// Each node's starting balance.
 pub const BALANCE: u64 = 1000;
+
+/// Each state carries three pieces of ballast stored in chunks, 1% of which
+/// is rewritten every 40 transfers received: parts are written
+/// incrementally, and rollbacks restore chunks, under every fault. The
+/// store keeps every snapshot, so the check can read each one back whole.
+const BALLAST: &str = "state_bytes = 1100000\nballast_churn = 0.01\nchurn_every = 40";
 
 /// The seeds to run: `CAIRN_DST_SEED` alone if set, else `CAIRN_DST_SEEDS`
 /// of them (default `default`), derived from the scenario's name.
@@ -101,8 +108,8 @@ pub fn cluster(scenario: &str, seed: u64, n: usize) -> Cluster {
     let mut toml = format!(
         "cluster = \"dst\"\ntls = {{ certs_dir = {certs:?} }}\nchannels = \"complete\"\ntrace_dir = {:?}\n\
          store = \"memory://dst-{scenario}-{seed}-{run}\"\ncoordinator = [{}]\n\n\
-         [app]\nname = \"bank\"\ninitial_balance = {BALANCE}\nrate = 200\n\n\
-         [snapshots]\ninterval_ms = 100\ntimeout_ms = 1500\nfailure_timeout_ms = 1000\nkeep = 10000\n\
+         [app]\nname = \"bank\"\ninitial_balance = {BALANCE}\nrate = 200\n{BALLAST}\n\n\
+         [snapshots]\ninterval_ms = 100\ntimeout_ms = 1500\nfailure_timeout_ms = 1000\nkeep = 10000\nretain = 100000\n\
          overtake = \"{overtake}\"\n",
         dir.join("traces"),
         candidates.join(", "),
@@ -306,8 +313,14 @@ pub fn check(c: &Cluster, docs: &[Taken]) -> usize {
     let topo = &c.config.topology;
     let mut by_epoch: std::collections::BTreeMap<u64, Vec<GlobalSnapshot<_, _>>> =
         Default::default();
+    let store = cairn_store::Store::open(&c.config.store).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     for (epoch, d) in docs {
-        let typed = serde_json::from_value(serde_json::to_value(d).unwrap()).unwrap();
+        let mut typed: SnapshotDoc<Transfer, Balance> =
+            serde_json::from_value(serde_json::to_value(d).unwrap()).unwrap();
+        rt.block_on(join_chunks(&store, &mut typed, c.seed));
         let snap = GlobalSnapshot::from_doc(topo, typed).unwrap();
         by_epoch.entry(*epoch).or_default().push(snap);
     }
@@ -336,6 +349,39 @@ pub fn check(c: &Cluster, docs: &[Taken]) -> usize {
         );
     }
     docs.len()
+}
+
+/// Puts back into `doc`'s states the chunks its parts name in the store
+/// (the coordinator serves states without them), so that the oracle checks
+/// every byte of each state.
+async fn join_chunks(
+    store: &cairn_store::Store,
+    doc: &mut SnapshotDoc<Transfer, Balance>,
+    seed: u64,
+) {
+    let m = store
+        .manifest(doc.id.0)
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: snapshot {}'s manifest: {e}", doc.id));
+    for part in &m.parts {
+        let chunks = store
+            .read_chunks(part)
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: snapshot {}'s chunks: {e}", doc.id));
+        assert!(
+            !chunks.is_empty(),
+            "seed {seed}: {}'s part of {} has no chunks",
+            part.process,
+            doc.id
+        );
+        let (_, state) = doc
+            .processes
+            .0
+            .iter_mut()
+            .find(|(name, _)| *name == part.process)
+            .unwrap_or_else(|| panic!("seed {seed}: snapshot {} lacks {}", doc.id, part.process));
+        Bank::join_state(state, chunks).unwrap();
+    }
 }
 
 /// Ends the test process, naming the seed, if one seed runs longer than a
