@@ -48,6 +48,7 @@ impl Store {
         let mut on_timeline = Vec::new();
         let mut off_timeline = Vec::new();
         let mut manifests = BTreeMap::new();
+        let mut unread = BTreeSet::new();
         for &id in &committed {
             match self.manifest(id).await {
                 Ok(m) => {
@@ -58,7 +59,10 @@ impl Store {
                     }
                     manifests.insert(id, m);
                 }
-                _ => off_timeline.push(id),
+                _ => {
+                    off_timeline.push(id);
+                    unread.insert(id);
+                }
             }
         }
         let keep_from = on_timeline.len().saturating_sub(policy.keep.max(1));
@@ -95,11 +99,15 @@ impl Store {
         // Chunks go once no remaining manifest names them. A fresh one may be
         // about to be named by a part in progress, so only old ones go; an
         // old one a part in progress names again is caught at its commit.
-        let remaining = manifests
-            .iter()
-            .filter(|(id, _)| !doomed.contains(id))
-            .map(|(_, m)| m);
-        self.collect_chunks(remaining, stale_before).await?;
+        // A manifest that could not be read (a failed request, say) may name
+        // chunks too: none go until every remaining one is read.
+        if unread.iter().all(|id| doomed.contains(id)) {
+            let remaining = manifests
+                .iter()
+                .filter(|(id, _)| !doomed.contains(id))
+                .map(|(_, m)| m);
+            self.collect_chunks(remaining, stale_before).await?;
+        }
         if let Backend::Local(dir) = &self.backend {
             dir.collect_staging(stale_before).await?;
         }

@@ -154,6 +154,30 @@ async fn suite(store: Store) {
         assert_eq!(point.unwrap().manifest.snapshot, 6, "{name}");
         assert_eq!(skipped[0].0, 7, "{name}");
     }
+
+    // While a manifest cannot be read, retention deletes no chunk: that
+    // manifest may name it. (Manifest 7 is still the hostile one.)
+    let lone: Arc<[u8]> = Arc::from(vec![b'q'; 10]);
+    let (r8, _) = store
+        .write_part_chunked(
+            &part(8, "n1"),
+            &chunks(&[&lone]),
+            &mut ChunkCache::default(),
+        )
+        .await
+        .unwrap();
+    store.retain(&keep(1)).await.unwrap();
+    assert_eq!(store.read_chunks(&r8).await.unwrap().len(), 1, "{name}");
+    store
+        .delete_raw(&cairn_store::format::manifest_key(7))
+        .await
+        .unwrap();
+    store.retain(&keep(1)).await.unwrap();
+    assert!(
+        matches!(store.read_chunks(&r8).await, Err(Error::NotFound { .. })),
+        "{name}: a chunk nobody names outlived retention"
+    );
+    assert_eq!(store.read_chunks(&r6).await.unwrap().len(), 2, "{name}");
 }
 
 #[tokio::test]
