@@ -419,15 +419,16 @@ pub fn print(r: &Report) {
         hops.join("; ")
     );
     println!(
-        "\n{:>10} {:>7} {:>6} {:>8} {:>8} {:>9} {:>9} {:>10} {:>10} {:>12} {:>9} {:>11}",
+        "\n{:>10} {:>7} {:>6} {:>8} {:>8} {:>9} {:>9} {:>10} {:>11} {:>10} {:>12} {:>9} {:>11}",
         "state",
-        "stored",
+        "storage",
         "snaps",
         "changed",
         "written",
         "p50 ms",
         "floor ms",
         "pause ms",
+        "later pause",
         "idle pause",
         "recovery ms",
         "read ms",
@@ -435,7 +436,7 @@ pub fn print(r: &Report) {
     );
     for s in &r.scaling {
         println!(
-            "{:>10} {:>7} {:>6} {:>8} {:>8} {:>9} {:>9} {:>10.2} {:>10.2} {:>12} {:>9} {:>11}",
+            "{:>10} {:>7} {:>6} {:>8} {:>8} {:>9} {:>9} {:>10.2} {:>11} {:>10.2} {:>12} {:>9} {:>11}",
             bytes(s.state_bytes as u64),
             s.storage,
             s.snapshots,
@@ -444,6 +445,7 @@ pub fn print(r: &Report) {
             opt(s.latency_p50_ms, 1),
             opt(s.floor_ms, 1),
             s.longest_pause_ms,
+            opt(s.later_pause_ms, 2),
             s.idle_pause_ms,
             opt(s.recovery_ms, 1),
             opt(s.read_ms, 1),

@@ -28,6 +28,9 @@ pub struct Scaling {
     pub latency_p50_ms: Option<f64>,
     pub floor_ms: Option<f64>,
     pub longest_pause_ms: f64,
+    /// The longest pause over the snapshots after the first, which (in
+    /// chunks) write only what changed: the first writes every chunk.
+    pub later_pause_ms: Option<f64>,
     /// The longest pause in the same cluster over as long a stretch with no
     /// snapshot: the machine's own noise, to compare with.
     pub idle_pause_ms: f64,
@@ -143,6 +146,7 @@ async fn scale_running(
     let idle_from = Instant::now();
     let mut latencies = Vec::new();
     let mut last = None;
+    let mut first_pause_ms = 0.0;
     for i in 0..plan.scaling_snapshots {
         if i == 0 {
             // First the noise: as long with no snapshot as the window.
@@ -164,13 +168,19 @@ async fn scale_running(
             ),
         }
         churn.add(&store, id, state_bytes).await?;
+        if i == 0 {
+            first_pause_ms = longest_pause_ms(run).await?;
+            run.reset_peaks().await?;
+        }
         last = Some(id);
     }
     (s.written_share, s.changed_share) = churn.shares(s.nodes * state_bytes);
     s.snapshots = latencies.len();
     latencies.sort_by(f64::total_cmp);
     s.latency_p50_ms = percentile(&latencies, 0.5);
-    s.longest_pause_ms = longest_pause_ms(run).await?;
+    let later = longest_pause_ms(run).await?;
+    s.longest_pause_ms = later.max(first_pause_ms);
+    s.later_pause_ms = (plan.scaling_snapshots > 1).then_some(later);
     let Some(id) = last else { return Ok(s) };
     // Conservation, from the store itself.
     let stored = store.load(id, &mut |_, _| {}).await?;

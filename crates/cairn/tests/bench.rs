@@ -88,6 +88,7 @@ fn quick_bench_produces_every_figure() {
             "read_ms",
             "written_share",
             "changed_share",
+            "later_pause_ms",
         ] {
             assert!(s[k].is_number(), "{k} missing: {s}");
         }
