@@ -68,11 +68,6 @@ pub struct ChunkCache {
 /// remote store busy, few enough to bound the memory in flight.
 const IN_FLIGHT: usize = 8;
 
-/// The folder of `process`'s chunks.
-fn chunk_folder(process: &str) -> String {
-    format!("chunks/{process}")
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
@@ -95,7 +90,7 @@ impl Store {
         if chunks.is_empty() {
             return Ok((self.write_part(part).await?, stats));
         }
-        let folder = chunk_folder(&part.process);
+        let folder = format::chunk_folder(&part.process);
         let present: BTreeSet<String> = self.backend.list(&folder).await?.into_iter().collect();
         let mut refs = Vec::with_capacity(chunks.len());
         let mut next = BTreeMap::new();
@@ -167,25 +162,13 @@ impl Store {
         let sealed = self.backend.get(&c.object).await?;
         let crc = format::check_envelope(CHUNK_MAGIC, &c.object, &sealed)?;
         let bytes = &sealed[format::HEADER..];
-        let corrupt = |problem: String| Error::Corrupt {
-            key: c.object.clone(),
-            problem,
-        };
-        if bytes.len() as u64 != c.bytes {
-            return Err(corrupt(format!(
-                "{} bytes, but the manifest says {}",
-                bytes.len(),
-                c.bytes
-            )));
-        }
-        if crc != c.crc32c {
-            return Err(corrupt(format!(
-                "checksum {crc:08x} differs from the manifest's {:08x}",
-                c.crc32c
-            )));
-        }
+        format::check_size(&c.object, bytes.len() as u64, c.bytes)?;
+        format::check_crc(&c.object, crc, c.crc32c)?;
         if hash && sha256_hex(bytes) != c.sha256 {
-            return Err(corrupt("its SHA-256 is not the one it is named by".into()));
+            return Err(Error::Corrupt {
+                key: c.object.clone(),
+                problem: "its SHA-256 is not the one it is named by".into(),
+            });
         }
         Ok((c.key.clone(), Arc::from(bytes)))
     }
@@ -196,7 +179,12 @@ impl Store {
         if m.parts.iter().all(|p| p.chunks.is_empty()) {
             return Ok(None);
         }
-        let present: BTreeSet<String> = self.backend.list("chunks").await?.into_iter().collect();
+        let present: BTreeSet<String> = self
+            .backend
+            .list(format::CHUNKS_DIR)
+            .await?
+            .into_iter()
+            .collect();
         for p in &m.parts {
             if let Some(c) = p.chunks.iter().find(|c| !present.contains(&c.object)) {
                 return Ok(Some((p.process.clone(), c.clone())));
@@ -230,7 +218,7 @@ impl Store {
             .collect();
         let doomed: Vec<String> = self
             .backend
-            .list_meta("chunks")
+            .list_meta(format::CHUNKS_DIR)
             .await?
             .into_iter()
             .filter(|(k, written)| !named.contains(k.as_str()) && *written < stale_before)

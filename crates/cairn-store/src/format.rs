@@ -33,9 +33,17 @@ pub fn part_key(id: u64, process: &str) -> String {
     format!("{}/part-{process}.cbor", snapshot_dir(id))
 }
 
+/// The folder of every process's chunks.
+pub const CHUNKS_DIR: &str = "chunks";
+
+/// The folder of `process`'s chunks.
+pub fn chunk_folder(process: &str) -> String {
+    format!("{CHUNKS_DIR}/{process}")
+}
+
 /// The key of `process`'s chunk whose SHA-256 is `sha256` (hex).
 pub fn chunk_key(process: &str, sha256: &str) -> String {
-    format!("chunks/{process}/{sha256}")
+    format!("{}/{sha256}", chunk_folder(process))
 }
 
 /// Whether `key` is where `process`'s chunk `sha256` goes, and `sha256` is
@@ -94,6 +102,34 @@ pub fn unseal<T: DeserializeOwned>(magic: [u8; 4], key: &str, bytes: &[u8]) -> R
         problem: format!("undecodable: {e}"),
     })?;
     Ok((value, stored))
+}
+
+/// Refuses an object whose size is not the one its manifest gives.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the key and both sizes.
+pub(crate) fn check_size(key: &str, actual: u64, expected: u64) -> Result<()> {
+    if actual == expected {
+        return Ok(());
+    }
+    Err(Error::Corrupt {
+        key: key.to_string(),
+        problem: format!("{actual} bytes, but the manifest says {expected}"),
+    })
+}
+
+/// Refuses an object whose checksum is not the one its manifest gives.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the key and both checksums.
+pub(crate) fn check_crc(key: &str, actual: u32, expected: u32) -> Result<()> {
+    if actual == expected {
+        return Ok(());
+    }
+    Err(Error::Corrupt {
+        key: key.to_string(),
+        problem: format!("checksum {actual:08x} differs from the manifest's {expected:08x}"),
+    })
 }
 
 /// Checks an envelope's magic, version and checksum without decoding its

@@ -502,22 +502,9 @@ pub fn decode_manifest(id: u64, bytes: &[u8]) -> Result<Manifest> {
 /// [`Error::Corrupt`] naming the part and what is wrong.
 pub fn decode_part(r: &PartRef, bytes: &[u8]) -> Result<Part> {
     // A part cut short (or grown) is caught by its size, before any checksum.
-    if bytes.len() as u64 != r.bytes {
-        return Err(Error::Corrupt {
-            key: r.key.clone(),
-            problem: format!("{} bytes, but the manifest says {}", bytes.len(), r.bytes),
-        });
-    }
+    format::check_size(&r.key, bytes.len() as u64, r.bytes)?;
     let (part, crc): (Part, u32) = format::unseal(PART_MAGIC, &r.key, bytes)?;
-    if crc != r.crc32c {
-        return Err(Error::Corrupt {
-            key: r.key.clone(),
-            problem: format!(
-                "checksum {crc:08x} differs from the manifest's {:08x}",
-                r.crc32c
-            ),
-        });
-    }
+    format::check_crc(&r.key, crc, r.crc32c)?;
     if part.process != r.process {
         return Err(Error::Corrupt {
             key: r.key.clone(),
