@@ -17,6 +17,11 @@ impl<V> NamedMap<V> {
     pub fn get(&self, name: &str) -> Option<&V> {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
+
+    /// The value under `name`, to change it.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut V> {
+        self.0.iter_mut().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
 }
 
 impl<V: Serialize> Serialize for NamedMap<V> {

@@ -374,11 +374,9 @@ async fn join_chunks(
             part.process,
             doc.id
         );
-        let (_, state) = doc
+        let state = doc
             .processes
-            .0
-            .iter_mut()
-            .find(|(name, _)| *name == part.process)
+            .get_mut(&part.process)
             .unwrap_or_else(|| panic!("seed {seed}: snapshot {} lacks {}", doc.id, part.process));
         Bank::join_state(state, chunks).unwrap();
     }

@@ -41,12 +41,7 @@ async fn whole(
             "{}'s part of {id} names its chunks",
             r.process
         );
-        let (_, state) = doc
-            .processes
-            .0
-            .iter_mut()
-            .find(|(name, _)| *name == r.process)
-            .unwrap();
+        let state = doc.processes.get_mut(&r.process).unwrap();
         assert!(state.ballast.is_empty(), "the part itself holds no ballast");
         Bank::join_state(state, chunks).unwrap();
     }
@@ -152,13 +147,7 @@ async fn chunked_states_write_what_changed_and_restore_exactly_after_a_kill() {
 /// node resumed from exactly that state (ballast and all) and that every
 /// snapshot of the new epoch is consistent. Returns the snapshot.
 async fn restored_and_checked(c: &mut TestCluster, store: &Store, epoch: u64) -> u64 {
-    let (_, st): (_, serde_json::Value) =
-        common::client::get_json(c.config.coordinator_admin(), "/status")
-            .await
-            .unwrap();
-    let target = st["last_rollback"]["snapshot"]
-        .as_u64()
-        .expect("rolled back to a snapshot");
+    let (target, _) = common::last_rollback(c).await;
     let (_, restored_from) = whole(store, &c.config, target)
         .await
         .expect("the target is kept");

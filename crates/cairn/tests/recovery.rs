@@ -14,17 +14,12 @@ use cairn_core::{GlobalSnapshot, SnapshotDoc};
 use cairn_runtime::ClusterConfig;
 use cairn_store::Store;
 use common::client;
-use common::{ONE_AT_A_TIME, TestCluster, restart_after_exit, signal, wait_for_recovery};
+use common::{
+    ONE_AT_A_TIME, TestCluster, last_rollback, restart_after_exit, signal, wait_for_recovery,
+};
 use serde_json::Value;
 
 const BANK: &str = "name = \"bank\"\ninitial_balance = 1000";
-
-async fn status(c: &TestCluster, node: usize) -> Option<Value> {
-    client::get_json::<Value>(c.config.nodes[node].admin, "/status")
-        .await
-        .ok()
-        .map(|(_, v)| v)
-}
 
 /// After recovery: transfers continue, and every snapshot of the final epoch
 /// conserves the money. Returns those snapshots.
@@ -284,16 +279,6 @@ async fn a_node_killed_while_writing_its_part_never_leaves_a_snapshot_behind() {
     let (good, _) = store.latest_good().await.unwrap();
     assert_ne!(good.unwrap().manifest.snapshot, 8);
     check_after_recovery(c, epoch).await;
-}
-
-/// The last rollback the coordinator made: (snapshot, epoch).
-async fn last_rollback(c: &TestCluster) -> (u64, u64) {
-    let v = status(c, 0).await.unwrap();
-    let r = &v["last_rollback"];
-    (
-        r["snapshot"].as_u64().unwrap(),
-        r["epoch"].as_u64().unwrap(),
-    )
 }
 
 #[tokio::test]

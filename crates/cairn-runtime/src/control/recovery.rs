@@ -240,17 +240,17 @@ async fn roll_nodes_back(
     });
     let mut nodes = serde_json::Map::new();
     for (n, result) in futures_util::future::join_all(orders).await {
-        match result {
-            Ok(count) => {
+        match (result, snapshot) {
+            (Ok(count), _) => {
                 nodes.insert(n.id.clone(), json!({ "redelivered": count }));
             }
-            Err((true, problem)) if snapshot.is_some() => {
+            (Err((true, problem)), Some(id)) => {
                 return Err(ControlError::Unusable {
-                    snapshot: snapshot.unwrap_or_default(),
+                    snapshot: id,
                     problem: format!("node {}: {problem}", n.id),
                 });
             }
-            Err((_, problem)) => {
+            (Err((_, problem)), _) => {
                 let to = snapshot.map_or("its initial state".to_string(), |id| {
                     format!("snapshot {id}")
                 });

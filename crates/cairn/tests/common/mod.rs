@@ -291,6 +291,18 @@ pub async fn wait_for_recovery(c: &TestCluster) -> u64 {
     }
 }
 
+/// The last rollback the coordinator made: (snapshot, epoch).
+pub async fn last_rollback(c: &TestCluster) -> (u64, u64) {
+    let (_, v) = client::get_json::<Value>(c.config.coordinator_admin(), "/status")
+        .await
+        .unwrap();
+    let r = &v["last_rollback"];
+    (
+        r["snapshot"].as_u64().expect("rolled back to a snapshot"),
+        r["epoch"].as_u64().unwrap(),
+    )
+}
+
 /// Cluster tests run one at a time: each loads both cores.
 pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
