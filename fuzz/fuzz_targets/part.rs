@@ -25,5 +25,12 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(p) = decode_part(&r, &bytes) {
         assert_eq!(p.process, "n1");
+        // Recorded messages are the application's bytes: decoding them as
+        // some type, or showing them, refuses or succeeds, never panics.
+        for c in p.channels.iter().chain(&p.overtaken) {
+            let _ = c.decode::<(u64, String, Vec<u32>)>();
+            let _ = c.to_values(cairn_store::message_json::<(u8, Option<String>)>);
+            assert!(c.to_values(cairn_store::undecoded).is_ok());
+        }
     }
 });

@@ -233,11 +233,25 @@ async fn one(State(s): Shr, Path(id): Path<String>) -> Response {
         let c = c.lock().unwrap_or_else(|p| p.into_inner());
         (c.get(SnapshotId(id)), c.in_store(SnapshotId(id)))
     };
+    let gone = |why: String| error(StatusCode::GONE, why);
+    if found.as_ref().is_some_and(|(summary, _)| summary.removed) {
+        return gone(format!(
+            "snapshot {id} was removed from the store by retention (snapshots.retain = {})",
+            s.config.snapshots.retain
+        ));
+    }
     match (in_store, &found) {
-        // Large states are read back from the store, once it holds them.
+        // Channel states and large states are read back from the store,
+        // once it holds them.
         (Some(true), _) => {
-            return match s.store.load(id, &mut |_, _| {}).await {
-                Ok(stored) => Json(stored.to_json()).into_response(),
+            let doc = match s.store.load(id, &mut |_, _| {}).await {
+                Ok(stored) => stored.to_json(s.decode_message),
+                Err(e) => Err(e),
+            };
+            return match doc {
+                Ok(doc) => Json(doc).into_response(),
+                // Retention (of this coordinator or an earlier one) got there first.
+                Err(e @ cairn_store::Error::NoSnapshot { .. }) => gone(e.to_string()),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             };
         }

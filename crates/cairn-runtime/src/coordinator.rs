@@ -39,12 +39,14 @@ pub struct LocalReport {
     pub epoch: u64,
     /// Its recorded state.
     pub state: Value,
-    /// Each incoming channel by name, with its recorded messages.
-    pub channels: Vec<(String, Vec<Value>)>,
+    /// Each incoming channel by name, with how many messages it recorded.
+    /// The messages themselves are only in the part: the coordinator
+    /// serves channel states from the store.
+    pub channels: Vec<(String, u64)>,
     /// With markers that overtake messages: each outgoing channel by name,
-    /// with the messages its marker jumped (the tail of its state).
+    /// with how many messages its marker jumped (the tail of its state).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub overtaken: Vec<(String, Vec<Value>)>,
+    pub overtaken: Vec<(String, u64)>,
     /// Where the node stored its part, once durable.
     #[serde(default)]
     pub part: Option<PartRef>,
@@ -101,6 +103,10 @@ pub struct SnapshotSummary {
     /// From start to its manifest being durable in the store, in milliseconds;
     /// absent until then.
     pub durable_ms: Option<f64>,
+    /// Retention deleted it from the store (`snapshots.retain`): its states
+    /// are gone, and only this summary is left.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
     /// Where it stands.
     #[serde(flatten)]
     pub status: SnapshotStatus,
@@ -109,7 +115,8 @@ pub struct SnapshotSummary {
 #[derive(Debug)]
 struct Running {
     epoch: u64,
-    assembler: Assembler<Value, Value>,
+    /// Assembles counts, not messages: each recorded message is a `()`.
+    assembler: Assembler<(), Value>,
     parts: Vec<Option<PartRef>>,
     initiator: String,
     started: Instant,
@@ -122,7 +129,8 @@ struct Running {
 struct Finished {
     summary: SnapshotSummary,
     started: Instant,
-    /// Kept in memory unless some state was too large to travel.
+    /// Kept in memory only when nothing was in flight and every state
+    /// travelled in its report; otherwise served from the store.
     snapshot: Option<GlobalSnapshot<Value, Value>>,
     in_store: bool,
 }
@@ -299,14 +307,40 @@ impl Coordinator {
                     report.process, p.key, p.process
                 )));
             }
+            // The counts the snapshot is assembled from are the ones its
+            // manifest will give recovery.
+            let counted = |list: &[(String, u64)]| -> BTreeMap<String, u64> {
+                list.iter().filter(|(_, n)| *n > 0).cloned().collect()
+            };
+            let stored = |m: &BTreeMap<String, u64>| -> BTreeMap<String, u64> {
+                m.iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(k, n)| (k.clone(), *n))
+                    .collect()
+            };
+            let channels = p.channels.as_ref().map(stored).unwrap_or_default();
+            if counted(&report.channels) != channels
+                || counted(&report.overtaken) != stored(&p.overtaken)
+            {
+                return Err(ControlError::BadRequest(format!(
+                    "the report of {} for snapshot {id} counts other messages than its part",
+                    report.process
+                )));
+            }
         }
-        let named = |list: Vec<(String, Vec<Value>)>| {
+        // A zero-sized `()` per message: a count of any size costs nothing.
+        let named = |list: Vec<(String, u64)>| {
             list.into_iter()
-                .map(|(name, messages)| {
+                .map(|(name, n)| {
                     let channel = topo.channel_by_name(&name).ok_or_else(|| {
                         ControlError::BadRequest(format!("unknown channel {name:?}"))
                     })?;
-                    Ok(RecordedChannel { channel, messages })
+                    let n = usize::try_from(n)
+                        .map_err(|_| ControlError::BadRequest(format!("{n} messages on {name}")))?;
+                    Ok(RecordedChannel {
+                        channel,
+                        messages: vec![(); n],
+                    })
                 })
                 .collect::<Result<Vec<_>, ControlError>>()
         };
@@ -334,6 +368,15 @@ impl Coordinator {
                 .assembler
                 .finish()
                 .map_err(|e| ControlError::BadRequest(e.to_string()))?;
+            // Recorded messages are only in the parts: a snapshot with any
+            // is served from the store.
+            let in_flight = snapshot.channels.iter().any(|c| !c.is_empty());
+            run.in_store |= in_flight;
+            let snapshot = GlobalSnapshot {
+                id: snapshot.id,
+                states: snapshot.states,
+                channels: snapshot.channels.iter().map(|_| Vec::new()).collect(),
+            };
             let duration = run.started.elapsed();
             self.metrics.observe_complete(duration);
             Metrics::inc(&self.metrics.snapshots_completed, 1);
@@ -514,6 +557,19 @@ impl Coordinator {
         self.dead.insert(id.0);
     }
 
+    /// Retention deleted these snapshots from the store: their summaries say
+    /// so, and nothing of them is served any more.
+    pub fn removed(&mut self, gone: &[u64]) {
+        for f in self
+            .finished
+            .iter_mut()
+            .filter(|f| gone.contains(&f.summary.id.0))
+        {
+            f.summary.removed = true;
+            f.snapshot = None;
+        }
+    }
+
     /// Keeps `id` from retention while a rollback reads it.
     pub fn pin(&mut self, id: u64) {
         self.pinned.insert(id);
@@ -620,6 +676,7 @@ impl Coordinator {
     ) -> SnapshotSummary {
         SnapshotSummary {
             id,
+            removed: false,
             epoch: r.epoch,
             initiator: r.initiator.clone(),
             started_unix_ms: r.started_unix_ms,
@@ -657,7 +714,7 @@ mod tests {
         id
     }
 
-    fn report(id: SnapshotId, p: &str, ch: &str, msgs: Vec<Value>) -> LocalReport {
+    fn report(id: SnapshotId, p: &str, ch: &str, msgs: u64) -> LocalReport {
         LocalReport {
             snapshot: id,
             process: p.into(),
@@ -672,37 +729,52 @@ mod tests {
     }
 
     #[test]
-    fn reports_assemble_into_the_shared_shape() {
+    fn reports_assemble_and_channel_states_stay_in_the_store() {
         let mut c = coordinator(Duration::from_secs(60));
         let id = start(&mut c, &mut 0, "a");
-        c.report(report(id, "a", "b->a", vec![json!({"amount": 4})]))
-            .unwrap();
+        c.report(report(id, "a", "b->a", 1)).unwrap();
         assert!(matches!(
             c.get(id).unwrap().0.status,
             SnapshotStatus::InProgress { .. }
         ));
         assert!(
-            c.report(report(id, "a", "b->a", vec![]))
+            c.report(report(id, "a", "b->a", 0))
                 .unwrap_err()
                 .to_string()
                 .contains("already reported")
         );
         assert!(
-            c.report(report(id, "zed", "b->a", vec![]))
+            c.report(report(id, "zed", "b->a", 0))
                 .unwrap_err()
                 .to_string()
                 .contains("unknown process")
         );
-        c.report(report(id, "b", "a->b", vec![])).unwrap();
+        c.report(report(id, "b", "a->b", 0)).unwrap();
         let (summary, doc) = c.get(id).unwrap();
         assert_eq!(summary.status, SnapshotStatus::Complete);
-        let doc = serde_json::to_value(doc.unwrap()).unwrap();
+        // A message was in flight: it is only in the store, and the
+        // snapshot is served from there once durable, never from memory.
+        assert!(doc.is_none());
+        assert_eq!(c.in_store(id), Some(false));
+        c.mark_durable(id);
+        assert_eq!(c.in_store(id), Some(true));
+        // Retention deleting it leaves the summary, which says so.
+        assert!(!c.get(id).unwrap().0.removed);
+        c.removed(&[id.0]);
+        assert!(c.get(id).unwrap().0.removed);
+        // Nothing in flight: the whole snapshot is the reports' states.
+        let id = start(&mut c, &mut 1, "a");
+        c.report(report(id, "a", "b->a", 0)).unwrap();
+        c.report(report(id, "b", "a->b", 0)).unwrap();
+        assert_eq!(c.in_store(id), None);
+        let doc = serde_json::to_value(c.get(id).unwrap().1.unwrap()).unwrap();
         assert_eq!(
             doc["channels"][1],
-            json!({"from": "b", "to": "a", "messages": [{"amount": 4}]})
+            json!({"from": "b", "to": "a", "messages": []})
         );
+        assert_eq!(doc["processes"]["a"], json!({"balance": 1}));
         assert!(
-            c.report(report(id, "b", "a->b", vec![]))
+            c.report(report(id, "b", "a->b", 0))
                 .unwrap_err()
                 .to_string()
                 .contains("not in progress")
@@ -714,7 +786,7 @@ mod tests {
         let mut c = coordinator(Duration::ZERO);
         let mut next = 0;
         let id = start(&mut c, &mut next, "b");
-        c.report(report(id, "a", "b->a", vec![])).unwrap();
+        c.report(report(id, "a", "b->a", 0)).unwrap();
         std::thread::sleep(Duration::from_millis(2));
         c.expire();
         let (summary, doc) = c.get(id).unwrap();
@@ -742,6 +814,33 @@ mod tests {
         assert_eq!(c.list().len(), 2);
     }
 
+    /// Invariant: the counts a snapshot is assembled from are the ones its
+    /// manifest gives recovery: a report whose counts differ from its part's
+    /// is refused, whoever sent it.
+    #[test]
+    fn a_report_must_count_what_its_part_holds() {
+        let mut c = coordinator(Duration::from_secs(60));
+        let id = start(&mut c, &mut 0, "a");
+        let part = |n: u64| {
+            Some(PartRef {
+                process: "a".into(),
+                key: cairn_store::format::part_key(id.0, "a"),
+                crc32c: 0,
+                bytes: 1,
+                channels: Some([("b->a".to_string(), n)].into()),
+                overtaken: BTreeMap::new(),
+                chunks: Vec::new(),
+            })
+        };
+        let mut r = report(id, "a", "b->a", 3);
+        r.part = part(2);
+        let e = c.report(r).unwrap_err().to_string();
+        assert!(e.contains("counts other messages than its part"), "{e}");
+        let mut r = report(id, "a", "b->a", 3);
+        r.part = part(3);
+        c.report(r).unwrap();
+    }
+
     /// Invariant: a snapshot begun in an older epoch is never committed, and
     /// no snapshot starts while a rollback is under way.
     #[test]
@@ -749,14 +848,14 @@ mod tests {
         let mut c = coordinator(Duration::from_secs(60));
         let mut next = 0;
         let id = start(&mut c, &mut next, "a");
-        c.report(report(id, "a", "b->a", vec![])).unwrap();
+        c.report(report(id, "a", "b->a", 0)).unwrap();
         c.begin_rollback();
         assert!(matches!(
             c.register(SnapshotId(99), "a"),
             Err(ControlError::RollbackUnderway)
         ));
         // The rollback failed the snapshot in progress; its late report is refused.
-        assert!(c.report(report(id, "b", "a->b", vec![])).is_err());
+        assert!(c.report(report(id, "b", "a->b", 0)).is_err());
         assert!(
             c.take_aborts().contains(&(id, 0)),
             "every node hears the abort"
@@ -776,13 +875,13 @@ mod tests {
         assert!(matches!(c.committable(&old), Err(ControlError::Stale(_))));
         // A report recorded in another epoch than its snapshot fails it.
         let id2 = start(&mut c, &mut next, "a");
-        let err = c.report(report(id2, "a", "b->a", vec![])).unwrap_err();
+        let err = c.report(report(id2, "a", "b->a", 0)).unwrap_err();
         assert!(err.to_string().contains("epoch 0"), "{err}");
         let id3 = start(&mut c, &mut next, "a");
-        let mut r = report(id3, "a", "b->a", vec![]);
+        let mut r = report(id3, "a", "b->a", 0);
         r.epoch = 1;
         c.report(r).unwrap();
-        let mut r = report(id3, "b", "a->b", vec![]);
+        let mut r = report(id3, "b", "a->b", 0);
         r.epoch = 1;
         r.part = None;
         c.report(r).unwrap();

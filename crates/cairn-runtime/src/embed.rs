@@ -235,25 +235,36 @@ impl<P: Process> Node<P> {
                 id,
                 problem: e.to_string(),
             })?;
-        let bad = |what: String, e: serde_json::Error| Error::Snapshot {
-            id,
-            problem: format!("{what} does not decode as this application's: {e}"),
-        };
+        let bad = |problem: String| Error::Snapshot { id, problem };
         let mut states = BTreeMap::new();
-        let mut channels = BTreeMap::new();
-        for part in stored.parts {
-            let state = serde_json::from_value(part.state)
-                .map_err(|e| bad(format!("the state of {}", part.process), e))?;
-            states.insert(part.process, state);
-            for c in part.channels {
-                let messages = c
-                    .messages
-                    .into_iter()
-                    .map(serde_json::from_value)
-                    .collect::<std::result::Result<Vec<P::Message>, _>>()
-                    .map_err(|e| bad(format!("a message on {}", c.name), e))?;
-                channels.insert(c.name, messages);
+        let mut channels: BTreeMap<String, Vec<P::Message>> = BTreeMap::new();
+        // What each receiver recorded, then what its sender's marker overtook.
+        let tails = stored.parts.iter().flat_map(|p| &p.overtaken);
+        for c in stored.parts.iter().flat_map(|p| &p.channels).chain(tails) {
+            let messages = c
+                .decode::<P::Message>()
+                .map_err(|e| bad(format!("{e}: it does not decode as this application's")))?;
+            channels.entry(c.name.clone()).or_default().extend(messages);
+        }
+        for (part, r) in stored.parts.into_iter().zip(&stored.manifest.parts) {
+            let mut state: P::State = serde_json::from_value(part.state).map_err(|e| {
+                bad(format!(
+                    "the state of {} does not decode as this application's: {e}",
+                    part.process
+                ))
+            })?;
+            // A state split into chunks is whole only with them.
+            let chunks = self
+                .shared
+                .store
+                .read_chunks(r)
+                .await
+                .map_err(|e| bad(e.to_string()))?;
+            if !chunks.is_empty() {
+                P::join_state(&mut state, chunks)
+                    .map_err(|e| bad(format!("the chunks of {}'s state: {e}", part.process)))?;
             }
+            states.insert(part.process, state);
         }
         Ok(Snapshot {
             id,

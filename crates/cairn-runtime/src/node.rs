@@ -20,7 +20,7 @@ use crate::config::ClusterConfig;
 use crate::control::commit::accept_report;
 use crate::control::role::{Role, run_role};
 use crate::coordinator::LocalReport;
-use crate::driver::{ChannelCounts, Driver, PendingReport, REPORT_QUEUE};
+use crate::driver::{ChannelCounts, Driver, Encoded, PendingReport, REPORT_QUEUE};
 use crate::error::{Error, Result};
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
@@ -30,7 +30,7 @@ use crate::tls::listener::{AdminListener, Caller};
 use crate::tls::{self, Security};
 use crate::tracefile::TraceWriter;
 use crate::transport::{Identity, Outbound, Outbounds, SenderLinks, run_outbound};
-use cairn_store::{Part, StoredChannel};
+use cairn_store::Part;
 
 /// Runs node `me` of `config` with application `P` until `shutdown` turns true.
 ///
@@ -191,6 +191,7 @@ pub(crate) async fn run_node_with<P: Process>(
     // Reporter, admin API, and the node's part in choosing the coordinator.
     let (control_tx, control_rx) = mpsc::channel(64);
     let shared = Arc::new(Shared {
+        decode_message: cairn_store::message_json::<P::Message>,
         config: config.clone(),
         me,
         control: control_tx,
@@ -353,7 +354,12 @@ async fn run_reporter(
         };
         let began = Instant::now();
         let deadline = pending.since + config.snapshots.timeout;
-        let (mut report, chunks) = match (pending.encode)() {
+        let Encoded {
+            mut report,
+            channels,
+            overtaken,
+            chunks,
+        } = match (pending.encode)() {
             Ok(r) => r,
             Err(e) => {
                 error!("cannot encode a local snapshot: {e}");
@@ -365,17 +371,10 @@ async fn run_reporter(
             snapshot: report.snapshot.0,
             process: report.process.clone(),
             state: std::mem::take(&mut report.state),
-            // Moved into the part and back after writing it, never copied.
-            channels: std::mem::take(&mut report.channels)
-                .into_iter()
-                .map(|(name, messages)| StoredChannel { name, messages })
-                .collect(),
+            channels,
             initial: initial.clone(),
             epoch: report.epoch,
-            overtaken: std::mem::take(&mut report.overtaken)
-                .into_iter()
-                .map(|(name, messages)| StoredChannel { name, messages })
-                .collect(),
+            overtaken,
         };
         while report.refused.is_none() {
             let written = shared
@@ -407,21 +406,15 @@ async fn run_reporter(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => {
+                    // The recorded messages are only in the part: without
+                    // it this snapshot cannot be served or restored.
                     error!(snapshot = %report.snapshot, "giving up on writing the part: {e}");
+                    report.refused = Some(format!("its part could not be written in time: {e}"));
                     break;
                 }
             }
         }
-        report.channels = part
-            .channels
-            .into_iter()
-            .map(|c| (c.name, c.messages))
-            .collect();
-        report.overtaken = part
-            .overtaken
-            .into_iter()
-            .map(|c| (c.name, c.messages))
-            .collect();
+        drop(part);
         if let Some(c) = shared.coordinator() {
             if let Err(e) = accept_report(&shared, &c, report) {
                 warn!("own report refused: {e}");

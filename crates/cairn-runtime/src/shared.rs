@@ -26,6 +26,9 @@ pub(crate) const COMMIT_QUEUE: usize = 64;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub config: Arc<ClusterConfig>,
+    /// Reads a recorded message (kept in the wire's encoding) as JSON, for
+    /// serving snapshots from the store.
+    pub decode_message: cairn_store::Decoder,
     pub me: ProcessId,
     pub control: mpsc::Sender<Control>,
     pub metrics: Arc<Metrics>,

@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod channel_state;
 pub mod chunks;
 mod error;
 pub mod format;
@@ -38,6 +39,7 @@ mod recovery;
 mod retention;
 mod snapshot;
 
+pub use channel_state::{Decoder, decode_message, encode_message, message_json, undecoded};
 pub use chunks::{Chunk, ChunkCache, ChunkRef, ChunkStats};
 pub use error::{Error, Result};
 pub use history::{EpochRecord, History, IdLease, TermRecord, Timeline, unix_ms};

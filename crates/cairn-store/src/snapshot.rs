@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backend::Backend;
+use crate::channel_state::Decoder;
+pub use crate::channel_state::StoredChannel;
 use crate::error::{Error, Result};
 use crate::format::{self, MANIFEST_MAGIC, PART_MAGIC};
 
@@ -18,15 +20,6 @@ pub(crate) const RESTORE_KEY: &str = "control/RESTORE";
 /// them); version 2 is the same without; version 1 manifests carry no epoch
 /// (they read as epoch 0).
 pub const FORMAT_VERSION: u32 = 3;
-
-/// One recorded incoming channel.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredChannel {
-    /// The channel's name, e.g. `n1->n2`.
-    pub name: String,
-    /// Its recorded messages, in order.
-    pub messages: Vec<Value>,
-}
 
 /// One process's part of a snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,24 +149,25 @@ impl StoredSnapshot {
         check_shape(&self.manifest, &shapes)
     }
 
-    /// Each channel's recorded state by name: what its receiver recorded,
-    /// then what its sender's marker overtook.
-    pub fn channel_states(&self) -> std::collections::BTreeMap<&str, Vec<Value>> {
-        let mut messages = std::collections::BTreeMap::new();
-        for p in &self.parts {
-            for c in &p.channels {
-                messages.insert(c.name.as_str(), c.messages.clone());
+    /// Each channel's recorded state by name, as JSON: what its receiver
+    /// recorded, then what its sender's marker overtook.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] naming the part and the message that `decode`
+    /// could not read.
+    pub fn channel_states(&self, decode: Decoder) -> Result<BTreeMap<&str, Vec<Value>>> {
+        let mut messages: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        let tails = self.parts.iter().map(|p| (p, &p.overtaken));
+        for (p, list) in self.parts.iter().map(|p| (p, &p.channels)).chain(tails) {
+            for c in list {
+                let values = c.to_values(decode).map_err(|problem| Error::Corrupt {
+                    key: format::part_key(self.manifest.snapshot, &p.process),
+                    problem,
+                })?;
+                messages.entry(c.name.as_str()).or_default().extend(values);
             }
         }
-        for p in &self.parts {
-            for c in &p.overtaken {
-                messages
-                    .entry(c.name.as_str())
-                    .or_insert_with(Vec::new)
-                    .extend(c.messages.iter().cloned());
-            }
-        }
-        messages
+        Ok(messages)
     }
 
     /// How many messages each channel's recorded state holds, by name.
@@ -181,19 +175,23 @@ impl StoredSnapshot {
         let mut counts = std::collections::BTreeMap::new();
         let recorded = self.parts.iter().flat_map(|p| &p.channels);
         for c in recorded.chain(self.parts.iter().flat_map(|p| &p.overtaken)) {
-            *counts.entry(c.name.clone()).or_insert(0) += c.messages.len() as u64;
+            *counts.entry(c.name.clone()).or_insert(0) += c.len() as u64;
         }
         counts
     }
 
-    /// The snapshot in Cairn's shared JSON shape.
-    pub fn to_json(&self) -> Value {
+    /// The snapshot in Cairn's shared JSON shape, its messages read by
+    /// `decode` (see [`crate::channel_state`]).
+    ///
+    /// # Errors
+    /// A recorded message `decode` could not read, by part and position.
+    pub fn to_json(&self, decode: Decoder) -> Result<Value> {
         let processes: serde_json::Map<String, Value> = self
             .parts
             .iter()
             .map(|p| (p.process.clone(), p.state.clone()))
             .collect();
-        let messages = self.channel_states();
+        let mut messages = self.channel_states(decode)?;
         let channels: Vec<Value> = self
             .manifest
             .channels
@@ -207,12 +205,13 @@ impl StoredSnapshot {
                 if let Some(l) = lane {
                     c["lane"] = l.into();
                 }
-                c["messages"] =
-                    Value::Array(messages.get(name.as_str()).cloned().unwrap_or_default());
+                c["messages"] = Value::Array(messages.remove(name.as_str()).unwrap_or_default());
                 c
             })
             .collect();
-        serde_json::json!({"id": self.manifest.snapshot, "processes": processes, "channels": channels})
+        Ok(
+            serde_json::json!({"id": self.manifest.snapshot, "processes": processes, "channels": channels}),
+        )
     }
 }
 
@@ -595,7 +594,7 @@ pub(crate) fn check_shape(manifest: &Manifest, parts: &[PartShape<'_>]) -> Resul
 fn counts(channels: &[StoredChannel]) -> BTreeMap<String, u64> {
     channels
         .iter()
-        .map(|c| (c.name.clone(), c.messages.len() as u64))
+        .map(|c| (c.name.clone(), c.len() as u64))
         .collect()
 }
 

@@ -11,18 +11,30 @@ use cairn_store::{
 };
 use serde_json::json;
 
+/// The test application's message.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Amount {
+    amount: u64,
+}
+
+/// Reads the test application's recorded messages as JSON.
+const AMOUNTS: cairn_store::Decoder = cairn_store::message_json::<Amount>;
+
+/// A recorded channel of transfers of these amounts, in the wire's encoding.
+fn channel(name: &str, amounts: &[u64]) -> StoredChannel {
+    let encoded = amounts
+        .iter()
+        .map(|&amount| cairn_store::encode_message(&Amount { amount }).unwrap())
+        .collect();
+    StoredChannel::new(name.into(), encoded)
+}
+
 fn part(id: u64, process: &str, state: u64, channels: Vec<(&str, Vec<u64>)>) -> Part {
     Part {
         snapshot: id,
         process: process.into(),
         state: json!({"balance": state}),
-        channels: channels
-            .into_iter()
-            .map(|(n, m)| StoredChannel {
-                name: n.into(),
-                messages: m.into_iter().map(|a| json!({"amount": a})).collect(),
-            })
-            .collect(),
+        channels: channels.into_iter().map(|(n, m)| channel(n, &m)).collect(),
         initial: Some(json!({"balance": 10})),
         epoch: 0,
         overtaken: Vec::new(),
@@ -103,7 +115,7 @@ async fn conformance(store: Store) {
     );
     s.check_complete().unwrap();
     assert_eq!(
-        s.to_json(),
+        s.to_json(AMOUNTS).unwrap(),
         json!({"id": 2, "processes": {"a": {"balance": 10}, "b": {"balance": 7}},
                "channels": [{"from": "a", "to": "b", "messages": []}, {"from": "b", "to": "a", "messages": [{"amount": 3}]}]})
     );
@@ -499,6 +511,72 @@ fn bad_urls_are_named() {
     }
 }
 
+/// Invariant: recorded messages are kept in the application's encoding and
+/// read back as they were sent; a part written before that (its messages as
+/// JSON values) still reads the same; and a message that does not decode as
+/// the application's is refused naming its part, channel and position,
+/// never read as something else.
+#[tokio::test]
+async fn recorded_messages_read_back_in_either_encoding() {
+    let store = Store::open("memory://encodings").unwrap();
+    // A part in the format before binary channel state: no `encoded`.
+    let old = json!({"snapshot": 1, "process": "a", "state": {"balance": 10},
+                     "channels": [{"name": "b->a", "messages": [{"amount": 8}, {"amount": 9}]}],
+                     "initial": {"balance": 10}, "epoch": 0});
+    let key = cairn_store::format::part_key(1, "a");
+    let (bytes, crc32c) =
+        cairn_store::format::seal(cairn_store::format::PART_MAGIC, &key, &old).unwrap();
+    store.overwrite_raw(&key, bytes.clone()).await.unwrap();
+    let a = PartRef {
+        process: "a".into(),
+        key,
+        crc32c,
+        bytes: bytes.len() as u64,
+        channels: Some([("b->a".to_string(), 2)].into()),
+        overtaken: Default::default(),
+        chunks: Vec::new(),
+    };
+    let b = store
+        .write_part(&part(1, "b", 7, vec![("a->b", vec![4, 5])]))
+        .await
+        .unwrap();
+    let channels = vec!["a->b".to_string(), "b->a".to_string()];
+    store
+        .commit(&Manifest::new(1, 0, "test", "bank", vec![a, b], channels))
+        .await
+        .unwrap();
+    let s = store.load(1, &mut |_, _| {}).await.unwrap();
+    s.check_complete().unwrap();
+    assert_eq!(
+        s.to_json(AMOUNTS).unwrap()["channels"],
+        json!([{"from": "a", "to": "b", "messages": [{"amount": 4}, {"amount": 5}]},
+               {"from": "b", "to": "a", "messages": [{"amount": 8}, {"amount": 9}]}])
+    );
+    let amounts = |c: &StoredChannel| -> Vec<u64> {
+        let typed: Vec<Amount> = c.decode().unwrap();
+        typed.into_iter().map(|t| t.amount).collect()
+    };
+    assert_eq!(amounts(&s.parts[0].channels[0]), vec![8, 9]);
+    assert_eq!(amounts(&s.parts[1].channels[0]), vec![4, 5]);
+    assert_eq!(s.in_flight()["b->a"], 2);
+
+    // Another application's messages: refused by part and message.
+    let e = s
+        .to_json(cairn_store::message_json::<String>)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("part-b.cbor") && e.contains("message 1 recorded on a->b"),
+        "{e}"
+    );
+    // A tool that does not know the application shows the bytes.
+    let shown = s.to_json(cairn_store::undecoded).unwrap();
+    assert_eq!(
+        shown["channels"][0]["messages"][1],
+        json!({"encoded": "05"})
+    );
+}
+
 /// Invariant: a channel's state is what its receiver recorded followed by
 /// what its sender's marker overtook, wherever a snapshot is read: the JSON
 /// shape, the counts recovery numbers messages after, and the completeness
@@ -507,10 +585,7 @@ fn bad_urls_are_named() {
 async fn overtaken_tails_follow_what_the_receiver_recorded() {
     let store = Store::open("memory://tails").unwrap();
     let a = Part {
-        overtaken: vec![StoredChannel {
-            name: "a->b".into(),
-            messages: vec![json!({"amount": 5}), json!({"amount": 6})],
-        }],
+        overtaken: vec![channel("a->b", &[5, 6])],
         ..part(1, "a", 10, vec![("b->a", vec![])])
     };
     let b = part(1, "b", 7, vec![("a->b", vec![4])]);
@@ -527,7 +602,7 @@ async fn overtaken_tails_follow_what_the_receiver_recorded() {
     assert_eq!(s.parts[0], a, "the tail survives the store");
     s.check_complete().unwrap();
     assert_eq!(
-        s.to_json()["channels"][0],
+        s.to_json(AMOUNTS).unwrap()["channels"][0],
         json!({"from": "a", "to": "b", "messages": [{"amount": 4}, {"amount": 5}, {"amount": 6}]})
     );
     assert_eq!(s.in_flight()["a->b"], 3);
@@ -558,10 +633,7 @@ async fn overtaken_tails_follow_what_the_receiver_recorded() {
 async fn recovery_checks_a_snapshot_from_its_manifest_and_checksums() {
     let store = Store::open("memory://recovery-point").unwrap();
     let a = Part {
-        overtaken: vec![StoredChannel {
-            name: "a->b".into(),
-            messages: vec![json!({"amount": 5})],
-        }],
+        overtaken: vec![channel("a->b", &[5])],
         ..part(1, "a", 10, vec![("b->a", vec![1, 2])])
     };
     let b = part(1, "b", 7, vec![("a->b", vec![4])]);

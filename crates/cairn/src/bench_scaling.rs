@@ -184,7 +184,8 @@ async fn scale_running(
     let Some(id) = last else { return Ok(s) };
     // Conservation, from the store itself.
     let stored = store.load(id, &mut |_, _| {}).await?;
-    let doc = serde_json::from_value(stored.to_json())?;
+    let doc =
+        serde_json::from_value(stored.to_json(crate::cluster_cmds::message_decoder("bank"))?)?;
     let total = 100_000 * s.nodes as u64;
     match cairn_apps::conserved_totals("bank", &doc) {
         Some(Ok((held, flying))) if held + flying == total => s.conserved = 1,

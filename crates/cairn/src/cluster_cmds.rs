@@ -113,6 +113,22 @@ pub async fn node(
     Ok(())
 }
 
+/// Reads a recorded message of application `app` as JSON (see
+/// `cairn_store::channel_state`). For an application this binary does not
+/// know (an embedded one), each message shows as its bytes in hex.
+pub fn message_decoder(app: &str) -> cairn_store::Decoder {
+    use cairn_core::Process;
+    use cairn_store::message_json;
+    match app {
+        "bank" => message_json::<<Bank as Process>::Message>,
+        "token" => message_json::<<TokenProcess as Process>::Message>,
+        "diffusing" => message_json::<<ProtocolProcess<Diffusing> as Process>::Message>,
+        "locks" => message_json::<<ProtocolProcess<Locks> as Process>::Message>,
+        "ring" => message_json::<<ProtocolProcess<Ring> as Process>::Message>,
+        _ => cairn_store::undecoded,
+    }
+}
+
 async fn wait_for_stop(stop_on_eof: bool) {
     let eof = async {
         if stop_on_eof {

@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use crate::cluster_cmds::message_decoder;
 use anyhow::{Context, Result, bail};
 use cairn_core::SnapshotDoc;
 use cairn_store::{Store, StoredSnapshot};
@@ -143,7 +144,8 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
         Action::Show { id, json, full } => {
             let s = load(&store, *id).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&s.to_json())?);
+                let doc = s.to_json(message_decoder(&s.manifest.app))?;
+                println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
                 println!(
                     "snapshot {id} of cluster {:?} ({}), {} processes:",
@@ -178,11 +180,14 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
                             crate::present::bytes(chunks.iter().map(|c| c.bytes).sum())
                         );
                     }
-                    for c in p.channels.iter().filter(|c| !c.messages.is_empty()) {
+                    for c in p.channels.iter().filter(|c| !c.is_empty()) {
+                        println!("  {:<10}   {} in flight on {}", "", c.len(), c.name);
+                    }
+                    for c in p.overtaken.iter().filter(|c| !c.is_empty()) {
                         println!(
-                            "  {:<10}   {} in flight on {}",
+                            "  {:<10}   {} in flight on {}, overtaken by its marker",
                             "",
-                            c.messages.len(),
+                            c.len(),
                             c.name
                         );
                     }
@@ -204,7 +209,11 @@ pub async fn run(args: &StoreArgs, action: &Action) -> Result<()> {
                 chunks += read.len();
                 chunk_bytes += read.iter().map(|c| c.1.len() as u64).sum::<u64>();
             }
-            let doc: SnapshotDoc<Value, Value> = serde_json::from_value(s.to_json())?;
+            // Every recorded message must decode as the application's.
+            let doc = s
+                .to_json(message_decoder(&s.manifest.app))
+                .with_context(|| format!("snapshot {id}"))?;
+            let doc: SnapshotDoc<Value, Value> = serde_json::from_value(doc)?;
             let mut line = format!(
                 "snapshot {id}: {} parts read, checksums good, complete ({} processes, {} channels)",
                 s.parts.len(),

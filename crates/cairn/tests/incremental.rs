@@ -28,7 +28,8 @@ async fn whole(
         Err(Error::NoSnapshot { .. } | Error::NotFound { .. }) => return None,
         other => other.unwrap(),
     };
-    let mut doc: SnapshotDoc<Transfer, Balance> = serde_json::from_value(s.to_json()).unwrap();
+    let mut doc: SnapshotDoc<Transfer, Balance> =
+        serde_json::from_value(s.to_json(cairn_store::message_json::<Transfer>).unwrap()).unwrap();
     for r in &s.manifest.parts {
         let chunks = match store.read_chunks(r).await {
             // Removed by retention meanwhile, or corrupted by the test.

@@ -206,14 +206,16 @@ async fn overtaking_run(name: &str, sides: &str, by_senders: bool) {
             .parts
             .iter()
             .flat_map(|p| &p.overtaken)
-            .map(|t| t.messages.len())
+            .map(|t| t.len())
             .sum();
         let in_flight: usize = s.in_flight().values().sum::<u64>() as usize;
         let held = if by_senders { tails } else { in_flight };
         if held > 0 {
             target = Some((id, held));
         }
-        let doc: SnapshotDoc<Transfer, Balance> = serde_json::from_value(s.to_json()).unwrap();
+        let doc: SnapshotDoc<Transfer, Balance> =
+            serde_json::from_value(s.to_json(cairn_store::message_json::<Transfer>).unwrap())
+                .unwrap();
         before.push(GlobalSnapshot::from_doc(&c.config.topology, doc).unwrap());
     }
     let (target, held) = target.expect("no committed snapshot holds the messages sought");

@@ -402,7 +402,7 @@ async fn a_node_restarted_with_recovery_off_waits_for_a_restore_and_loses_nothin
         let s = store.load(id, &mut |_, _| {}).await.unwrap();
         for p in &s.parts {
             for ch in &p.channels {
-                recorded.insert(ch.name.clone(), ch.messages.len() as u64);
+                recorded.insert(ch.name.clone(), ch.len() as u64);
             }
         }
     }

@@ -135,6 +135,7 @@ async fn commit_one(
         Ok(gone) => {
             if !gone.is_empty() {
                 debug!(?gone, "retention deleted old snapshots");
+                lock().removed(&gone);
             }
             // Dead snapshots are handled: deleted, or nothing was written.
             // A part written even later is collected by the age rule.

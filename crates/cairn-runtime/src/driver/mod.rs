@@ -34,7 +34,7 @@ use crate::tracefile::{States, TraceWriter, Written, write_states};
 use crate::transport::{In, Out, Outbound, Outbounds};
 use cairn_store::Part;
 use report::encode_report;
-pub(crate) use report::{ChannelCounts, PendingReport};
+pub(crate) use report::{ChannelCounts, Encoded, PendingReport};
 pub(crate) use rollback::Chunks;
 
 /// A request to the driver from the admin API or the coordinator.
@@ -636,7 +636,7 @@ impl<P: Process> Driver<P> {
         };
         let _ = self.reports.try_send(PendingReport {
             since: Instant::now(),
-            encode: Box::new(move || Ok((report, Vec::new()))),
+            encode: Box::new(move || Ok(Encoded::report_only(report))),
         });
     }
 

@@ -1,6 +1,7 @@
 //! What the driver hands the reporter, and the per-channel counts it keeps.
 
 use cairn_core::{Chunk, Topology};
+use cairn_store::{StoredChannel, encode_message};
 
 use crate::coordinator::LocalReport;
 use crate::metrics::Metrics;
@@ -38,7 +39,7 @@ impl ChannelCounts {
 /// after that, never later.
 pub(crate) struct PendingReport {
     pub since: tokio::time::Instant,
-    pub encode: Box<dyn FnOnce() -> serde_json::Result<(LocalReport, Vec<Chunk>)> + Send>,
+    pub encode: Box<dyn FnOnce() -> Result<Encoded, String> + Send>,
 }
 
 impl std::fmt::Debug for PendingReport {
@@ -49,60 +50,83 @@ impl std::fmt::Debug for PendingReport {
     }
 }
 
-/// Counts the bytes written to it and keeps none.
-struct Counted(u64);
+/// An encoded local snapshot: the report for the coordinator, and what
+/// goes only to the store.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    /// The report, which counts the recorded messages but does not carry
+    /// them: the coordinator serves channel states from the store.
+    pub report: LocalReport,
+    /// Each incoming channel's recorded messages, in the wire's encoding.
+    pub channels: Vec<StoredChannel>,
+    /// With markers that overtake: each outgoing channel's overtaken tail.
+    pub overtaken: Vec<StoredChannel>,
+    /// The chunks `Process::split_state` took out of the state.
+    pub chunks: Vec<Chunk>,
+}
 
-impl std::io::Write for Counted {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len() as u64;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+impl Encoded {
+    /// A report with nothing for the store (a refusal).
+    pub fn report_only(report: LocalReport) -> Self {
+        Encoded {
+            report,
+            channels: Vec::new(),
+            overtaken: Vec::new(),
+            chunks: Vec::new(),
+        }
     }
 }
 
-/// A local snapshot in the shape it travels in (JSON values), with the
-/// chunks `split` took out of its state (see `Process::split_state`),
-/// which go only to the store.
+/// Encodes a local snapshot: its state as a JSON value (without the chunks
+/// `split` takes out of it, see `Process::split_state`), and each recorded
+/// message in the application's own encoding, as the wire carries it.
 pub(super) fn encode_report<M: serde::Serialize, S: serde::Serialize>(
     topology: &Topology,
     metrics: &Metrics,
     epoch: u64,
     mut local: cairn_core::LocalSnapshot<M, S>,
     split: fn(&mut S) -> Vec<Chunk>,
-) -> serde_json::Result<(LocalReport, Vec<Chunk>)> {
+) -> Result<Encoded, String> {
     let chunks = split(&mut local.state);
     let mut bytes = 0u64;
     let mut encode = |list: Vec<cairn_core::RecordedChannel<M>>| {
-        let mut named = Vec::with_capacity(list.len());
+        let mut stored = Vec::with_capacity(list.len());
         for rc in list {
+            let name = topology.channel_name(rc.channel);
             let mut messages = Vec::with_capacity(rc.messages.len());
             for m in &rc.messages {
-                let v = serde_json::to_value(m)?;
-                let mut counted = Counted(0);
-                serde_json::to_writer(&mut counted, &v)?;
-                bytes += counted.0;
-                messages.push(v);
+                let b =
+                    encode_message(m).map_err(|e| format!("a message recorded on {name}: {e}"))?;
+                bytes += b.len() as u64;
+                messages.push(b);
             }
-            named.push((topology.channel_name(rc.channel), messages));
+            stored.push(StoredChannel::new(name, messages));
         }
-        serde_json::Result::Ok(named)
+        Ok::<_, String>(stored)
     };
     let channels = encode(local.channels)?;
     let overtaken = encode(local.overtaken)?;
     Metrics::inc(&metrics.recorded_channel_bytes, bytes);
+    let count = |list: &[StoredChannel]| -> Vec<(String, u64)> {
+        list.iter()
+            .map(|c| (c.name.clone(), c.len() as u64))
+            .collect()
+    };
     let report = LocalReport {
         snapshot: local.snapshot,
         process: topology.name(local.process).to_string(),
         epoch,
-        state: serde_json::to_value(&local.state)?,
-        channels,
-        overtaken,
+        state: serde_json::to_value(&local.state).map_err(|e| format!("the state: {e}"))?,
+        channels: count(&channels),
+        overtaken: count(&overtaken),
         part: None,
         refused: None,
         state_in_store: false,
     };
-    Ok((report, chunks))
+    Ok(Encoded {
+        report,
+        channels,
+        overtaken,
+        chunks,
+    })
 }

@@ -4,7 +4,6 @@
 
 use cairn_core::{Engine, Process};
 use cairn_store::{Part, StoredChannel};
-use serde::Deserialize;
 use tracing::warn;
 
 use super::{Driver, In};
@@ -30,6 +29,9 @@ enum Toward {
 use crate::metrics::Metrics;
 use crate::tracefile::TraceWriter;
 use crate::transport::Out;
+
+/// One recorded channel read back: its name, its id and its messages.
+type Decoded<M> = (String, cairn_core::ChannelId, Vec<M>);
 
 impl<P: Process> Driver<P> {
     /// Restores this node's part of a snapshot in a new epoch: a fresh engine,
@@ -58,11 +60,28 @@ impl<P: Process> Driver<P> {
         // recorded there (which the receiver re-delivers itself).
         let resend = self.decode_channels(&part.overtaken, Toward::From)?;
         let redeliver = self.decode_channels(&part.channels, Toward::To)?;
-        let named = |cs: Vec<StoredChannel>| -> Vec<(String, Vec<serde_json::Value>)> {
-            cs.into_iter().map(|c| (c.name, c.messages)).collect()
+        // The trace's record of the channel states this epoch began with,
+        // as JSON (only when tracing: it costs an encoding per message).
+        let tracing = self.trace_dir.is_some();
+        let named = |decoded: &[Decoded<P::Message>]| {
+            decoded
+                .iter()
+                .filter(|_| tracing)
+                .map(|(name, _, ms)| {
+                    let values = ms.iter().filter_map(|m| serde_json::to_value(m).ok());
+                    (name.clone(), values.collect())
+                })
+                .collect::<Vec<(String, Vec<serde_json::Value>)>>()
         };
-        let recorded = named(part.channels);
-        let tails = named(part.overtaken);
+        let recorded = named(&redeliver);
+        let tails = named(&resend);
+        let flat = |decoded: Vec<Decoded<P::Message>>| {
+            decoded
+                .into_iter()
+                .flat_map(|(_, c, ms)| ms.into_iter().map(move |m| (c, m)))
+                .collect::<Vec<_>>()
+        };
+        let (resend, redeliver) = (flat(resend), flat(redeliver));
         // Close the old epoch's trace, then switch epochs and restore.
         if let Err(e) = self.end_epoch() {
             warn!("{e}; tracing stops");
@@ -147,7 +166,7 @@ impl<P: Process> Driver<P> {
         &self,
         channels: &[StoredChannel],
         end: Toward,
-    ) -> std::result::Result<Vec<(cairn_core::ChannelId, P::Message)>, String> {
+    ) -> std::result::Result<Vec<Decoded<P::Message>>, String> {
         let (what, here, verb) = match end {
             Toward::From => (
                 "messages overtaken on",
@@ -169,15 +188,10 @@ impl<P: Process> Driver<P> {
                     }
                 })
                 .ok_or_else(|| format!("the part records {what} {}, which {here}", c.name))?;
-            for m in &c.messages {
-                let m = P::Message::deserialize(m).map_err(|e| {
-                    format!(
-                        "a message {verb} on {} does not fit the application: {e}",
-                        c.name
-                    )
-                })?;
-                out.push((channel, m));
-            }
+            let messages = c
+                .decode::<P::Message>()
+                .map_err(|e| format!("{e} ({verb}): it does not fit the application"))?;
+            out.push((c.name.clone(), channel, messages));
         }
         Ok(out)
     }

@@ -395,7 +395,7 @@ pub fn write_config_at(
         format!("tls = {{ certs_dir = {:?} }}\n", certs_dir())
     };
     let mut toml = format!(
-        "cluster = \"{name}\"\n{tls}{}channels = {channels}\ntrace_dir = {:?}\ndata_dir = {:?}\n{top}\n\n[debug]\nallow_cut = true\n\n[app]\n{app}\n\n[snapshots]\ninterval_ms = {interval_ms}\n{}{snapshots}\n",
+        "cluster = \"{name}\"\n{tls}{}channels = {channels}\ntrace_dir = {:?}\ndata_dir = {:?}\n{top}\n\n[debug]\nallow_cut = true\n\n[app]\n{app}\n\n[snapshots]\ninterval_ms = {interval_ms}\n{}{}{snapshots}\n",
         // n1 coordinates unless the test names the candidates.
         if top.contains("coordinator") {
             ""
@@ -410,6 +410,12 @@ pub fn write_config_at(
             ""
         } else {
             "keep = 10000\n"
+        },
+        // And the store too: channel states are served from there.
+        if snapshots.contains("retain") {
+            ""
+        } else {
+            "retain = 10000\n"
         },
     );
     for (i, (address, admin)) in hosts.iter().enumerate() {
@@ -533,7 +539,9 @@ impl TestCluster {
         self.config.coordinator_admin()
     }
 
-    /// Every complete snapshot, fetched from the coordinator in the shared JSON shape.
+    /// Every complete snapshot, fetched from the coordinator in the shared
+    /// JSON shape, but those retention removed from the store (a test that
+    /// sets `retain` gets only what the store still holds).
     pub async fn snapshots(&self) -> Vec<SnapshotDoc<Value, Value>> {
         let (_, list): (_, Vec<Value>) = client::get_json(self.coordinator(), "/snapshots")
             .await
@@ -541,13 +549,17 @@ impl TestCluster {
         let mut out = Vec::new();
         for s in list {
             assert_ne!(s["status"], "failed", "a snapshot failed: {s}");
-            if s["status"] == "complete" {
-                let (status, doc) =
+            if s["status"] == "complete" && s["removed"] != true {
+                let (status, doc): (_, Value) =
                     client::get_json(self.coordinator(), &format!("/snapshots/{}", s["id"]))
                         .await
                         .unwrap();
-                assert!(status.is_success());
-                out.push(doc);
+                // Removed between the list and the read.
+                if status.as_u16() == 410 {
+                    continue;
+                }
+                assert!(status.is_success(), "snapshot {}: {doc}", s["id"]);
+                out.push(serde_json::from_value(doc).unwrap());
             }
         }
         out
