@@ -47,6 +47,13 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether the paired on/off comparison runs: in a full run, or when
+    /// `--only` names both its halves (`off` and `cl-100ms`).
+    pub fn runs_paired(&self) -> bool {
+        let named = |v: &str| self.only.iter().any(|o| o == v);
+        self.only.is_empty() || (named("off") && named("cl-100ms"))
+    }
+
     /// The variants this plan runs.
     pub fn variants(&self) -> Vec<Variant> {
         VARIANTS

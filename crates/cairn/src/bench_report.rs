@@ -66,7 +66,7 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
     let variants = plan.variants();
     let shapes = plan.nodes.len() * plan.topologies.len();
     let total = shapes * variants.len() * plan.rounds
-        + if plan.only.is_empty() { shapes } else { 0 }
+        + if plan.runs_paired() { shapes } else { 0 }
         + plan.state_sizes.len()
         + usize::from(!plan.state_sizes.is_empty());
     let mut step = 0;
@@ -140,7 +140,7 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
         }
     }
     let mut paired = Vec::new();
-    if plan.only.is_empty() {
+    if plan.runs_paired() {
         for &nodes in &plan.nodes {
             for topology in &plan.topologies {
                 step += 1;

@@ -76,7 +76,8 @@ enum Cmd {
         json: bool,
         /// Run only these variants and skip state-size scaling, e.g. to profile
         /// one. `cl-100ms-sender` and `cl-100ms-receiver` (overtaking on one
-        /// side) run only when named here.
+        /// side) run only when named here. The paired on/off comparison runs
+        /// when `off` and `cl-100ms` are both named.
         #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench_cmds::VARIANTS.map(|v| v.name)))]
         only: Vec<String>,
         /// Per-process state sizes for the scaling runs, in bytes
