@@ -10,10 +10,11 @@ use std::time::Duration;
 use cairn_core::{ChannelId, ProcessId, Topology};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, warn};
 
+use crate::batch_queue::BatchSender;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::peers::{PeerBook, Seen};
@@ -29,7 +30,7 @@ pub(crate) struct Inbound<M> {
     pub me: ProcessId,
     pub topology: Arc<Topology>,
     pub max_frame_bytes: usize,
-    pub to_driver: mpsc::Sender<In<M>>,
+    pub to_driver: BatchSender<In<M>>,
     /// Markers put in `to_driver` and not yet taken out by the driver: while
     /// there are some, a driver with receiver-side overtaking reads ahead.
     pub markers: Arc<std::sync::atomic::AtomicUsize>,
@@ -73,7 +74,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         id: &crate::transport::Identity,
         me: ProcessId,
         topology: Arc<Topology>,
-        to_driver: mpsc::Sender<In<M>>,
+        to_driver: BatchSender<In<M>>,
         epoch: watch::Receiver<u64>,
     ) -> Self {
         Inbound {
@@ -235,23 +236,26 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             };
             // Take every frame already buffered before selecting again
             // (up to a batch): the select's futures cost more than a frame.
+            // What they deliver goes to the driver as one batch.
             let mut frame = frame;
             let mut budget = 256;
-            loop {
+            let mut batch = Vec::new();
+            let outcome = loop {
                 let bytes = match frame {
-                    None => return Ok(()),
-                    Some(Err(e)) => return Err(wire::read_error(&format!("channel {name}"), e)),
+                    None => break Ok(false),
+                    Some(Err(e)) => break Err(wire::read_error(&format!("channel {name}"), e)),
                     Some(Ok(b)) => b,
                 };
-                let (seq, item) = match wire::decode::<Frame<M>>(&bytes)
-                    .map_err(|e| Error::Protocol(format!("channel {name}: {e}")))?
-                {
-                    Frame::Data {
+                let decoded = wire::decode::<Frame<M>>(&bytes)
+                    .map_err(|e| Error::Protocol(format!("channel {name}: {e}")));
+                let (seq, item) = match decoded {
+                    Err(e) => break Err(e),
+                    Ok(Frame::Data {
                         seq,
                         epoch: e,
                         message,
                         vc,
-                    } if e == their_epoch => (
+                    }) if e == their_epoch => (
                         seq,
                         In::Data {
                             channel,
@@ -261,12 +265,12 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                             bytes: bytes.len() as u64,
                         },
                     ),
-                    Frame::Marker {
+                    Ok(Frame::Marker {
                         seq,
                         epoch: e,
                         snapshot,
                         vc,
-                    } if e == their_epoch => (
+                    }) if e == their_epoch => (
                         seq,
                         In::Marker {
                             channel,
@@ -275,15 +279,15 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                             vc,
                         },
                     ),
-                    other => {
-                        return Err(Error::Protocol(format!(
+                    Ok(other) => {
+                        break Err(Error::Protocol(format!(
                             "channel {name}: unexpected frame {:?}",
                             std::mem::discriminant(&other)
                         )));
                     }
                 };
                 match link.on_frame(seq) {
-                    Err(gap) => return Err(Error::Protocol(format!("channel {name}: {gap}"))),
+                    Err(gap) => break Err(Error::Protocol(format!("channel {name}: {gap}"))),
                     Ok(Delivery::Duplicate) => {} // resent, already delivered
                     Ok(Delivery::Deliver) => {
                         // Counted before it is queued, so the driver never
@@ -292,26 +296,37 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                             self.markers
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                        if self.to_driver.send(item).await.is_err() {
-                            return Ok(()); // the node is shutting down
-                        }
-                        if let Some(next_seq) = link.poll_ack(false) {
-                            let ack = wire::encode(&Frame::<()>::Ack { next_seq })?;
-                            writer
-                                .send(ack)
-                                .await
-                                .map_err(|e| Error::io("sending ack", e))?;
-                        }
+                        batch.push(item);
                     }
                 }
                 budget -= 1;
                 if budget == 0 {
-                    break;
+                    break Ok(true);
                 }
                 match reader.next().now_or_never() {
                     Some(f) => frame = f,
-                    None => break,
+                    None => break Ok(true),
                 }
+            };
+            // What the link counted as delivered is queued before anything
+            // else happens, also when the connection then ends: a resend
+            // resumes after it.
+            if !batch.is_empty() {
+                if self.to_driver.send(batch).await.is_err() {
+                    return Ok(()); // the node is shutting down
+                }
+                if outcome.as_ref().is_ok_and(|open| *open)
+                    && let Some(next_seq) = link.poll_ack(false)
+                {
+                    let ack = wire::encode(&Frame::<()>::Ack { next_seq })?;
+                    writer
+                        .send(ack)
+                        .await
+                        .map_err(|e| Error::io("sending ack", e))?;
+                }
+            }
+            if !outcome? {
+                return Ok(());
             }
         }
     }
@@ -425,5 +440,98 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                 })
             })
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{MAGIC, PROTOCOL_VERSION};
+    use bytes::Bytes;
+
+    /// Invariant: what the link counts as delivered reaches the driver, in
+    /// order and once, even when the same read ends with a frame that
+    /// breaks the connection; the sender then resumes right after it.
+    #[tokio::test]
+    async fn frames_before_a_bad_one_in_the_same_read_are_delivered_once() {
+        let names = vec!["n1".to_string(), "n2".to_string()];
+        let topo = Arc::new(Topology::new(&names, &[("n1", "n2"), ("n2", "n1")]).unwrap());
+        let id = crate::transport::Identity {
+            cluster: "c".into(),
+            node: "n2".into(),
+            max_frame_bytes: 1 << 16,
+            peers: Arc::new(PeerBook::new(7, names.clone(), Arc::default())),
+            security: None,
+        };
+        let (tx, mut rx) = crate::batch_queue::batch_queue();
+        let (_epoch_tx, epoch_rx) = watch::channel(0u64);
+        let me = topo.process("n2").unwrap();
+        let inbound = Arc::new(Inbound::<u64>::new(&id, me, topo, tx, epoch_rx));
+        let listener = crate::net::Listener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let (_cut_tx, cut_rx) = watch::channel(0u64);
+        tokio::spawn(inbound.run(listener, stop_rx, cut_rx));
+
+        // Connects as n1 and returns the connection and where to resume.
+        let connect = |peer: Option<(u64, u64)>| async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (r, w) = stream.into_split();
+            let mut reader = FramedRead::new(r, wire::codec(1 << 16));
+            let mut writer = FramedWrite::new(w, wire::codec(1 << 16));
+            let hello = Hello {
+                magic: MAGIC,
+                version: PROTOCOL_VERSION,
+                cluster: "c".into(),
+                node: "n1".into(),
+                channel: "n1->n2".into(),
+                epoch: 0,
+                incarnation: 42,
+                peer_incarnation: peer,
+            };
+            writer.send(wire::encode(&hello).unwrap()).await.unwrap();
+            let reply = reader.next().await.unwrap().unwrap();
+            match wire::decode::<Frame<()>>(&reply).unwrap() {
+                Frame::Welcome {
+                    next_seq,
+                    incarnation,
+                    ..
+                } => (reader, writer, next_seq, incarnation),
+                other => panic!("not welcomed: {other:?}"),
+            }
+        };
+        let (mut reader, mut writer, next, theirs) = connect(None).await;
+        assert_eq!(next, 1, "frames are numbered from 1");
+        for seq in 1..=3 {
+            let data = Frame::Data {
+                seq,
+                epoch: 0,
+                message: 9 + seq,
+                vc: None,
+            };
+            writer.feed(wire::encode(&data).unwrap()).await.unwrap();
+        }
+        writer
+            .feed(Bytes::from_static(&[0xff, 0xff, 0xff]))
+            .await
+            .unwrap();
+        SinkExt::<Bytes>::flush(&mut writer).await.unwrap();
+        let limit = Duration::from_secs(5);
+        for want in 10..13 {
+            let got = tokio::time::timeout(limit, rx.recv()).await.unwrap();
+            match got {
+                Some(In::Data { message, .. }) => assert_eq!(message, want),
+                other => panic!("expected message {want}, got {other:?}"),
+            }
+        }
+        // The bad frame ended the connection.
+        let end = tokio::time::timeout(limit, async {
+            while let Some(Ok(_)) = reader.next().await {}
+        });
+        end.await.unwrap();
+        // The sender comes back and resumes after what was delivered.
+        let (_r, _w, next, _) = connect(Some((theirs, 0))).await;
+        assert_eq!(next, 4, "a resend would repeat or lose a delivered frame");
+        assert!(rx.try_recv().is_none(), "nothing else was delivered");
     }
 }

@@ -42,6 +42,7 @@
 mod admin;
 mod admin_auth;
 mod baselines;
+mod batch_queue;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -147,13 +147,7 @@ pub(crate) async fn run_node_with<P: Process>(
     for &c in topo.outgoing(me) {
         let queue = Arc::new(crate::send_queue::SendQueue::default());
         let pending = Arc::new(AtomicUsize::new(0));
-        outbound.insert(
-            c,
-            Outbound {
-                queue: queue.clone(),
-                pending: pending.clone(),
-            },
-        );
+        outbound.insert(c, Outbound::new(queue.clone(), pending.clone()));
         let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
         pendings.insert(c, (pending.clone(), connected.clone()));
         let to = topo.channel(c).to.index();
@@ -177,7 +171,7 @@ pub(crate) async fn run_node_with<P: Process>(
     }
 
     // Channel receivers.
-    let (in_tx, in_rx) = mpsc::channel(4096);
+    let (in_tx, in_rx) = crate::batch_queue::batch_queue();
     let inbound = Arc::new(Inbound::<P::Message>::new(
         &id,
         me,

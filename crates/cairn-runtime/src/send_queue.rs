@@ -45,9 +45,9 @@ impl<M> SendQueue<M> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Appends a frame.
-    pub fn push(&self, out: Out<M>) {
-        self.items().push_back(out);
+    /// Appends frames in order, with one lock and one wake-up.
+    pub fn push_all(&self, outs: impl IntoIterator<Item = Out<M>>) {
+        self.items().extend(outs);
         self.ready.notify_one();
     }
 
@@ -144,11 +144,11 @@ mod tests {
         let q = SendQueue::default();
         assert!(q.place_marker(marker(1)).is_empty());
         for m in [1, 2] {
-            q.push(data(1, m));
+            q.push_all([data(1, m)]);
         }
         assert_eq!(q.place_marker(marker(2)), [1, 2]);
-        q.push(data(0, 9)); // from before a rollback: never sent, never recorded
-        q.push(data(1, 3));
+        q.push_all([data(0, 9)]); // from before a rollback: never sent, never recorded
+        q.push_all([data(1, 3)]);
         // m1 and m2 were sent before this process recorded snapshot 3 too,
         // and still wait: they are in flight for it as well.
         assert_eq!(q.place_marker(marker(3)), [1, 2, 3]);
@@ -163,7 +163,7 @@ mod tests {
     async fn batches_keep_order_and_end_when_closed() {
         let q = std::sync::Arc::new(SendQueue::default());
         for m in 0..5 {
-            q.push(data(1, m));
+            q.push_all([data(1, m)]);
         }
         let first = q.next_batch(3).await.unwrap();
         assert_eq!(first.len(), 3);
@@ -181,7 +181,7 @@ mod tests {
             }
         });
         tokio::task::yield_now().await;
-        q.push(data(1, 5));
+        q.push_all([data(1, 5)]);
         q.close();
         assert_eq!(waiter.await.unwrap(), [3, 4, 5]);
     }

@@ -73,38 +73,63 @@ pub(crate) enum In<M> {
     },
 }
 
-/// The driver's end of one outgoing channel.
+/// The driver's end of one outgoing channel. What the driver sends during
+/// one step of its loop is held here and handed to the channel's queue
+/// together when the step ends ([`Outbound::flush`]): one lock and one
+/// wake-up of the channel's sender per step instead of per message.
 #[derive(Debug)]
 pub(crate) struct Outbound<M> {
     pub queue: Arc<SendQueue<M>>,
-    /// Frames queued or unacknowledged.
+    /// Frames held, queued or unacknowledged.
     pub pending: Arc<AtomicUsize>,
+    /// Frames sent in this step, not yet queued.
+    held: Vec<Out<M>>,
 }
 
 impl<M> Outbound<M> {
+    pub fn new(queue: Arc<SendQueue<M>>, pending: Arc<AtomicUsize>) -> Self {
+        Outbound {
+            queue,
+            pending,
+            held: Vec::new(),
+        }
+    }
+
     pub fn has_room(&self) -> bool {
         self.pending.load(Ordering::Relaxed) < HIGH_WATER
     }
 
-    pub fn push(&self, out: Out<M>) {
+    /// Sends a frame, behind every frame sent before it.
+    pub fn push(&mut self, out: Out<M>) {
         self.pending.fetch_add(1, Ordering::Relaxed);
-        self.queue.push(out);
+        self.held.push(out);
     }
 
-    /// Puts a marker ahead of the messages not yet taken to be written and
-    /// returns copies of them (see [`SendQueue::place_marker`]).
-    pub fn place_marker(&self, marker: Out<M>) -> Vec<M>
+    /// Queues the frames held, in order.
+    pub fn flush(&mut self) {
+        if !self.held.is_empty() {
+            self.queue.push_all(self.held.drain(..));
+        }
+    }
+
+    /// Puts a marker ahead of the messages not yet taken to be written
+    /// (those held included) and returns copies of them (see
+    /// [`SendQueue::place_marker`]).
+    pub fn place_marker(&mut self, marker: Out<M>) -> Vec<M>
     where
         M: Clone,
     {
+        self.flush();
         self.pending.fetch_add(1, Ordering::Relaxed);
         self.queue.place_marker(marker)
     }
 }
 
 impl<M> Drop for Outbound<M> {
-    /// The driver is gone: its channel's sender ends.
+    /// The driver is gone: its channel's sender sends what it was given,
+    /// then ends.
     fn drop(&mut self) {
+        self.flush();
         self.queue.close();
     }
 }
@@ -126,6 +151,15 @@ impl<M> Outbounds<M> {
 
     pub fn get(&self, channel: ChannelId) -> Option<&Outbound<M>> {
         self.0.get(channel.index())?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, channel: ChannelId) -> Option<&mut Outbound<M>> {
+        self.0.get_mut(channel.index())?.as_mut()
+    }
+
+    /// Queues what every channel holds: the end of a driver step.
+    pub fn flush_all(&mut self) {
+        self.0.iter_mut().flatten().for_each(Outbound::flush);
     }
 
     /// Whether any channel has room for another frame.

@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use cairn_core::{ChannelId, Context, Pace, Process, ProcessId};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -41,9 +41,14 @@ use crate::wire::{self, Frame};
 /// Latency samples kept between resets.
 const MAX_SAMPLES: usize = 100_000;
 
-/// One outgoing channel: the application's end.
+/// A message and its probe (the send time, about once a millisecond).
+type Probed<M> = (M, Option<Vec<u64>>);
+
+/// One outgoing channel: the application's end. As in Cairn's driver, what
+/// one step sends is held and handed to the channel's sender together.
 struct RawOut<M> {
-    tx: mpsc::UnboundedSender<(M, Option<Vec<u64>>)>,
+    tx: mpsc::UnboundedSender<Vec<Probed<M>>>,
+    held: Vec<Probed<M>>,
     pending: Arc<AtomicUsize>,
     last_probe: Instant,
 }
@@ -114,12 +119,14 @@ pub async fn run_raw_node<P: Process>(
             c,
             RawOut {
                 tx,
+                held: Vec::new(),
                 pending,
                 last_probe: Instant::now(),
             },
         );
     }
-    let (in_tx, mut inbound) = mpsc::channel::<(ChannelId, P::Message, Option<Vec<u64>>)>(4096);
+    let (in_tx, mut inbound) =
+        crate::batch_queue::batch_queue::<(ChannelId, P::Message, Option<Vec<u64>>)>();
     tokio::spawn(raw_listener::<P::Message>(
         listener,
         in_tx,
@@ -154,12 +161,15 @@ pub async fn run_raw_node<P: Process>(
                     vec![unix_nanos()]
                 });
                 o.pending.fetch_add(1, Ordering::Relaxed);
-                let _ = o.tx.send((m, probe));
+                o.held.push((m, probe));
                 Metrics::inc(&stats.metrics.messages_sent, 1);
             }
         }
     };
     loop {
+        for o in outbound.values_mut().filter(|o| !o.held.is_empty()) {
+            let _ = o.tx.send(std::mem::take(&mut o.held));
+        }
         let has_room = |o: &HashMap<ChannelId, RawOut<P::Message>>| {
             o.values()
                 .any(|r| r.pending.load(Ordering::Relaxed) < HIGH_WATER)
@@ -188,7 +198,7 @@ pub async fn run_raw_node<P: Process>(
                     send(sends, &mut outbound);
                     n += 1;
                     if n < 256 {
-                        next = inbound.try_recv().ok();
+                        next = inbound.try_recv();
                     }
                 }
                 stats.metrics.note_pause(step.elapsed());
@@ -221,7 +231,7 @@ pub async fn run_raw_node<P: Process>(
 async fn raw_sender<M: Serialize>(
     channel: ChannelId,
     address: String,
-    mut rx: mpsc::UnboundedReceiver<(M, Option<Vec<u64>>)>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Probed<M>>>,
     pending: Arc<AtomicUsize>,
     room: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
@@ -249,10 +259,10 @@ async fn raw_sender<M: Serialize>(
             _ = stop.changed() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
-        let mut batch = vec![first];
+        let mut batch = first;
         while batch.len() < 256 {
             match rx.try_recv() {
-                Ok(m) => batch.push(m),
+                Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }
@@ -282,7 +292,7 @@ async fn raw_sender<M: Serialize>(
 /// Accepts the peers' channels and hands their messages to the driver loop.
 async fn raw_listener<M: DeserializeOwned + Send + 'static>(
     listener: TcpListener,
-    to_app: mpsc::Sender<(ChannelId, M, Option<Vec<u64>>)>,
+    to_app: crate::batch_queue::BatchSender<(ChannelId, M, Option<Vec<u64>>)>,
     max_frame_bytes: usize,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -303,18 +313,26 @@ async fn raw_listener<M: DeserializeOwned + Send + 'static>(
                 return;
             };
             let channel = ChannelId(u32::from_le_bytes(id));
+            // As Cairn's receivers do: every frame already buffered (up to
+            // 256) goes to the driver loop as one batch.
             while let Some(Ok(bytes)) = reader.next().await {
-                match wire::decode::<Frame<M>>(&bytes) {
-                    Ok(Frame::Data { message, vc, .. }) => {
-                        if to_app.send((channel, message, vc)).await.is_err() {
+                let mut batch = Vec::new();
+                let mut next = Some(bytes);
+                while let Some(bytes) = next.take() {
+                    match wire::decode::<Frame<M>>(&bytes) {
+                        Ok(Frame::Data { message, vc, .. }) => batch.push((channel, message, vc)),
+                        Ok(_) => {}
+                        Err(e) => {
+                            warn!("raw baseline: {e}");
                             return;
                         }
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        warn!("raw baseline: {e}");
-                        return;
+                    if batch.len() < 256 {
+                        next = reader.next().now_or_never().flatten().and_then(Result::ok);
                     }
+                }
+                if to_app.send(batch).await.is_err() {
+                    return;
                 }
             }
         });

@@ -131,11 +131,11 @@ impl<P: Process> Driver<P> {
             && (self.backlog.len() < STEP || self.markers_queued.load(Ordering::Relaxed) > 0)
         {
             match self.inbound.try_recv() {
-                Ok(frame) => {
+                Some(frame) => {
                     self.taken_out(&frame);
                     self.backlog.push(frame);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         while let Some((marker, ahead)) = self.backlog.take_marker(self.epoch) {

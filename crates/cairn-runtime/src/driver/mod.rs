@@ -2,6 +2,7 @@
 //! user's process, and carries out the engine's outputs. The application is
 //! never paused for a snapshot; recording happens as messages flow.
 
+use crate::batch_queue::BatchReceiver;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +81,7 @@ pub(crate) struct Driver<P: Process> {
     pub engine: Engine<P::Message, P::State>,
     pub process: P,
     pub outbound: Outbounds<P::Message>,
-    pub inbound: mpsc::Receiver<In<P::Message>>,
+    pub inbound: BatchReceiver<In<P::Message>>,
     /// Inbound frames read ahead but not yet handled (receiver-side overtaking).
     pub(crate) backlog: lookahead::Backlog<P::Message>,
     /// Markers in `inbound` not yet taken out, as the receiving side counts them.
@@ -166,7 +167,7 @@ impl<P: Process> Driver<P> {
         topology: Arc<Topology>,
         process: P,
         outbound: Outbounds<P::Message>,
-        inbound: mpsc::Receiver<In<P::Message>>,
+        inbound: BatchReceiver<In<P::Message>>,
         control: mpsc::Receiver<Control>,
         reports: mpsc::Sender<PendingReport>,
         room: Arc<Notify>,
@@ -229,6 +230,8 @@ impl<P: Process> Driver<P> {
         let mut expiry = tokio::time::interval(Duration::from_millis(250));
         let hard = hard_limit(self.topology.channel_count());
         loop {
+            // What the last step sent goes to the channels' queues at once.
+            self.outbound.flush_all();
             let restarted = self.peers.as_ref().is_some_and(|p| p.needs_restore());
             let continuous = pace == Pace::Continuous && !self.sends_held() && !restarted;
             let room = continuous && self.outbound.any_room();
@@ -261,11 +264,11 @@ impl<P: Process> Driver<P> {
                         self.on_inbound(first);
                         for _ in 1..lookahead::STEP {
                             match self.inbound.try_recv() {
-                                Ok(i) => {
+                                Some(i) => {
                                     self.taken_out(&i);
                                     self.on_inbound(i);
                                 }
-                                Err(_) => break,
+                                None => break,
                             }
                         }
                     }
@@ -523,7 +526,7 @@ impl<P: Process> Driver<P> {
                     });
                     Metrics::inc(&self.metrics.messages_sent, 1);
                     ChannelCounts::add(&self.counts.sent[channel.index()]);
-                    if let Some(o) = self.outbound.get(channel) {
+                    if let Some(o) = self.outbound.get_mut(channel) {
                         o.push(Out::Data {
                             epoch: self.epoch,
                             message,
@@ -582,12 +585,12 @@ impl<P: Process> Driver<P> {
             vc,
         };
         if !self.overtaking.sender {
-            if let Some(o) = self.outbound.get(channel) {
+            if let Some(o) = self.outbound.get_mut(channel) {
                 o.push(marker);
             }
             return;
         }
-        let overtaken = match self.outbound.get(channel) {
+        let overtaken = match self.outbound.get_mut(channel) {
             Some(o) => o.place_marker(marker),
             None => Vec::new(),
         };

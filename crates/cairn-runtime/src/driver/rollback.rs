@@ -123,7 +123,7 @@ impl<P: Process> Driver<P> {
         // Queued before anything the restored application sends, with no
         // trace event: the trace of this epoch starts with them in flight.
         for (channel, message) in resend {
-            if let Some(o) = self.outbound.get(channel) {
+            if let Some(o) = self.outbound.get_mut(channel) {
                 o.push(Out::Data {
                     epoch,
                     message,
