@@ -229,9 +229,9 @@ async fn one(State(s): Shr, Path(id): Path<String>) -> Response {
     let Some(c) = s.coordinator() else {
         return redirect(&s, &format!("/snapshots/{id}"));
     };
-    let (found, in_store) = {
+    let (found, stored) = {
         let c = c.lock().unwrap_or_else(|p| p.into_inner());
-        (c.get(SnapshotId(id)), c.in_store(SnapshotId(id)))
+        (c.get(SnapshotId(id)), c.stored(SnapshotId(id)))
     };
     let gone = |why: String| error(StatusCode::GONE, why);
     if found.as_ref().is_some_and(|(summary, _)| summary.removed) {
@@ -240,25 +240,22 @@ async fn one(State(s): Shr, Path(id): Path<String>) -> Response {
             s.config.snapshots.retain
         ));
     }
-    match (in_store, &found) {
-        // Channel states and large states are read back from the store,
-        // once it holds them.
-        (Some(true), _) => {
-            let doc = match s.store.load(id, &mut |_, _| {}).await {
-                Ok(stored) => stored.to_json(s.decode_message),
-                Err(e) => Err(e),
-            };
-            return match doc {
-                Ok(doc) => Json(doc).into_response(),
-                // Retention (of this coordinator or an earlier one) got there first.
-                Err(e @ cairn_store::Error::NoSnapshot { .. }) => gone(e.to_string()),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            };
-        }
-        (Some(false), Some((summary, _))) => {
-            return (StatusCode::ACCEPTED, Json(summary)).into_response();
-        }
-        _ => {}
+    // Channel states and large states are read from the parts, which were
+    // durable before they were reported (the manifest may still be on its
+    // way).
+    if let Some(manifest) = stored {
+        let doc = match s.store.load_from(manifest, &mut |_, _| {}).await {
+            Ok(stored) => stored.to_json(s.decode_message),
+            Err(e) => Err(e),
+        };
+        return match doc {
+            Ok(doc) => Json(doc).into_response(),
+            // Deleted behind the coordinator's back (`snapshots delete`).
+            Err(e @ cairn_store::Error::NotFound { .. }) => {
+                gone(format!("snapshot {id} is no longer in the store ({e})"))
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
     }
     match found {
         None => error(

@@ -130,9 +130,11 @@ struct Finished {
     summary: SnapshotSummary,
     started: Instant,
     /// Kept in memory only when nothing was in flight and every state
-    /// travelled in its report; otherwise served from the store.
+    /// travelled in its report.
     snapshot: Option<GlobalSnapshot<Value, Value>>,
-    in_store: bool,
+    /// Otherwise where its parts are (durable before they were reported),
+    /// to serve it from the store, also before its manifest is.
+    stored: Option<Manifest>,
 }
 
 /// The coordinator's state. Callers hold it behind a mutex.
@@ -401,7 +403,7 @@ impl Coordinator {
                 started: run.started,
                 summary: Self::summary(id, &run, Some(duration), SnapshotStatus::Complete),
                 snapshot: (!run.in_store).then_some(snapshot),
-                in_store: run.in_store,
+                stored: manifest.clone().filter(|_| run.in_store),
             });
             return Ok(manifest);
         }
@@ -552,6 +554,7 @@ impl Coordinator {
                 reason: Some(why),
             };
             f.snapshot = None;
+            f.stored = None;
             Metrics::inc(&self.metrics.snapshots_failed, 1);
         }
         self.dead.insert(id.0);
@@ -567,6 +570,7 @@ impl Coordinator {
         {
             f.summary.removed = true;
             f.snapshot = None;
+            f.stored = None;
         }
     }
 
@@ -618,7 +622,7 @@ impl Coordinator {
             started: run.started,
             summary: Self::summary(id, &run, Some(duration), status),
             snapshot: None,
-            in_store: false,
+            stored: None,
         });
     }
 
@@ -651,11 +655,11 @@ impl Coordinator {
         Some((f.summary.clone(), doc))
     }
 
-    /// Whether complete snapshot `id` is served from the store (some state
-    /// was too large to keep in memory), and whether it is durable yet.
-    pub fn in_store(&self, id: SnapshotId) -> Option<bool> {
+    /// Where complete snapshot `id`'s parts are, when it is served from the
+    /// store (it recorded messages, or a state too large to travel).
+    pub fn stored(&self, id: SnapshotId) -> Option<Manifest> {
         let f = self.finished.iter().find(|f| f.summary.id == id)?;
-        f.in_store.then_some(f.summary.durable_ms.is_some())
+        f.stored.clone().filter(|_| !f.summary.removed)
     }
 
     fn running_summary(&self, id: SnapshotId, r: &Running) -> SnapshotSummary {
@@ -714,6 +718,7 @@ mod tests {
         id
     }
 
+    /// A report whose part, durable in the store, recorded `msgs` messages on `ch`.
     fn report(id: SnapshotId, p: &str, ch: &str, msgs: u64) -> LocalReport {
         LocalReport {
             snapshot: id,
@@ -722,7 +727,15 @@ mod tests {
             state: json!({"balance": 1}),
             channels: vec![(ch.into(), msgs)],
             overtaken: Vec::new(),
-            part: None,
+            part: Some(PartRef {
+                process: p.into(),
+                key: cairn_store::format::part_key(id.0, p),
+                crc32c: 0,
+                bytes: 1,
+                channels: Some([(ch.to_string(), msgs)].into()),
+                overtaken: BTreeMap::new(),
+                chunks: Vec::new(),
+            }),
             refused: None,
             state_in_store: false,
         }
@@ -753,20 +766,19 @@ mod tests {
         let (summary, doc) = c.get(id).unwrap();
         assert_eq!(summary.status, SnapshotStatus::Complete);
         // A message was in flight: it is only in the store, and the
-        // snapshot is served from there once durable, never from memory.
+        // snapshot is served from its parts there, never from memory.
         assert!(doc.is_none());
-        assert_eq!(c.in_store(id), Some(false));
-        c.mark_durable(id);
-        assert_eq!(c.in_store(id), Some(true));
+        assert!(c.stored(id).is_some());
         // Retention deleting it leaves the summary, which says so.
         assert!(!c.get(id).unwrap().0.removed);
         c.removed(&[id.0]);
         assert!(c.get(id).unwrap().0.removed);
+        assert!(c.stored(id).is_none());
         // Nothing in flight: the whole snapshot is the reports' states.
         let id = start(&mut c, &mut 1, "a");
         c.report(report(id, "a", "b->a", 0)).unwrap();
         c.report(report(id, "b", "a->b", 0)).unwrap();
-        assert_eq!(c.in_store(id), None);
+        assert!(c.stored(id).is_none());
         let doc = serde_json::to_value(c.get(id).unwrap().1.unwrap()).unwrap();
         assert_eq!(
             doc["channels"][1],

@@ -361,6 +361,19 @@ impl Store {
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<StoredSnapshot> {
         let manifest = self.committed(id).await?;
+        self.load_from(manifest, progress).await
+    }
+
+    /// Reads the parts `manifest` names (committed or about to be), each
+    /// checked against it, reporting progress as [`Store::load`] does.
+    ///
+    /// # Errors
+    /// The first missing or corrupt part, by name.
+    pub async fn load_from(
+        &self,
+        manifest: Manifest,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<StoredSnapshot> {
         let total = manifest.parts.iter().map(|p| p.bytes).sum();
         let mut parts = Vec::with_capacity(manifest.parts.len());
         let mut read = 0;

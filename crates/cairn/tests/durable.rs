@@ -375,7 +375,10 @@ async fn large_states_travel_only_to_the_store_and_are_served_from_it() {
         .unwrap();
     assert_eq!(status.as_u16(), 410, "snapshot {gone} still served: {v}");
     assert!(
-        v["error"].as_str().unwrap().contains("not in the store"),
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no longer in the store"),
         "{v}"
     );
     c.keep_files = false;
