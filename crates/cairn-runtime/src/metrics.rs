@@ -42,6 +42,9 @@ pub struct Metrics {
     pub connections: IntCounter,
     /// Frames sent again after a reconnect because the peer had not acknowledged them.
     pub frames_resent: IntCounter,
+    /// Application messages dropped because they cannot be sent: their
+    /// encoding failed or is over `max_frame_bytes`.
+    pub messages_unsendable: IntCounter,
     /// Rollbacks this node carried out.
     pub rollbacks: IntCounter,
     /// Snapshots the coordinator started.
@@ -195,6 +198,10 @@ impl Metrics {
             frames_resent: counter(
                 "cairn_frames_resent_total",
                 "Frames resent after a reconnect.",
+            ),
+            messages_unsendable: counter(
+                "cairn_messages_unsendable_total",
+                "Application messages dropped: they cannot be encoded or are over max_frame_bytes.",
             ),
             rollbacks: counter(
                 "cairn_rollbacks_total",

@@ -9,20 +9,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use cairn_core::ChannelId;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
-use tracing::{debug, info, warn};
+use tokio_util::codec::{Encoder, FramedRead, FramedWrite, LengthDelimitedCodec};
+use tracing::{debug, error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::peers::{PeerBook, Seen};
 use crate::send_queue::SendQueue;
 use crate::tls::{BoxRead, BoxWrite, Security, split_tcp, split_tls};
-use crate::wire::{self, Frame, Hello, MAGIC, PROTOCOL_VERSION, RejectKind};
+use crate::wire::{
+    self, Frame, FrameWriter, Hello, MAGIC, PROTOCOL_VERSION, RejectKind, WriteError,
+};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use cairn_core::link::SendHalf;
 
@@ -348,7 +349,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
             None => split_tcp(stream),
         };
         let mut reader = FramedRead::new(r, wire::codec(id.max_frame_bytes));
-        let mut writer = FramedWrite::new(w, wire::codec(id.max_frame_bytes));
+        let mut writer = FramedWrite::new(w, FrameWriter::new(id.max_frame_bytes));
         let resume = match handshake(
             &id,
             &channel,
@@ -377,19 +378,12 @@ pub(crate) async fn run_outbound<M: Serialize>(
         info!(%channel, epoch = current, resend = link.unacked(), "channel connected");
         Metrics::inc(&metrics.connections, 1);
         Metrics::inc(&metrics.frames_resent, link.unacked() as u64);
-        let mut failed = false;
-        // Every one of them was encoded once already, so it encodes again.
-        let resend: Vec<Bytes> = link
+        // Every one of them was encoded once already, so it encodes again;
+        // all go into the buffer (at most a window of them) and out at once.
+        let failed = link
             .on_welcome(resume)
-            .filter_map(|(seq, out)| encode_out(seq, out).ok())
-            .collect();
-        for bytes in resend {
-            if writer.feed(bytes).await.is_err() {
-                failed = true;
-                break;
-            }
-        }
-        if failed || SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
+            .any(|(seq, out)| put(&mut writer, seq, out).is_err());
+        if failed || flush(&mut writer).await.is_err() {
             continue;
         }
         cut.borrow_and_update();
@@ -405,7 +399,7 @@ pub(crate) async fn run_outbound<M: Serialize>(
             let batch: Vec<Out<M>> = if carry.is_empty() {
                 tokio::select! {
                     _ = shutdown.changed() => {
-                        let _ = SinkExt::<Bytes>::flush(&mut writer).await;
+                        let _ = flush(&mut writer).await;
                         return;
                     }
                     _ = cut.changed() => {
@@ -466,28 +460,41 @@ pub(crate) async fn run_outbound<M: Serialize>(
                 moved = true;
                 break;
             }
+            // Each frame is encoded straight into the connection's write
+            // buffer, and the batch goes out in one flush.
             let mut ok = true;
             for out in batch {
                 if out.epoch() != current {
                     pending.fetch_sub(1, Ordering::Relaxed);
                     continue; // from before a rollback: never sent
                 }
-                let bytes = match encode_out(link.next_seq(), &out) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        warn!(%channel, "dropping a frame that cannot be encoded: {e}");
+                let written = if ok {
+                    match ready(&mut writer).await {
+                        Ok(()) => put(&mut writer, link.next_seq(), &out),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    // The connection failed: only check that it would encode.
+                    wire::FrameWriter::new(id.max_frame_bytes)
+                        .encode(frame(link.next_seq(), &out), &mut bytes::BytesMut::new())
+                };
+                match written {
+                    Ok(()) => {}
+                    Err(WriteError::Unsendable(e)) => {
+                        // Never numbered: the frames after it keep the
+                        // sequence whole. The receiver could not take it.
+                        error!(%channel, "dropping a message that cannot be sent: {e}");
+                        Metrics::inc(&metrics.messages_unsendable, 1);
                         pending.fetch_sub(1, Ordering::Relaxed);
                         continue;
                     }
-                };
+                    // Keep numbering the rest: they are resent after the reconnect.
+                    Err(WriteError::Io(_)) => ok = false,
+                }
                 link.push(out);
                 waiting_since.get_or_insert_with(tokio::time::Instant::now);
-                if ok && writer.feed(bytes).await.is_err() {
-                    // Keep numbering the rest: they are resent after the reconnect.
-                    ok = false;
-                }
             }
-            if !ok || SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
+            if !ok || flush(&mut writer).await.is_err() {
                 break;
             }
         }
@@ -502,25 +509,49 @@ pub(crate) async fn run_outbound<M: Serialize>(
     }
 }
 
-fn encode_out<M: Serialize>(seq: u64, out: &Out<M>) -> Result<Bytes> {
+/// The frame that carries `out` as number `seq`, borrowing its message.
+fn frame<M>(seq: u64, out: &Out<M>) -> Frame<&M> {
     match out {
-        Out::Data { epoch, message, vc } => wire::encode(&Frame::Data {
+        Out::Data { epoch, message, vc } => Frame::Data {
             seq,
             epoch: *epoch,
             message,
             vc: vc.clone(),
-        }),
+        },
         Out::Marker {
             epoch,
             snapshot,
             vc,
-        } => wire::encode(&Frame::<M>::Marker {
+        } => Frame::Marker {
             seq,
             epoch: *epoch,
             snapshot: *snapshot,
             vc: vc.clone(),
-        }),
+        },
     }
+}
+
+/// Waits until the connection's write buffer has room (writing out what
+/// it holds if it is full).
+async fn ready(writer: &mut FramedWrite<BoxWrite, FrameWriter>) -> Result<(), WriteError> {
+    std::future::poll_fn(|cx| Sink::<Frame<()>>::poll_ready(std::pin::Pin::new(&mut *writer), cx))
+        .await
+}
+
+/// Encodes `out` as frame `seq` straight into the connection's write
+/// buffer. Not async: the message is borrowed only while it is encoded,
+/// never across a wait (so it need not be `Sync`).
+fn put<M: Serialize>(
+    writer: &mut FramedWrite<BoxWrite, FrameWriter>,
+    seq: u64,
+    out: &Out<M>,
+) -> Result<(), WriteError> {
+    std::pin::Pin::new(writer).start_send(frame(seq, out))
+}
+
+/// Writes out what the connection's buffer holds.
+async fn flush(writer: &mut FramedWrite<BoxWrite, FrameWriter>) -> Result<(), WriteError> {
+    SinkExt::<Frame<()>>::flush(writer).await
 }
 
 async fn handshake(
@@ -530,7 +561,7 @@ async fn handshake(
     epoch: u64,
     now: &watch::Receiver<u64>,
     reader: &mut FramedRead<BoxRead, LengthDelimitedCodec>,
-    writer: &mut FramedWrite<BoxWrite, LengthDelimitedCodec>,
+    writer: &mut FramedWrite<BoxWrite, FrameWriter>,
 ) -> Result<u64> {
     let hello = Hello {
         magic: MAGIC,
@@ -542,10 +573,10 @@ async fn handshake(
         incarnation: id.peers.me,
         peer_incarnation: id.peers.known(peer),
     };
-    writer
-        .send(wire::encode(&hello)?)
-        .await
-        .map_err(|e| Error::io("sending hello", e))?;
+    writer.send(&hello).await.map_err(|e| match e {
+        WriteError::Io(e) => Error::io("sending hello", e),
+        WriteError::Unsendable(why) => Error::Protocol(why),
+    })?;
     let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
         .await
         .map_err(|_| Error::Protocol("no answer to hello".into()))?
@@ -604,3 +635,6 @@ async fn handshake(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::Bytes;
 use cairn_core::{ChannelId, Context, Pace, Process, ProcessId};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use rand::{Rng, SeedableRng};
@@ -246,12 +245,13 @@ async fn raw_sender<M: Serialize>(
         }
     };
     let _ = stream.set_nodelay(true);
-    let mut writer = FramedWrite::new(stream, wire::codec(crate::config::DEFAULT_MAX_FRAME_BYTES));
-    if writer
-        .send(Bytes::copy_from_slice(&channel.0.to_le_bytes()))
-        .await
-        .is_err()
-    {
+    // As Cairn's senders do, frames are encoded straight into the
+    // connection's write buffer.
+    let mut writer = FramedWrite::new(
+        stream,
+        wire::FrameWriter::new(crate::config::DEFAULT_MAX_FRAME_BYTES),
+    );
+    if writer.send(channel.0).await.is_err() {
         return;
     }
     loop {
@@ -274,14 +274,12 @@ async fn raw_sender<M: Serialize>(
                 message,
                 vc,
             };
-            let Ok(bytes) = wire::encode(&frame) else {
-                continue;
-            };
-            if writer.feed(bytes).await.is_err() {
-                return;
+            match writer.feed(frame).await {
+                Ok(()) | Err(wire::WriteError::Unsendable(_)) => {}
+                Err(wire::WriteError::Io(_)) => return,
             }
         }
-        if SinkExt::<Bytes>::flush(&mut writer).await.is_err() {
+        if SinkExt::<Frame<()>>::flush(&mut writer).await.is_err() {
             return;
         }
         pending.fetch_sub(n, Ordering::Relaxed);
@@ -309,10 +307,10 @@ async fn raw_listener<M: DeserializeOwned + Send + 'static>(
             let Some(Ok(first)) = reader.next().await else {
                 return;
             };
-            let Ok(id) = <[u8; 4]>::try_from(&first[..]) else {
+            let Ok(id) = wire::decode::<u32>(&first) else {
                 return;
             };
-            let channel = ChannelId(u32::from_le_bytes(id));
+            let channel = ChannelId(id);
             // As Cairn's receivers do: every frame already buffered (up to
             // 256) goes to the driver loop as one batch.
             while let Some(Ok(bytes)) = reader.next().await {
