@@ -6,18 +6,24 @@
 
 use serde_json::Value;
 
-#[test]
-fn quick_bench_produces_every_figure() {
+/// Runs `cairn bench --quick --json` with `more` arguments; it must succeed.
+fn quick_bench(more: &[&str]) -> Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["bench", "--quick", "--json"])
+        .args(more)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "cairn bench --quick failed:\n{stderr}"
+        "cairn bench --quick {more:?} failed:\n{stderr}"
     );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn quick_bench_produces_every_figure() {
+    let report = quick_bench(&[]);
     let runs = report["runs"].as_array().unwrap();
     let names: Vec<&str> = runs
         .iter()
@@ -105,4 +111,23 @@ fn quick_bench_produces_every_figure() {
         assert!(r["cpu_ns_per_msg"].as_f64().unwrap() > 0.0, "{r}");
     }
     assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
+}
+
+/// Invariant: `--only` measures what it names and exits 0 when nothing
+/// failed. Without the raw baseline there is no floor to compare with, and
+/// the report says so (null) instead of failing the run.
+#[test]
+fn only_without_the_raw_baseline_succeeds_without_a_floor() {
+    let report = quick_bench(&["--only", "cl-1s"]);
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{report}");
+    let r = &runs[0];
+    assert_eq!(r["variant"], "cl-1s");
+    assert!(r["latency_p50_ms"].is_number(), "{r}");
+    assert!(
+        r["floor_ms"].is_null(),
+        "a floor without the raw baseline: {r}"
+    );
+    assert_eq!(r["markers_exact"], true, "{r}");
+    assert_eq!(r["conserved"], r["durable"], "{r}");
 }
