@@ -38,6 +38,7 @@
 //! mode = "chandy-lamport"     # or "aligned" or "stop-the-world", baselines to compare with
 //! max_recorded_bytes = 268435456  # channel state one snapshot may record at one node
 //! overtake = "none"           # or "sender", "receiver", "both" (true): markers overtake queued messages (chandy-lamport only)
+//! write_mb_per_s = 0          # state chunks a node hashes and writes per second past an 8 MiB burst; 0: no limit
 //! ```
 //!
 //! Overrides: `CAIRN_INSECURE`, `CAIRN_CERTS_DIR`, `CAIRN_CLUSTER`, `CAIRN_COORDINATOR`, `CAIRN_DATA_DIR`, `CAIRN_STORE`,
@@ -216,7 +217,18 @@ pub struct SnapshotConfig {
     /// Receiver side: a marker is taken ahead of the messages the node has
     /// read but not handled, recorded as the end of the receiver's part.
     pub overtake: cairn_core::Overtaking,
+    /// Chunks of state a node hashes and writes per second (in bytes),
+    /// past a burst of [`WRITE_BURST`] per part: a large first write shares
+    /// the machine with the application instead of taking cores in one
+    /// stretch. Quickened when needed to finish within half the time left
+    /// before the snapshot's timeout. `None`: as fast as it can.
+    pub write_bytes_per_s: Option<u64>,
 }
+
+/// What a part hashes and writes at full speed before
+/// `snapshots.write_mb_per_s` applies: a part that changed a few chunks is
+/// never slowed.
+pub const WRITE_BURST: u64 = 8 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -289,6 +301,7 @@ struct RawSnapshots {
     mode: Option<String>,
     max_recorded_bytes: Option<u64>,
     overtake: Option<RawOvertake>,
+    write_mb_per_s: Option<u64>,
 }
 
 /// `snapshots.overtake`: a side's name, or true (both) or false (none).
@@ -604,6 +617,16 @@ impl ClusterConfig {
                 ),
             ));
         }
+        let write_mb_per_s = match raw.snapshots.write_mb_per_s {
+            None | Some(0) => None,
+            Some(mb) if mb > 1 << 20 => {
+                return Err(err(
+                    "snapshots.write_mb_per_s",
+                    format!("{mb} is over 1048576 (1 TiB a second); 0 means no limit"),
+                ));
+            }
+            Some(mb) => Some(mb),
+        };
         let max_frame_bytes = raw
             .max_frame_bytes
             .unwrap_or(DEFAULT_MAX_FRAME_BYTES as u64);
@@ -640,6 +663,7 @@ impl ClusterConfig {
                     .max_recorded_bytes
                     .unwrap_or(DEFAULT_MAX_RECORDED_BYTES),
                 overtake,
+                write_bytes_per_s: write_mb_per_s.map(|mb| mb << 20),
             },
             store: raw
                 .store
@@ -907,6 +931,22 @@ admin = "127.0.0.1:8002"
             problem(&BASE.replace("cluster = \"c\"", "cluster = \"c\"\nmax_frame_bytes = 10"))
                 .contains("max_frame_bytes")
         );
+        assert!(
+            problem(&(BASE.to_string() + "[snapshots]\nwrite_mb_per_s = 99999999\n"))
+                .contains("snapshots.write_mb_per_s: 99999999 is over")
+        );
+        assert!(
+            problem(&(BASE.to_string() + "[snapshots]\nwrite_mb_per_s = -1\n"))
+                .contains("write_mb_per_s")
+        );
+        let paced = |v: &str| {
+            parse(&(BASE.to_string() + &format!("[snapshots]\nwrite_mb_per_s = {v}\n")))
+                .unwrap()
+                .snapshots
+                .write_bytes_per_s
+        };
+        assert_eq!(paced("0"), None, "0 is no limit");
+        assert_eq!(paced("64"), Some(64 << 20));
     }
 
     #[test]

@@ -340,7 +340,13 @@ async fn run_reporter(
     mut stop: watch::Receiver<bool>,
 ) {
     let config = shared.config.clone();
-    let mut chunk_cache = cairn_store::ChunkCache::default();
+    let mut chunk_cache =
+        cairn_store::ChunkCache::paced(config.snapshots.write_bytes_per_s.map(|bytes_per_s| {
+            cairn_store::Pace {
+                bytes_per_s,
+                burst: crate::config::WRITE_BURST,
+            }
+        }));
     loop {
         let pending = tokio::select! {
             _ = stop.changed() => return,
@@ -371,6 +377,7 @@ async fn run_reporter(
             overtaken,
         };
         while report.refused.is_none() {
+            chunk_cache.finish_by(deadline);
             let written = shared
                 .store
                 .write_part_chunked(&part, &chunks, &mut chunk_cache)

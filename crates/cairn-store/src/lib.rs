@@ -40,7 +40,7 @@ mod retention;
 mod snapshot;
 
 pub use channel_state::{Decoder, decode_message, encode_message, message_json, undecoded};
-pub use chunks::{Chunk, ChunkCache, ChunkRef, ChunkStats};
+pub use chunks::{Chunk, ChunkCache, ChunkRef, ChunkStats, Pace};
 pub use error::{Error, Result};
 pub use history::{EpochRecord, History, IdLease, TermRecord, Timeline, unix_ms};
 pub use local::LocalDir;

@@ -109,6 +109,8 @@ pub struct Variant {
     /// Runs only when `--only` names it (one side of overtaking at a time,
     /// to tell the sides apart).
     pub named_only: bool,
+    /// `snapshots.write_mb_per_s` (0: no limit).
+    pub write_mb_per_s: u64,
 }
 
 pub const VARIANTS: [Variant; 11] = [
@@ -120,6 +122,7 @@ pub const VARIANTS: [Variant; 11] = [
         interval: None,
         overtake: "none",
         named_only: false,
+        write_mb_per_s: 0,
     },
     Variant {
         name: "off",
@@ -129,6 +132,7 @@ pub const VARIANTS: [Variant; 11] = [
         interval: None,
         overtake: "none",
         named_only: false,
+        write_mb_per_s: 0,
     },
     Variant {
         name: "off-insecure",
@@ -138,6 +142,7 @@ pub const VARIANTS: [Variant; 11] = [
         interval: None,
         overtake: "none",
         named_only: false,
+        write_mb_per_s: 0,
     },
     Variant {
         name: "cl-1s",
@@ -147,6 +152,7 @@ pub const VARIANTS: [Variant; 11] = [
         interval: Some(Duration::from_secs(1)),
         overtake: "none",
         named_only: false,
+        write_mb_per_s: 0,
     },
     Variant {
         name: "cl-100ms",
@@ -156,6 +162,7 @@ pub const VARIANTS: [Variant; 11] = [
         interval: Some(Duration::from_millis(100)),
         overtake: "none",
         named_only: false,
+        write_mb_per_s: 0,
     },
     Variant {
         name: "cl-100ms-overtake",
@@ -165,6 +172,7 @@ pub const VARIANTS: [Variant; 11] = [
         interval: Some(Duration::from_millis(100)),
         overtake: "both",
         named_only: false,
+        write_mb_per_s: 0,
     },
     Variant {
         name: "cl-100ms-sender",
@@ -174,6 +182,7 @@ pub const VARIANTS: [Variant; 11] = [
         interval: Some(Duration::from_millis(100)),
         overtake: "sender",
         named_only: true,
+        write_mb_per_s: 0,
     },
     Variant {
         name: "cl-100ms-receiver",
@@ -183,6 +192,7 @@ pub const VARIANTS: [Variant; 11] = [
         interval: Some(Duration::from_millis(100)),
         overtake: "receiver",
         named_only: true,
+        write_mb_per_s: 0,
     },
     Variant {
         name: "cl-100ms-insecure",
@@ -192,6 +202,7 @@ pub const VARIANTS: [Variant; 11] = [
         interval: Some(Duration::from_millis(100)),
         overtake: "none",
         named_only: false,
+        write_mb_per_s: 0,
     },
     Variant {
         name: "stw-100ms",
@@ -201,6 +212,7 @@ pub const VARIANTS: [Variant; 11] = [
         interval: Some(Duration::from_millis(100)),
         overtake: "none",
         named_only: false,
+        write_mb_per_s: 0,
     },
     Variant {
         name: "aligned-100ms",
@@ -210,6 +222,7 @@ pub const VARIANTS: [Variant; 11] = [
         interval: Some(Duration::from_millis(100)),
         overtake: "none",
         named_only: false,
+        write_mb_per_s: 0,
     },
 ];
 
@@ -288,7 +301,7 @@ impl Running {
         let mut toml = format!(
             "cluster = \"bench\"\ncoordinator = \"n1\"\nchannels = \"{topology}\"\ndata_dir = {:?}\n\n\
              [app]\nname = \"bank\"\ninitial_balance = 100000\nmax_transfer = 10\n{app}\n\
-             [snapshots]\nmode = \"{}\"\novertake = \"{}\"\ntimeout_ms = 20000\nkeep = 100000\nretain = {}\nfailure_timeout_ms = 0\n",
+             [snapshots]\nmode = \"{}\"\novertake = \"{}\"\ntimeout_ms = 20000\nkeep = 100000\nretain = {}\nfailure_timeout_ms = 0\nwrite_mb_per_s = {}\n",
             dir.join("data"),
             variant.mode,
             variant.overtake,
@@ -296,6 +309,7 @@ impl Running {
             // from the store (where channel states are); the scaling runs,
             // whose states are large, check only their last one.
             if app.is_empty() { 100_000 } else { 3 },
+            variant.write_mb_per_s,
         );
         // Secure like any real cluster, unless the variant measures without
         // TLS (the raw baseline is plain framed TCP by definition).

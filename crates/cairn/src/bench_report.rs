@@ -68,7 +68,8 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
     let total = shapes * variants.len() * plan.rounds
         + if plan.runs_paired() { shapes } else { 0 }
         + plan.state_sizes.len()
-        + usize::from(!plan.state_sizes.is_empty());
+        + usize::from(!plan.state_sizes.is_empty())
+        + usize::from(paced_row(plan).is_some());
     let mut step = 0;
     for &nodes in &plan.nodes {
         let write_ms = write_floor(root, nodes, 16).await?;
@@ -152,20 +153,27 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
         }
     }
     let mut scaling = Vec::new();
-    // Every size in chunks (the default), and the largest whole as well.
+    // Every size in chunks (the default), and the largest paced (when
+    // pacing applies to it) and whole as well.
+    let largest = plan.state_sizes.iter().max().copied();
     let rows = plan
         .state_sizes
         .iter()
-        .map(|&size| (size, false))
-        .chain(plan.state_sizes.iter().max().map(|&size| (size, true)));
-    for (size, whole) in rows {
+        .map(|&size| (size, "chunks"))
+        .chain(paced_row(plan).map(|size| (size, "paced")))
+        .chain(largest.map(|size| (size, "whole")));
+    for (size, storage) in rows {
         step += 1;
         eprintln!(
             "[{step}/{total}] state of {} per process{} ...",
             bytes(size as u64),
-            if whole { ", stored whole" } else { "" }
+            match storage {
+                "paced" => ", chunks written at a pace",
+                "whole" => ", stored whole",
+                _ => "",
+            }
         );
-        scaling.push(scale(root, plan, size, whole, hop_ms_4.unwrap_or(0.0)).await?);
+        scaling.push(scale(root, plan, size, storage, hop_ms_4.unwrap_or(0.0)).await?);
     }
     Ok(Report {
         machine: machine(),
@@ -457,4 +465,11 @@ pub fn print(r: &Report) {
             bytes(s.stored_bytes)
         );
     }
+}
+
+/// The state size of the paced scaling run: the largest, if it is over the
+/// burst a part writes at full speed (a smaller one is never paced).
+fn paced_row(plan: &Plan) -> Option<usize> {
+    let largest = *plan.state_sizes.iter().max()?;
+    (largest as u64 > cairn_runtime::config::WRITE_BURST).then_some(largest)
 }

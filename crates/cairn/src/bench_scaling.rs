@@ -17,7 +17,9 @@ pub struct Scaling {
     pub state_bytes: usize,
     pub nodes: usize,
     /// `chunks`: the bank's ballast stored in chunks, only changed ones
-    /// written (the default); `whole`: stored in the part, every time.
+    /// written (the default); `paced`: the same, hashed and written at
+    /// [`PACED_MB_PER_S`] past the burst (`snapshots.write_mb_per_s`);
+    /// `whole`: stored in the part, every time.
     pub storage: &'static str,
     /// Bytes written per snapshot after the first (parts and new chunks),
     /// as a share of the states' bytes.
@@ -92,14 +94,19 @@ const CHURN_EVERY: u64 = 5000;
 /// The pause between two snapshots of the scaling runs.
 const SCALING_GAP: Duration = Duration::from_millis(100);
 
+/// The pace of the `paced` scaling run: a 64 MiB state's first snapshot
+/// takes about a second per node to hash and another to write.
+pub const PACED_MB_PER_S: u64 = 64;
+
 /// State-size scaling: Chandy–Lamport snapshots one after another on 4 nodes
 /// whose state carries `state_bytes` of ballast that changes as it runs,
-/// stored in chunks or `whole`; then a rollback to the last.
+/// stored as `storage` says (see [`Scaling::storage`]); then a rollback to
+/// the last.
 pub async fn scale(
     root: &Path,
     plan: &Plan,
     state_bytes: usize,
-    whole: bool,
+    storage: &'static str,
     hop_ms: f64,
 ) -> Result<Scaling> {
     let nodes = 4;
@@ -111,13 +118,21 @@ pub async fn scale(
         interval: None,
         overtake: "none",
         named_only: false,
+        write_mb_per_s: if storage == "paced" {
+            PACED_MB_PER_S
+        } else {
+            0
+        },
     };
-    let storage = if whole { "whole" } else { "chunks" };
+    let whole = storage == "whole";
     let label = format!("scale-{state_bytes}-{storage}");
     let app = format!(
         "state_bytes = {state_bytes}\nballast_churn = {CHURN}\nchurn_every = {CHURN_EVERY}\nchunked = {}",
         !whole
     );
+    // What earlier runs left for the disk to write back is written now,
+    // not during this run's idle window.
+    let _ = tokio::process::Command::new("sync").status().await;
     let run = Running::start(root, &label, nodes, "complete", &variant, &app).await?;
     let diameter = run.config.topology.diameter().unwrap_or(0);
     let result = scale_running(&run, plan, state_bytes, storage).await;
