@@ -299,22 +299,9 @@ pub(crate) async fn rollback_local(
             Vec::new(),
         ),
         Some(id) => {
-            let manifest = s.store.manifest(id).await.map_err(|e| match e {
-                cairn_store::Error::Corrupt { .. } => ControlError::Unusable {
-                    snapshot: id,
-                    problem: e.to_string(),
-                },
-                other => other.into(),
-            })?;
-            let part_ref = manifest
-                .parts
-                .iter()
-                .find(|p| p.process == me)
-                .ok_or_else(|| {
-                    ControlError::BadRequest(format!("snapshot {id} has no part for {me}"))
-                })?;
-            // The part, then the chunks its state was split into, each
-            // checked against the manifest's size and checksum.
+            // Its manifest, part or a chunk corrupt or gone (deleted behind
+            // the coordinator's back, say): the snapshot cannot be restored,
+            // and recovery tries the one before.
             let unusable = |e: cairn_store::Error| match e {
                 cairn_store::Error::Corrupt { .. } | cairn_store::Error::NotFound { .. } => {
                     ControlError::Unusable {
@@ -324,6 +311,16 @@ pub(crate) async fn rollback_local(
                 }
                 other => other.into(),
             };
+            let manifest = s.store.manifest(id).await.map_err(unusable)?;
+            let part_ref = manifest
+                .parts
+                .iter()
+                .find(|p| p.process == me)
+                .ok_or_else(|| {
+                    ControlError::BadRequest(format!("snapshot {id} has no part for {me}"))
+                })?;
+            // The part, then the chunks its state was split into, each
+            // checked against the manifest's size and checksum.
             (
                 s.store.read_part(part_ref).await.map_err(unusable)?,
                 s.store.read_chunks(part_ref).await.map_err(unusable)?,
