@@ -204,7 +204,7 @@ pub async fn run_raw_node<P: Process>(
             }
             _ = tokio::task::yield_now(), if room_now => {
                 let step = Instant::now();
-                for _ in 0..32 {
+                for _ in 0..crate::driver::TICKS_PER_STEP {
                     let open: Vec<ChannelId> = outgoing
                         .iter()
                         .copied()
