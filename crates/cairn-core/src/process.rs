@@ -15,7 +15,11 @@ use crate::topology::Topology;
 pub enum Pace {
     /// Only when a message arrives.
     Passive,
-    /// As often as the runtime has room to send.
+    /// As often as the runtime has room to send. A process whose ticks
+    /// keep sending nothing is taken to have nothing to send for now: the
+    /// TCP runtime ticks it again once a message or input reaches it, or
+    /// after a millisecond (64 empty ticks in a row, so a process that
+    /// sends on only some ticks is not slowed).
     Continuous,
     /// This many times a second.
     PerSecond(f64),

@@ -32,6 +32,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{info, warn};
 
 use crate::config::ClusterConfig;
+use crate::driver::quiet::{Quiet, Tick};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::transport::HIGH_WATER;
@@ -151,6 +152,7 @@ pub async fn run_raw_node<P: Process>(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let outgoing: Vec<ChannelId> = topo.outgoing(me).to_vec();
     let continuous = process.pace() == Pace::Continuous;
+    let mut quiet = Quiet::default();
     let send = |sends: Vec<(ChannelId, P::Message)>,
                 outbound: &mut HashMap<ChannelId, RawOut<P::Message>>| {
         for (c, m) in sends {
@@ -173,13 +175,16 @@ pub async fn run_raw_node<P: Process>(
             o.values()
                 .any(|r| r.pending.load(Ordering::Relaxed) < HIGH_WATER)
         };
-        let room_now = continuous && has_room(&outbound);
+        let quiet_now = continuous && quiet.is_quiet();
+        let room_now = continuous && !quiet_now && has_room(&outbound);
+        let full = continuous && !quiet_now && !room_now;
         let freed = room.clone();
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
             Some(first) = inbound.recv() => {
                 let step = Instant::now();
+                quiet.wake();
                 let mut next = Some(first);
                 let mut n = 0;
                 while let Some((channel, message, probe)) = next.take() {
@@ -213,12 +218,23 @@ pub async fn run_raw_node<P: Process>(
                     let mut sends = Vec::new();
                     let mut random = || rng.random::<u64>();
                     process.on_tick(&mut Context::new(&open, &mut random, &mut sends));
+                    let tick = if !sends.is_empty() {
+                        Tick::Sent
+                    } else if open.is_empty() {
+                        Tick::NoRoom
+                    } else {
+                        Tick::Nothing
+                    };
                     send(sends, &mut outbound);
+                    if quiet.after(tick) {
+                        break;
+                    }
                 }
                 stats.metrics.note_pause(step.elapsed());
             }
-            _ = freed.notified(), if continuous && !room_now => {}
-            _ = tokio::time::sleep(Duration::from_millis(5)), if continuous && !room_now => {}
+            _ = freed.notified(), if full => {}
+            _ = tokio::time::sleep(Duration::from_millis(5)), if full => {}
+            _ = tokio::time::sleep_until(quiet.retry_at()), if quiet_now => quiet.wake(),
         }
     }
     let _ = stop_tx.send(true);

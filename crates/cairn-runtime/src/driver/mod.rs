@@ -21,6 +21,7 @@ use tracing::{error, warn};
 
 mod alignment;
 mod lookahead;
+pub(crate) mod quiet;
 mod report;
 mod rollback;
 
@@ -133,6 +134,8 @@ pub(crate) struct Driver<P: Process> {
     /// Reused buffers: the channels with room, and the application's sends.
     open: Vec<ChannelId>,
     sends: Vec<(ChannelId, P::Message)>,
+    /// Whether a continuous process has nothing to send for now.
+    quiet: quiet::Quiet,
 }
 
 /// Local snapshots waiting for the reporter. When it is this far behind, a
@@ -228,6 +231,7 @@ impl<P: Process> Driver<P> {
             snapshot_timeout: Duration::from_secs(5),
             open: Vec::new(),
             sends: Vec::new(),
+            quiet: quiet::Quiet::default(),
         })
     }
 
@@ -245,7 +249,9 @@ impl<P: Process> Driver<P> {
             self.outbound.flush_all();
             let restarted = self.peers.as_ref().is_some_and(|p| p.needs_restore());
             let continuous = pace == Pace::Continuous && !self.sends_held() && !restarted;
-            let room = continuous && self.outbound.any_room();
+            let quiet = continuous && self.quiet.is_quiet();
+            let room = continuous && !quiet && self.outbound.any_room();
+            let full = continuous && !quiet && !room;
             let taking = !self.outbound.any_over(hard);
             let ahead = self.reads_ahead();
             let reading = if ahead {
@@ -260,6 +266,7 @@ impl<P: Process> Driver<P> {
                 _ = shutdown.changed() => break,
                 Some(c) = self.control.recv() => {
                     let step = Instant::now();
+                    self.quiet.wake();
                     self.on_control(c);
                     self.metrics.note_pause(step.elapsed());
                 }
@@ -267,6 +274,7 @@ impl<P: Process> Driver<P> {
                 // while full outbound queues hold the messages back.
                 Some(first) = self.inbound.recv(), if reading => {
                     let step = Instant::now();
+                    self.quiet.wake();
                     self.taken_out(&first);
                     if ahead {
                         self.backlog.push(first);
@@ -287,11 +295,13 @@ impl<P: Process> Driver<P> {
                 }
                 _ = std::future::ready(()), if ahead && taking && !self.backlog.is_empty() => {
                     let step = Instant::now();
+                    self.quiet.wake();
                     self.look_ahead(taking);
                     self.metrics.note_pause(step.elapsed());
                 }
                 Some((input, reply)) = input_or_never(&mut self.inputs) => {
                     let step = Instant::now();
+                    self.quiet.wake();
                     let r = self.on_input(input, restarted);
                     let _ = reply.send(r);
                     self.metrics.note_pause(step.elapsed());
@@ -306,12 +316,16 @@ impl<P: Process> Driver<P> {
                 _ = tokio::task::yield_now(), if room => {
                     let step = Instant::now();
                     for _ in 0..TICKS_PER_STEP {
-                        self.on_tick();
+                        let tick = self.on_tick();
+                        if self.quiet.after(tick) {
+                            break;
+                        }
                     }
                     self.metrics.note_pause(step.elapsed());
                 }
-                _ = room_freed.notified(), if continuous && !room => {}
-                _ = tokio::time::sleep(Duration::from_millis(5)), if continuous && !room => {}
+                _ = room_freed.notified(), if full => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)), if full => {}
+                _ = tokio::time::sleep_until(self.quiet.retry_at()), if quiet => self.quiet.wake(),
             }
         }
         self.end_epoch()
@@ -457,9 +471,18 @@ impl<P: Process> Driver<P> {
         }
     }
 
-    fn on_tick(&mut self) {
+    /// Gives the process a tick, open on the channels with room.
+    fn on_tick(&mut self) -> quiet::Tick {
         let ((), sends) = self.in_context(true, |p, cx| p.on_tick(cx));
+        let tick = if !sends.is_empty() {
+            quiet::Tick::Sent
+        } else if self.open.is_empty() {
+            quiet::Tick::NoRoom
+        } else {
+            quiet::Tick::Nothing
+        };
         self.send_all(sends);
+        tick
     }
 
     /// Hands outside input to the process, as a local event. Refused while
@@ -754,3 +777,6 @@ async fn tick_or_never(timer: &mut Option<tokio::time::Interval>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;
