@@ -247,7 +247,7 @@ pub struct Measured {
     /// Start to durable, in milliseconds.
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
-    /// Hop latency × diameter + the time to write the state bytes.
+    /// Hop latency × [`marker_hops`] + the time to write the state bytes.
     pub floor_ms: Option<f64>,
     /// The longest pause in message processing at any node, in milliseconds.
     pub longest_pause_ms: f64,
@@ -644,4 +644,32 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     }
     let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     sorted.get(i).copied()
+}
+
+/// The fewest marker hops before a snapshot can be complete, on a
+/// topology whose diameter is `diameter` (a symmetric one, as `cairn bench`
+/// runs, where the initiator's farthest process is `diameter` hops away).
+/// That process records `diameter` hops after the initiator, and its own
+/// markers take one more hop to record its outgoing channels: a complete
+/// graph needs 2 hops, a ring of n processes n.
+pub fn marker_hops(diameter: usize) -> usize {
+    if diameter == 0 { 0 } else { diameter + 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::marker_hops;
+    use cairn_core::Topology;
+
+    /// Invariant: the floor counts the hops a snapshot cannot complete
+    /// without — the farthest process's record, then its markers' hop.
+    #[test]
+    fn the_floor_counts_the_last_markers_hop() {
+        let names: Vec<String> = (1..=4).map(|i| format!("n{i}")).collect();
+        let complete = Topology::new(names.clone(), &Topology::complete_pairs(&names)).unwrap();
+        let ring = Topology::new(names.clone(), &Topology::ring_pairs(&names)).unwrap();
+        assert_eq!(marker_hops(complete.diameter().unwrap()), 2);
+        assert_eq!(marker_hops(ring.diameter().unwrap()), 4);
+        assert_eq!(marker_hops(0), 0, "one process: no channel, no hop");
+    }
 }

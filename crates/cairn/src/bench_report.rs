@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::bench_cmds::{Measured, Plan, measure, percentile};
+use crate::bench_cmds::{Measured, Plan, marker_hops, measure, percentile};
 pub use crate::bench_scaling::Scaling;
 use crate::bench_scaling::{scale, write_floor};
 
@@ -134,7 +134,7 @@ async fn run_in(root: &Path, plan: &Plan, quick: bool) -> Result<Report> {
             }
             for m in &mut group {
                 if m.snapshots > 0 {
-                    m.floor_ms = hop_ms.map(|h| h * m.diameter as f64 + write_ms);
+                    m.floor_ms = hop_ms.map(|h| h * marker_hops(m.diameter) as f64 + write_ms);
                 }
             }
             runs.extend(group);

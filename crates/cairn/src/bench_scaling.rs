@@ -138,7 +138,10 @@ pub async fn scale(
     let result = scale_running(&run, plan, state_bytes, storage).await;
     run.stop().await;
     let mut s = result?;
-    s.floor_ms = Some(hop_ms * diameter as f64 + write_floor(root, nodes, state_bytes).await?);
+    s.floor_ms = Some(
+        hop_ms * crate::bench_cmds::marker_hops(diameter) as f64
+            + write_floor(root, nodes, state_bytes).await?,
+    );
     Ok(s)
 }
 
