@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use cairn_core::trace::{Event, TraceEvent, VectorClock};
+use cairn_core::trace::{Event, VectorClock};
 use cairn_core::{
-    ChannelId, Context, Engine, Output, Pace, Process, ProcessId, SnapshotId, StartOutcome,
-    Topology,
+    ChannelId, Context, Engine, Output, Pace, Process, ProcessId, SnapshotId, Topology,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -20,56 +19,25 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{error, warn};
 
 mod alignment;
+mod commands;
 mod lookahead;
 pub(crate) mod quiet;
 mod report;
 mod rollback;
+mod trace;
 
 use crate::baselines::aligned::Aligning;
 use crate::config::SnapshotMode;
-use crate::control::ControlError;
 use crate::coordinator::LocalReport;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::peers::PeerBook;
-use crate::tracefile::{States, TraceWriter, Written, write_states};
+use crate::tracefile::TraceWriter;
 use crate::transport::{In, Out, Outbound, Outbounds};
-use cairn_store::Part;
+pub(crate) use commands::Control;
 use report::encode_report;
 pub(crate) use report::{ChannelCounts, Encoded, PendingReport};
 pub(crate) use rollback::Chunks;
-
-/// A request to the driver from the admin API or the coordinator.
-#[derive(Debug)]
-pub(crate) enum Control {
-    /// Start snapshot `id`, handed out in `epoch`, here.
-    Start {
-        id: SnapshotId,
-        epoch: u64,
-        reply: oneshot::Sender<std::result::Result<StartOutcome, ControlError>>,
-    },
-    /// Roll back to this node's part of a snapshot, in a new epoch.
-    Rollback {
-        epoch: u64,
-        part: Box<Part>,
-        /// The chunks split out of the part's state, read from the store.
-        chunks: rollback::Chunks,
-        /// Messages the snapshot recorded on each channel, by name.
-        in_flight: std::collections::BTreeMap<String, u64>,
-        reply: oneshot::Sender<std::result::Result<usize, ControlError>>,
-    },
-    /// Give up snapshot `id` of `epoch` here (it failed or timed out);
-    /// answers whether it was being recorded.
-    Abort {
-        id: SnapshotId,
-        epoch: u64,
-        reply: oneshot::Sender<bool>,
-    },
-    /// Stop the world: hold the application's own sends until resumed.
-    Pause { reply: oneshot::Sender<()> },
-    /// Let the application send again.
-    Resume { reply: oneshot::Sender<()> },
-}
 
 /// Outside input for the process, from an embedding program, with where
 /// to say whether the process took it.
@@ -329,80 +297,6 @@ impl<P: Process> Driver<P> {
             }
         }
         self.end_epoch()
-    }
-
-    /// Flushes the trace and writes this epoch's states file, when tracing.
-    fn end_epoch(&mut self) -> Result<()> {
-        if let Some(t) = &mut self.trace {
-            t.flush()?;
-        }
-        if let (Some(dir), Some(initial)) = (&self.trace_dir, self.epoch_initial.clone()) {
-            let states = States {
-                initial,
-                last: self.process.state(),
-                initial_channels: std::mem::take(&mut self.epoch_channels),
-                initial_overtaken: std::mem::take(&mut self.epoch_tails),
-            };
-            write_states(dir, &self.name, self.epoch, &states)?;
-        }
-        Ok(())
-    }
-
-    fn on_control(&mut self, c: Control) {
-        match c {
-            Control::Start { id, epoch, reply } => {
-                let r = if epoch != self.epoch {
-                    Err(ControlError::Stale(format!(
-                        "snapshot {id} belongs to epoch {epoch}; this node is in epoch {}",
-                        self.epoch
-                    )))
-                } else if self.peers.as_ref().is_some_and(|p| p.needs_restore()) {
-                    Err(ControlError::Refused(
-                        "this node restarted and lost its state; it records nothing until a restore"
-                            .into(),
-                    ))
-                } else {
-                    match self.mode {
-                        SnapshotMode::ChandyLamport => {
-                            let r = self
-                                .engine
-                                .start_snapshot(id)
-                                .map_err(|e| ControlError::Refused(e.to_string()));
-                            self.pump();
-                            r
-                        }
-                        SnapshotMode::Aligned | SnapshotMode::StopTheWorld => {
-                            self.start_aligned(id)
-                        }
-                    }
-                };
-                let _ = reply.send(r);
-            }
-            Control::Abort { id, epoch, reply } => {
-                let was = epoch == self.epoch && self.abort(id);
-                let _ = reply.send(was);
-            }
-            Control::Pause { reply } => {
-                self.pause();
-                let _ = reply.send(());
-            }
-            Control::Resume { reply } => {
-                self.resume();
-                let _ = reply.send(());
-            }
-            Control::Rollback {
-                epoch,
-                part,
-                chunks,
-                in_flight,
-                reply,
-            } => {
-                let r = self
-                    .rollback(epoch, *part, chunks.0, &in_flight)
-                    .map_err(ControlError::Refused);
-                let _ = reply.send(r);
-            }
-        }
     }
 
     fn on_inbound(&mut self, i: In<P::Message>) {
@@ -675,90 +569,6 @@ impl<P: Process> Driver<P> {
             since: Instant::now(),
             encode: Box::new(move || Ok(Encoded::report_only(report))),
         });
-    }
-
-    /// Gives up snapshot `id` here; whether it was being recorded.
-    fn abort(&mut self, id: SnapshotId) -> bool {
-        self.recording_since.remove(&id);
-        let was = self.engine.abort(id);
-        if was {
-            Metrics::inc(&self.metrics.snapshots_aborted, 1);
-            tracing::debug!(snapshot = %id, "snapshot aborted here");
-        }
-        was
-    }
-
-    /// Gives up recordings older than twice the snapshot timeout: their
-    /// snapshot has failed, whether or not its abort reached this node.
-    fn expire_recordings(&mut self) {
-        let limit = self.snapshot_timeout * 2;
-        // A stop-the-world pause is a lease: if the coordinator that paused
-        // this node never resumes it (it died, or lost its term), the node
-        // resumes by itself.
-        if self
-            .paused
-            .is_some_and(|since| since.elapsed() > limit + Duration::from_secs(1))
-        {
-            warn!("resuming by itself: the stop-the-world pause outlived its lease");
-            self.resume();
-        }
-        let late: Vec<SnapshotId> = self
-            .recording_since
-            .iter()
-            .filter(|(_, t)| t.elapsed() > limit)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            warn!(snapshot = %id, "snapshot given up here: no marker came within twice the snapshot timeout");
-            self.abort(id);
-        }
-    }
-
-    /// Ticks the vector clock and writes the event, when tracing; returns the
-    /// clock to put on the wire.
-    pub(crate) fn tick_trace(
-        &mut self,
-        event: impl FnOnce(&mut HashMap<ChannelId, u64>) -> Event<P::Message>,
-    ) -> Option<Vec<u64>> {
-        self.trace.as_ref()?;
-        let ev = event(&mut self.seq_out);
-        let vc = self.clock.tick().to_vec();
-        self.write_trace(ev, vc.clone());
-        Some(vc)
-    }
-
-    fn flush_trace(&mut self) {
-        if let Some(t) = &mut self.trace
-            && let Err(e) = t.flush()
-        {
-            error!("{e}; tracing stops");
-            self.trace = None;
-        }
-    }
-
-    fn write_trace(&mut self, event: Event<P::Message>, vc: Vec<u64>) {
-        let Some(t) = &mut self.trace else { return };
-        let ev = TraceEvent {
-            process: self.me,
-            event,
-            vc,
-        };
-        match t.write(&self.topology, &ev) {
-            Ok(Written::Yes) => {}
-            Ok(Written::Full) => {
-                warn!(
-                    path = %t.path().display(),
-                    limit_mb = self.trace_limit.unwrap_or(0) >> 20,
-                    "the trace reached trace_limit_mb; tracing stops until the next epoch"
-                );
-                self.flush_trace();
-                self.trace = None;
-            }
-            Err(e) => {
-                error!("{e}; tracing stops");
-                self.trace = None;
-            }
-        }
     }
 }
 
