@@ -58,6 +58,7 @@ mod metrics;
 mod net;
 mod node;
 mod peers;
+pub mod ports;
 mod send_queue;
 mod shared;
 pub mod tls;

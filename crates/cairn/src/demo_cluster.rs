@@ -2,7 +2,6 @@
 //! every 200 ms for a few seconds; every snapshot must hold exactly the money
 //! the bank started with.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,16 +14,9 @@ use serde_json::Value;
 const NODES: usize = 5;
 const BALANCE: u64 = 1000;
 
-/// Free loopback ports, chosen by the OS.
+/// Free loopback ports (see [`cairn_runtime::ports`]).
 pub fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<_>>()
-        .context("cannot bind a loopback port")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+    cairn_runtime::ports::free_loopback_ports(n).context("cannot find free loopback ports")
 }
 
 /// A cluster config for `n` bank nodes on loopback.

@@ -10,13 +10,7 @@ use cairn_example_tally::{Event, Tally, TallyNode, config, consistent, tour};
 use cairn_runtime::{Node, Snapshot};
 
 fn free_ports(n: usize) -> Vec<(u16, u16)> {
-    let held: Vec<std::net::TcpListener> = (0..2 * n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let ports: Vec<u16> = held
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
+    let ports = cairn_runtime::ports::free_loopback_ports(2 * n).unwrap();
     ports.chunks(2).map(|p| (p[0], p[1])).collect()
 }
 

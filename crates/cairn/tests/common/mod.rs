@@ -316,10 +316,7 @@ pub struct TestCluster {
 }
 
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    cairn_runtime::ports::free_loopback_ports(n).unwrap()
 }
 
 pub const BANK: &str = "name = \"bank\"\ninitial_balance = 1000";
