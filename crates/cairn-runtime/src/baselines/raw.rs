@@ -218,13 +218,7 @@ pub async fn run_raw_node<P: Process>(
                     let mut sends = Vec::new();
                     let mut random = || rng.random::<u64>();
                     process.on_tick(&mut Context::new(&open, &mut random, &mut sends));
-                    let tick = if !sends.is_empty() {
-                        Tick::Sent
-                    } else if open.is_empty() {
-                        Tick::NoRoom
-                    } else {
-                        Tick::Nothing
-                    };
+                    let tick = Tick::of(!sends.is_empty(), !open.is_empty());
                     send(sends, &mut outbound);
                     if quiet.after(tick) {
                         break;

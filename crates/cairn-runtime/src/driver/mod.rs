@@ -368,13 +368,7 @@ impl<P: Process> Driver<P> {
     /// Gives the process a tick, open on the channels with room.
     fn on_tick(&mut self) -> quiet::Tick {
         let ((), sends) = self.in_context(true, |p, cx| p.on_tick(cx));
-        let tick = if !sends.is_empty() {
-            quiet::Tick::Sent
-        } else if self.open.is_empty() {
-            quiet::Tick::NoRoom
-        } else {
-            quiet::Tick::Nothing
-        };
+        let tick = quiet::Tick::of(!sends.is_empty(), !self.open.is_empty());
         self.send_all(sends);
         tick
     }

@@ -33,6 +33,18 @@ pub(crate) enum Tick {
     NoRoom,
 }
 
+impl Tick {
+    /// What a tick did: whether it sent anything, and whether any channel
+    /// was open to it.
+    pub fn of(sent: bool, had_room: bool) -> Tick {
+        match (sent, had_room) {
+            (true, _) => Tick::Sent,
+            (false, true) => Tick::Nothing,
+            (false, false) => Tick::NoRoom,
+        }
+    }
+}
+
 /// Whether a continuous process is quiet, and since when.
 #[derive(Debug, Default)]
 pub(crate) struct Quiet {
