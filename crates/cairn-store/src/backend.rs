@@ -15,6 +15,20 @@ use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use crate::error::{Error, Result};
 use crate::local::LocalDir;
 
+/// How much of a write is durable when it returns. Object stores make every
+/// write durable whole; only the local backend tells the two apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durable {
+    /// The object, bytes and name: it survives a crash once the write returns.
+    Object,
+    /// Its bytes, but its name only once the next [`Durable::Object`] write
+    /// into the same folder, or [`Backend::sync_folder`] on it, returns. For
+    /// objects that are worth nothing until such a write names them: a
+    /// snapshot's parts (its manifest, written beside them after them, commits
+    /// it) and a part's chunks (their folder is synced before the part).
+    Bytes,
+}
+
 /// A backend, chosen by URL.
 #[derive(Clone, Debug)]
 pub(crate) enum Backend {
@@ -120,9 +134,15 @@ impl Backend {
         }
     }
 
-    pub async fn put(&self, key: &str, bytes: Bytes, create_only: bool) -> Result<()> {
+    pub async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        create_only: bool,
+        durable: Durable,
+    ) -> Result<()> {
         match self {
-            Backend::Local(d) => d.put(key, bytes, create_only).await,
+            Backend::Local(d) => d.put(key, bytes, create_only, durable).await,
             Backend::Objects { store, prefix } => {
                 let mode = if create_only {
                     PutMode::Create
@@ -139,6 +159,15 @@ impl Backend {
                     .map(|_| ())
                     .map_err(|e| map(key, e))
             }
+        }
+    }
+
+    /// Makes the names of the objects written into `folder` durable (see
+    /// [`Durable::Bytes`]); nothing to do for an object store.
+    pub async fn sync_folder(&self, folder: &str) -> Result<()> {
+        match self {
+            Backend::Local(d) => d.sync_folder(folder).await,
+            Backend::Objects { .. } => Ok(()),
         }
     }
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Durable;
 use crate::error::{Error, Result};
 use crate::format::{self, CHUNK_MAGIC};
 use crate::snapshot::{Manifest, Part, PartRef, Store};
@@ -209,13 +210,18 @@ impl Store {
         for batch in missing.chunks(in_flight) {
             try_join_all(batch.iter().map(|(object, bytes)| {
                 let (sealed, _) = format::seal_raw(CHUNK_MAGIC, bytes);
-                self.create(object, sealed)
+                self.create(object, sealed, Durable::Bytes)
             }))
             .await?;
             pacer
                 .spent(batch.iter().map(|(_, b)| b.len() as u64).sum())
                 .await;
         }
+        // One folder fsync for every chunk written, before the part (and so
+        // the manifest) can name them. Also when none was: a chunk found in
+        // the folder may be one an earlier life of this node wrote and did
+        // not live to sync.
+        self.backend.sync_folder(&folder).await?;
         let mut r = self.write_part(part).await?;
         r.chunks = refs;
         cache.last = next;

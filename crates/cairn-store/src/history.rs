@@ -24,6 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Durable;
 use crate::error::{Error, Result};
 use crate::format;
 use crate::snapshot::{RESTORE_KEY, Store, StoredSnapshot};
@@ -134,7 +135,9 @@ impl Store {
             key: key.to_string(),
             problem: e.to_string(),
         })?;
-        self.backend.put(key, Bytes::from(bytes), true).await
+        self.backend
+            .put(key, Bytes::from(bytes), true, Durable::Object)
+            .await
     }
 
     /// Reads the record `<folder>/<n>`, checking that it names `n` (its
@@ -364,7 +367,7 @@ impl Store {
             Err(Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        crate::snapshot::decode_restore_point(&bytes).map(Some)
+        crate::decode::decode_restore_point(&bytes).map(Some)
     }
 }
 

@@ -31,6 +31,7 @@
 mod backend;
 pub mod channel_state;
 pub mod chunks;
+mod decode;
 mod error;
 pub mod format;
 mod history;
@@ -41,12 +42,10 @@ mod snapshot;
 
 pub use channel_state::{Decoder, decode_message, encode_message, message_json, undecoded};
 pub use chunks::{Chunk, ChunkCache, ChunkRef, ChunkStats, Pace};
+pub use decode::{decode_manifest, decode_part, decode_restore_point};
 pub use error::{Error, Result};
 pub use history::{EpochRecord, History, IdLease, TermRecord, Timeline, unix_ms};
 pub use local::LocalDir;
 pub use recovery::RecoveryPoint;
 pub use retention::Retention;
-pub use snapshot::{
-    FORMAT_VERSION, Manifest, Part, PartRef, Store, StoredChannel, StoredSnapshot, decode_manifest,
-    decode_part, decode_restore_point,
-};
+pub use snapshot::{FORMAT_VERSION, Manifest, Part, PartRef, Store, StoredChannel, StoredSnapshot};

@@ -1,7 +1,13 @@
 //! The local-directory backend. Writes are atomic and durable: a staging file
 //! is written and fsynced, then renamed (or, for create-if-absent, hard
-//! linked, which fails if the name exists) into place, and the directory is
-//! fsynced. A reader never sees a half-written object.
+//! linked, which fails if the name exists) into place, and the directory and
+//! its parent are fsynced (the parent holds the directory's own name, which
+//! the write may have created). A reader never sees a half-written object.
+//!
+//! A write of [`Durable::Bytes`] leaves the directory to a later
+//! [`Durable::Object`] write into the same folder (or a
+//! [`LocalDir::sync_folder`]): a snapshot's parts, whose manifest is written
+//! after them beside them, and a part's chunks, whose folder is synced once.
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
@@ -11,6 +17,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use crate::backend::Durable;
 use crate::error::{Error, Result};
 
 static STAGING: AtomicU64 = AtomicU64::new(0);
@@ -48,10 +55,25 @@ impl LocalDir {
 
     /// Writes `bytes` under `key`; with `create_only`, fails with
     /// [`Error::AlreadyExists`] if it is there.
-    pub async fn put(&self, key: &str, bytes: Bytes, create_only: bool) -> Result<()> {
+    pub(crate) async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        create_only: bool,
+        durable: Durable,
+    ) -> Result<()> {
         let path = self.path(key);
         let key = key.to_string();
-        run(move || put_blocking(&path, &bytes, create_only).map_err(|e| backend(&key, e))).await
+        run(move || put_blocking(&path, &bytes, create_only, durable).map_err(|e| backend(&key, e)))
+            .await
+    }
+
+    /// Makes the names written into `folder` durable (and the folder's own
+    /// name, in its parent).
+    pub(crate) async fn sync_folder(&self, folder: &str) -> Result<()> {
+        let path = self.path(folder);
+        let key = folder.to_string();
+        run(move || sync_dir_and_parent(&path).map_err(|e| backend(&key, e))).await
     }
 
     /// Reads `key`.
@@ -135,7 +157,12 @@ async fn run<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) 
         })?
 }
 
-fn put_blocking(path: &Path, bytes: &[u8], create_only: bool) -> std::io::Result<()> {
+fn put_blocking(
+    path: &Path,
+    bytes: &[u8],
+    create_only: bool,
+    durable: Durable,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("key has no folder"))?;
@@ -156,10 +183,31 @@ fn put_blocking(path: &Path, bytes: &[u8], create_only: bool) -> std::io::Result
         } else {
             fs::rename(&staging, path)?;
         }
-        File::open(dir)?.sync_all()
+        match durable {
+            Durable::Object => sync_dir_and_parent(dir),
+            Durable::Bytes => Ok(()),
+        }
     })();
     let _ = fs::remove_file(&staging);
     result
+}
+
+/// Fsyncs `dir`, then its parent: the first makes the names in it durable,
+/// the second the name of `dir` itself, which `create_dir_all` may just have
+/// made. On a journalling file system the second costs next to nothing: the
+/// first already committed the journal that holds it.
+fn sync_dir_and_parent(dir: &Path) -> std::io::Result<()> {
+    sync_dir(dir)?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    tests::DIR_SYNCS.with(|n| n.set(n.get() + 1));
+    File::open(dir)?.sync_all()
 }
 
 /// A test hook for crash tests: when `CAIRN_TEST_CRASH_WRITING` names the end
@@ -228,6 +276,42 @@ fn gone_is_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Directory fsyncs made on this thread.
+        pub(super) static DIR_SYNCS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    fn dir_syncs_during(f: impl FnOnce()) -> u32 {
+        let before = DIR_SYNCS.with(|n| n.get());
+        f();
+        DIR_SYNCS.with(|n| n.get()) - before
+    }
+
+    /// Invariant: a durable object's name survives a crash. A write of
+    /// `Durable::Object` fsyncs its folder and the folder's parent (which
+    /// holds the folder's name, created by this write); one of
+    /// `Durable::Bytes` fsyncs no folder, and leaves that to the next durable
+    /// write into the same folder or to `sync_folder`.
+    #[test]
+    fn only_a_durable_object_syncs_its_folder_and_the_parent() {
+        let root = std::env::temp_dir().join(format!("cairn-sync-{}", std::process::id()));
+        let dir = root.join("snapshots/00000000000000000001");
+        let part = dir.join("part-p.cbor");
+        let n = dir_syncs_during(|| put_blocking(&part, b"part", true, Durable::Bytes).unwrap());
+        assert_eq!(n, 0, "a part leaves its folder to the manifest");
+        assert_eq!(fs::read(&part).unwrap(), b"part");
+        let manifest = dir.join("MANIFEST");
+        let n = dir_syncs_during(|| put_blocking(&manifest, b"m", true, Durable::Object).unwrap());
+        assert_eq!(n, 2, "the manifest syncs its folder and the folder's name");
+        let n = dir_syncs_during(|| sync_dir_and_parent(&dir).unwrap());
+        assert_eq!(n, 2);
+        // Create-if-absent still refuses a second object under the name.
+        let again = put_blocking(&part, b"other", true, Durable::Bytes).unwrap_err();
+        assert_eq!(again.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&part).unwrap(), b"part");
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     /// A file listed and then deleted (as retention does while a reader
     /// lists) is left out of the listing, not an error.

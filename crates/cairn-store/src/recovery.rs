@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::decode::{PartShape, check_shape};
 use crate::error::{Error, Result};
 use crate::format;
-use crate::snapshot::{Manifest, PartShape, Store, check_shape};
+use crate::snapshot::{Manifest, Store};
 
 /// A snapshot recovery may roll back to, checked without decoding states.
 #[derive(Clone, Debug, PartialEq, Eq)]

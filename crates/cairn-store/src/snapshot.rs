@@ -1,13 +1,14 @@
 //! Snapshots in a store: parts, manifests, commit, reading back, retention.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Durable};
 use crate::channel_state::Decoder;
 pub use crate::channel_state::StoredChannel;
+use crate::decode::{PartShape, check_shape, decode_manifest, decode_part};
 use crate::error::{Error, Result};
 use crate::format::{self, MANIFEST_MAGIC, PART_MAGIC};
 
@@ -254,7 +255,9 @@ impl Store {
         let key = format::part_key(part.snapshot, &part.process);
         let (bytes, crc32c) = format::seal(PART_MAGIC, &key, part)?;
         let size = bytes.len() as u64;
-        self.create(&key, bytes).await?;
+        // Its name becomes durable with the manifest, written into the same
+        // folder after every part (one folder fsync instead of one per part).
+        self.create(&key, bytes, Durable::Bytes).await?;
         Ok(PartRef {
             process: part.process.clone(),
             key,
@@ -277,13 +280,18 @@ impl Store {
         self.check_chunks_present(manifest).await?;
         let key = format::manifest_key(manifest.snapshot);
         let (bytes, _) = format::seal(MANIFEST_MAGIC, &key, manifest)?;
-        self.backend.put(&key, bytes, true).await
+        self.backend.put(&key, bytes, true, Durable::Object).await
     }
 
     /// Writes `bytes` under `key` unless something is there: the same bytes
     /// count as written, other bytes are a [`Error::Conflict`].
-    pub(crate) async fn create(&self, key: &str, bytes: bytes::Bytes) -> Result<()> {
-        match self.backend.put(key, bytes.clone(), true).await {
+    pub(crate) async fn create(
+        &self,
+        key: &str,
+        bytes: bytes::Bytes,
+        durable: Durable,
+    ) -> Result<()> {
+        match self.backend.put(key, bytes.clone(), true, durable).await {
             Err(Error::AlreadyExists { .. }) => {
                 let there = self.backend.get(key).await?;
                 if there == bytes {
@@ -413,7 +421,12 @@ impl Store {
     pub async fn set_restore_point(&self, id: u64) -> Result<()> {
         self.committed(id).await?;
         self.backend
-            .put(RESTORE_KEY, bytes::Bytes::from(id.to_string()), false)
+            .put(
+                RESTORE_KEY,
+                bytes::Bytes::from(id.to_string()),
+                false,
+                Durable::Object,
+            )
             .await
     }
 
@@ -443,7 +456,7 @@ impl Store {
     /// # Errors
     /// A backend failure.
     pub async fn overwrite_raw(&self, key: &str, bytes: bytes::Bytes) -> Result<()> {
-        self.backend.put(key, bytes, false).await
+        self.backend.put(key, bytes, false, Durable::Object).await
     }
 
     /// Deletes the object under `key`, for tests that damage the store on
@@ -456,171 +469,10 @@ impl Store {
     }
 }
 
-/// Decodes snapshot `id`'s manifest from the bytes of its object, checking
-/// the envelope, the format version and the id.
-///
-/// # Errors
-/// [`Error::Corrupt`] naming the object and what is wrong.
-pub fn decode_manifest(id: u64, bytes: &[u8]) -> Result<Manifest> {
-    let key = format::manifest_key(id);
-    let (m, _): (Manifest, u32) = format::unseal(MANIFEST_MAGIC, &key, bytes)?;
-    if !(1..=FORMAT_VERSION).contains(&m.format_version) {
-        return Err(Error::Corrupt {
-            key,
-            problem: format!(
-                "format version {}, this build reads {FORMAT_VERSION}",
-                m.format_version
-            ),
-        });
-    }
-    if m.snapshot != id {
-        return Err(Error::Corrupt {
-            key,
-            problem: format!("it describes snapshot {}", m.snapshot),
-        });
-    }
-    // Every object it names is where this snapshot's parts and chunks go,
-    // never elsewhere in (or outside) the store.
-    for p in &m.parts {
-        let expected = format::part_key(id, &p.process);
-        let bad_name = p.process.is_empty() || p.process.contains(['/', '\\']) || p.process == "..";
-        if bad_name || p.key != expected {
-            return Err(Error::Corrupt {
-                key,
-                problem: format!("it names {:?} as {:?}'s part", p.key, p.process),
-            });
-        }
-        if let Some(c) = p
-            .chunks
-            .iter()
-            .find(|c| !format::is_chunk_key(&p.process, &c.object, &c.sha256))
-        {
-            return Err(Error::Corrupt {
-                key,
-                problem: format!(
-                    "it names {:?} as chunk {:?} of {:?}",
-                    c.object, c.key, p.process
-                ),
-            });
-        }
-    }
-    Ok(m)
-}
-
-/// Decodes the part `r` names from the bytes of its object, checking the
-/// envelope, the manifest's checksum and the process.
-///
-/// # Errors
-/// [`Error::Corrupt`] naming the part and what is wrong.
-pub fn decode_part(r: &PartRef, bytes: &[u8]) -> Result<Part> {
-    // A part cut short (or grown) is caught by its size, before any checksum.
-    format::check_size(&r.key, bytes.len() as u64, r.bytes)?;
-    let (part, crc): (Part, u32) = format::unseal(PART_MAGIC, &r.key, bytes)?;
-    format::check_crc(&r.key, crc, r.crc32c)?;
-    if part.process != r.process {
-        return Err(Error::Corrupt {
-            key: r.key.clone(),
-            problem: format!("it is the part of {}, not {}", part.process, r.process),
-        });
-    }
-    // The counts recovery went by must be what the part holds.
-    let (channels, overtaken) = (counts(&part.channels), counts(&part.overtaken));
-    if r.channels
-        .as_ref()
-        .is_some_and(|c| *c != channels || r.overtaken != overtaken)
-    {
-        return Err(Error::Corrupt {
-            key: r.key.clone(),
-            problem: format!(
-                "it holds {channels:?} recorded and {overtaken:?} overtaken messages, but the manifest counts {:?} and {:?}",
-                r.channels, r.overtaken
-            ),
-        });
-    }
-    Ok(part)
-}
-
-/// What a part says it holds: its process, the channels it recorded, and
-/// the channels its markers overtook messages on, by name.
-pub(crate) type PartShape<'a> = (&'a str, Vec<&'a str>, Vec<&'a str>);
-
-/// Checks that the parts make a complete snapshot of `manifest`: every
-/// process present once, every channel recorded exactly once by the process
-/// it leads to, and each overtaken tail on a channel leading from its
-/// process, at most once.
-///
-/// # Errors
-/// [`Error::Corrupt`] naming the process or channel.
-pub(crate) fn check_shape(manifest: &Manifest, parts: &[PartShape<'_>]) -> Result<()> {
-    let key = format::manifest_key(manifest.snapshot);
-    let corrupt = |problem: String| Error::Corrupt {
-        key: key.clone(),
-        problem,
-    };
-    let mut processes = BTreeSet::new();
-    for (process, _, _) in parts {
-        if !processes.insert(*process) {
-            return Err(corrupt(format!("process {process} has two parts")));
-        }
-    }
-    let mut recorded = BTreeSet::new();
-    for (process, channels, _) in parts {
-        for &name in channels {
-            let to = name
-                .split_once("->")
-                .map(|(_, t)| t.split('#').next().unwrap_or(t));
-            if to != Some(*process) {
-                return Err(corrupt(format!(
-                    "process {process} recorded channel {name}, which does not lead to it"
-                )));
-            }
-            if !recorded.insert(name) {
-                return Err(corrupt(format!("channel {name} is recorded twice")));
-            }
-        }
-    }
-    let wanted: BTreeSet<&str> = manifest.channels.iter().map(String::as_str).collect();
-    let mut tails = BTreeSet::new();
-    for (process, _, overtaken) in parts {
-        for &name in overtaken {
-            let from = name.split_once("->").map(|(f, _)| f);
-            if from != Some(*process) || !wanted.contains(name) {
-                return Err(corrupt(format!(
-                    "process {process} recorded messages its marker overtook on {name}, which does not lead from it"
-                )));
-            }
-            if !tails.insert(name) {
-                return Err(corrupt(format!("channel {name} has two overtaken tails")));
-            }
-        }
-    }
-    if let Some(c) = wanted.difference(&recorded).next() {
-        return Err(corrupt(format!("channel {c} is not recorded by any part")));
-    }
-    if let Some(c) = recorded.difference(&wanted).next() {
-        return Err(corrupt(format!("channel {c} is not in the manifest")));
-    }
-    Ok(())
-}
-
 /// Messages per channel, by name.
-fn counts(channels: &[StoredChannel]) -> BTreeMap<String, u64> {
+pub(crate) fn counts(channels: &[StoredChannel]) -> BTreeMap<String, u64> {
     channels
         .iter()
         .map(|c| (c.name.clone(), c.len() as u64))
         .collect()
-}
-
-/// Decodes the restore point `cairn restore` leaves for a stopped cluster.
-///
-/// # Errors
-/// [`Error::Corrupt`] if it is not a snapshot id.
-pub fn decode_restore_point(bytes: &[u8]) -> Result<u64> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| Error::Corrupt {
-            key: RESTORE_KEY.into(),
-            problem: "not a snapshot id".into(),
-        })
 }
