@@ -13,17 +13,15 @@ use cairn_core::ChannelId;
 use futures_util::{Sink, SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
-use tokio_util::codec::{Encoder, FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tracing::{debug, error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::peers::{PeerBook, Seen};
+use crate::peers::PeerBook;
 use crate::send_queue::SendQueue;
-use crate::tls::{BoxRead, BoxWrite, Security, split_tcp, split_tls};
-use crate::wire::{
-    self, Frame, FrameWriter, Hello, MAGIC, PROTOCOL_VERSION, RejectKind, WriteError,
-};
+use crate::tls::{BoxWrite, Security, split_tcp, split_tls};
+use crate::wire::{self, Frame, FrameWriter, WriteError};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use cairn_core::link::SendHalf;
 
@@ -554,87 +552,8 @@ async fn flush(writer: &mut FramedWrite<BoxWrite, FrameWriter>) -> Result<(), Wr
     SinkExt::<Frame<()>>::flush(writer).await
 }
 
-async fn handshake(
-    id: &Identity,
-    channel: &str,
-    peer: usize,
-    epoch: u64,
-    now: &watch::Receiver<u64>,
-    reader: &mut FramedRead<BoxRead, LengthDelimitedCodec>,
-    writer: &mut FramedWrite<BoxWrite, FrameWriter>,
-) -> Result<u64> {
-    let hello = Hello {
-        magic: MAGIC,
-        version: PROTOCOL_VERSION,
-        cluster: id.cluster.clone(),
-        node: id.node.clone(),
-        channel: channel.to_string(),
-        epoch,
-        incarnation: id.peers.me,
-        peer_incarnation: id.peers.known(peer),
-    };
-    writer.send(&hello).await.map_err(|e| match e {
-        WriteError::Io(e) => Error::io("sending hello", e),
-        WriteError::Unsendable(why) => Error::Protocol(why),
-    })?;
-    let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
-        .await
-        .map_err(|_| Error::Protocol("no answer to hello".into()))?
-        .ok_or_else(|| Error::Protocol("peer closed the connection after hello".into()))?
-        .map_err(|e| Error::Protocol(e.to_string()))?;
-    match wire::decode::<Frame<()>>(&reply)? {
-        Frame::Welcome {
-            next_seq,
-            incarnation,
-            peer_incarnation,
-        } => {
-            // A rollback while the hello travelled: this connection belongs
-            // to the old epoch, and judging this node by it would take how
-            // the peer saw its life before the restore for a new restart.
-            if *now.borrow() != epoch {
-                return Err(Error::Protocol(format!(
-                    "{channel}: the epoch moved during the handshake; reconnecting in the new one"
-                )));
-            }
-            if id.peers.judge_me(peer_incarnation, epoch) == Seen::Restarted {
-                return Err(Error::Restarted(format!(
-                    "{channel}: the peer knew an earlier life of this node"
-                )));
-            }
-            if id.peers.judge(peer, incarnation, epoch, epoch) == Seen::Restarted {
-                return Err(Error::Restarted(format!(
-                    "{channel}: the peer restarted and lost its state"
-                )));
-            }
-            id.peers.adopt(peer, incarnation, epoch);
-            Ok(next_seq)
-        }
-        Frame::Reject {
-            reason,
-            kind: RejectKind::SenderRestarted,
-        } => {
-            // Refused for a life this node has since restored (a rollback
-            // while the hello travelled): that restart is settled.
-            if *now.borrow() == epoch {
-                id.peers.mark_needs_restore();
-            }
-            Err(Error::Restarted(reason))
-        }
-        Frame::Reject {
-            reason,
-            kind: RejectKind::ReceiverRestarted | RejectKind::Epoch,
-        } => Err(Error::Epoch(reason)),
-        Frame::Reject {
-            reason,
-            kind: RejectKind::Refused,
-        } => Err(Error::Protocol(format!(
-            "peer refused the channel: {reason}"
-        ))),
-        other => Err(Error::Protocol(format!(
-            "unexpected answer to hello: {other:?}"
-        ))),
-    }
-}
+mod handshake;
+use handshake::handshake;
 
 #[cfg(test)]
 mod tests;
