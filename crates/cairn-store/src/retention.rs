@@ -43,14 +43,29 @@ impl Store {
     /// # Errors
     /// A backend failure.
     pub async fn retain(&self, policy: &Retention) -> Result<Vec<u64>> {
-        let committed = self.list().await?;
+        // One listing serves twice: which snapshots are committed (they have
+        // a manifest), and when each snapshot's folder was last written to.
+        let mut committed = BTreeSet::new();
+        let mut newest_write: BTreeMap<u64, SystemTime> = BTreeMap::new();
+        for (key, modified) in self.backend.list_meta("snapshots").await? {
+            if let Some(id) = format::id_of(&key) {
+                let t = newest_write.entry(id).or_insert(modified);
+                *t = (*t).max(modified);
+                if key.ends_with("/MANIFEST") {
+                    committed.insert(id);
+                }
+            }
+        }
+        self.keep_cached(&committed);
         let timeline = self.timeline(policy.epoch).await?;
         let mut on_timeline = Vec::new();
         let mut off_timeline = Vec::new();
         let mut manifests = BTreeMap::new();
         let mut unread = BTreeSet::new();
         for &id in &committed {
-            match self.manifest(id).await {
+            // Read once per life of the store: a pass after every commit
+            // would otherwise read every kept manifest again.
+            match self.cached_manifest(id).await {
                 Ok(m) => {
                     if timeline.contains(m.epoch, id) {
                         on_timeline.push(id);
@@ -76,14 +91,6 @@ impl Store {
         let stale_before = SystemTime::now()
             .checked_sub(policy.stale_after)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut newest_write: BTreeMap<u64, SystemTime> = BTreeMap::new();
-        for (key, modified) in self.backend.list_meta("snapshots").await? {
-            if let Some(id) = format::id_of(&key) {
-                let t = newest_write.entry(id).or_insert(modified);
-                *t = (*t).max(modified);
-            }
-        }
-        let committed: BTreeSet<u64> = committed.into_iter().collect();
         for (id, written) in newest_write {
             if committed.contains(&id) {
                 continue;
@@ -105,7 +112,7 @@ impl Store {
             let remaining = manifests
                 .iter()
                 .filter(|(id, _)| !doomed.contains(id))
-                .map(|(_, m)| m);
+                .map(|(_, m)| m.as_ref());
             self.collect_chunks(remaining, stale_before).await?;
         }
         if let Backend::Local(dir) = &self.backend {

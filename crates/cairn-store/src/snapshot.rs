@@ -1,6 +1,7 @@
 //! Snapshots in a store: parts, manifests, commit, reading back, retention.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -221,6 +222,11 @@ impl StoredSnapshot {
 pub struct Store {
     pub(crate) backend: Backend,
     url: String,
+    /// Committed manifests retention has read, by snapshot id (shared by
+    /// clones). A manifest is never replaced, so what was read stays true
+    /// until the snapshot is deleted; only retention reads from here, so a
+    /// manifest damaged on disk is still found by whoever reads it to use it.
+    pub(crate) manifests: Arc<Mutex<BTreeMap<u64, Arc<Manifest>>>>,
 }
 
 impl Store {
@@ -233,6 +239,7 @@ impl Store {
         Ok(Store {
             backend: Backend::open(url)?,
             url: url.to_string(),
+            manifests: Arc::default(),
         })
     }
 
@@ -337,6 +344,29 @@ impl Store {
         decode_manifest(id, &bytes)
     }
 
+    /// Snapshot `id`'s manifest as retention last read it, or read now.
+    pub(crate) async fn cached_manifest(&self, id: u64) -> Result<Arc<Manifest>> {
+        if let Some(m) = self.cache().get(&id) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(self.manifest(id).await?);
+        self.cache().insert(id, m.clone());
+        Ok(m)
+    }
+
+    /// Drops cached manifests of snapshots no longer committed.
+    pub(crate) fn keep_cached(&self, committed: &std::collections::BTreeSet<u64>) {
+        self.cache().retain(|id, _| committed.contains(id));
+    }
+
+    fn forget_manifest(&self, id: u64) {
+        self.cache().remove(&id);
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Manifest>>> {
+        self.manifests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// As [`Store::manifest`], but a snapshot that is not there is
     /// [`Error::NoSnapshot`], naming what the store holds instead.
     pub(crate) async fn committed(&self, id: u64) -> Result<Manifest> {
@@ -407,6 +437,7 @@ impl Store {
         }
         // The manifest first: a snapshot half deleted is never listed.
         self.backend.delete(&format::manifest_key(id)).await?;
+        self.forget_manifest(id);
         let keys = self.backend.list(&format::snapshot_dir(id)).await?;
         let n = keys.len() + 1;
         self.backend.delete_all(keys).await?;

@@ -224,6 +224,54 @@ async fn local_directory_shares_chunks_and_names_a_corrupt_one() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Invariant: retention judges by the store as it is now, whatever it read
+/// in earlier passes (it keeps the manifests it has read). A snapshot that
+/// another process deleted between two passes (`cairn snapshots delete`)
+/// does not count as kept: the newest that remain are kept, and the chunks
+/// only the deleted one named go.
+async fn retention_sees_what_another_process_deleted(url: &str) {
+    let store = Store::open(url).unwrap();
+    let other = Store::open(url).unwrap();
+    let mut cache = ChunkCache::default();
+    let mut refs = Vec::new();
+    for (id, fill) in [(1, b'x'), (2, b'y'), (3, b'z')] {
+        let piece: Arc<[u8]> = Arc::from(vec![fill; 100]);
+        let (r, _) = store
+            .write_part_chunked(&part(id, "n1"), &chunks(&[&piece]), &mut cache)
+            .await
+            .unwrap();
+        store.commit(&manifest(id, r.clone())).await.unwrap();
+        refs.push(r);
+    }
+    assert!(store.retain(&keep(3)).await.unwrap().is_empty(), "{url}");
+    other.delete(2, false).await.unwrap();
+    assert!(store.retain(&keep(2)).await.unwrap().is_empty(), "{url}");
+    assert_eq!(store.list().await.unwrap(), vec![1, 3], "{url}");
+    assert!(
+        matches!(
+            store.read_chunks(&refs[1]).await,
+            Err(Error::NotFound { .. })
+        ),
+        "{url}: the chunk only the deleted snapshot named was kept"
+    );
+    for r in [&refs[0], &refs[2]] {
+        assert_eq!(store.read_chunks(r).await.unwrap().len(), 1, "{url}");
+    }
+    // One more pass keeping one: the oldest goes now.
+    assert_eq!(store.retain(&keep(1)).await.unwrap(), vec![1], "{url}");
+    assert_eq!(other.list().await.unwrap(), vec![3], "{url}");
+}
+
+#[tokio::test]
+async fn retention_sees_a_deletion_between_its_passes() {
+    let dir = std::env::temp_dir().join(format!("cairn-store-passes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    retention_sees_what_another_process_deleted(dir.to_str().unwrap()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let named = format!("memory://retention-passes-{}", std::process::id());
+    retention_sees_what_another_process_deleted(&named).await;
+}
+
 #[cfg(feature = "s3")]
 #[tokio::test]
 async fn s3_backend_shares_chunks() {
