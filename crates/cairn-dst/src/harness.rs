@@ -24,7 +24,8 @@ pub const BALANCE: u64 = 1000;
 /// Each state carries three pieces of ballast stored in chunks, 1% of which
 /// is rewritten every 40 transfers received: parts are written
 /// incrementally, and rollbacks restore chunks, under every fault. The
-/// store keeps every snapshot, so the check can read each one back whole.
+/// store keeps every snapshot (unless a scenario says otherwise), so the
+/// check can read each one back whole.
 const BALLAST: &str = "state_bytes = 1100000\nballast_churn = 0.01\nchurn_every = 40";
 
 /// The seeds to run: `CAIRN_DST_SEED` alone if set, else `CAIRN_DST_SEEDS`
@@ -81,6 +82,17 @@ impl Drop for Cluster {
 /// coordinator candidate, and markers overtake queued messages on the sides
 /// `seed % 4` picks: none, sender, receiver, both.
 pub fn cluster(scenario: &str, seed: u64, n: usize) -> Cluster {
+    cluster_with(scenario, seed, n, |toml| toml)
+}
+
+/// As [`cluster`], with the configuration's text passed through `tweak`
+/// before it is written (to change a default or add a table).
+pub fn cluster_with(
+    scenario: &str,
+    seed: u64,
+    n: usize,
+    tweak: impl FnOnce(String) -> String,
+) -> Cluster {
     // `CAIRN_DST_LOG=info` (a tracing filter) shows the nodes' logs.
     if let Ok(filter) = std::env::var("CAIRN_DST_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -120,7 +132,7 @@ pub fn cluster(scenario: &str, seed: u64, n: usize) -> Cluster {
         );
     }
     let path = dir.join("cluster.toml");
-    std::fs::write(&path, toml).unwrap();
+    std::fs::write(&path, tweak(toml)).unwrap();
     let config = Arc::new(ClusterConfig::load(&path).unwrap());
     Cluster {
         dir,

@@ -69,9 +69,19 @@ where
     F: FnOnce(Rc<Cluster>, Shared<Ctl>) -> Fut + 'static,
     Fut: std::future::Future<Output = (Vec<Taken>, Vec<u64>)> + 'static,
 {
+    run_on(harness::cluster(name, seed, 4), name, flaky, script)
+}
+
+/// Runs `script` on the cluster `c` (of `c.seed`), as [`run_seed_on`] does.
+fn run_on<F, Fut>(c: Cluster, name: &str, flaky: Option<(f64, f64)>, script: F) -> u64
+where
+    F: FnOnce(Rc<Cluster>, Shared<Ctl>) -> Fut + 'static,
+    Fut: std::future::Future<Output = (Vec<Taken>, Vec<u64>)> + 'static,
+{
+    let seed = c.seed;
     eprintln!("{name}: seed {seed} (replay with CAIRN_DST_SEED={seed})");
     let _watchdog = harness::Watchdog::new(name, seed, Duration::from_secs(120));
-    let c = Rc::new(harness::cluster(name, seed, 4));
+    let c = Rc::new(c);
     let mut sim = harness::sim(&c, Duration::from_secs(180), flaky);
     let ctl: Shared<Ctl> = Rc::default();
     let gathered: Shared<Option<(Vec<Taken>, Vec<u64>)>> = Rc::default();
@@ -360,6 +370,177 @@ fn a_restarted_node_rolls_the_cluster_back() {
             docs.dedup_by_key(|(_, d)| d.id);
             // The restarted node's first life left epoch `epoch`'s trace cut short.
             (docs, vec![now])
+        });
+    }
+}
+
+/// The node that leads now and is ready, waiting for one (simulated time).
+async fn leader(op: &cairn_runtime::client::AdminClient, c: &Cluster) -> (usize, Value) {
+    for _ in 0..400 {
+        for i in 0..c.config.nodes.len() {
+            if let Some(v) = harness::status(op, c, i).await {
+                if v["leading"] == true && v["ready"] == true {
+                    return (i, v);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("seed {}: no node leads", c.seed);
+}
+
+/// Panics if committed snapshot `m` names a chunk the store lacks while its
+/// manifest is still there (retention deletes a manifest before its chunks).
+async fn whole_while_committed(store: &cairn_store::Store, m: &cairn_store::Manifest, seed: u64) {
+    for part in &m.parts {
+        if let Err(e) = store.read_chunks(part).await {
+            if store.manifest(m.snapshot).await.is_ok() {
+                panic!(
+                    "seed {seed}: committed snapshot {} names a chunk the store lacks: {e}",
+                    m.snapshot
+                );
+            }
+        }
+    }
+}
+
+/// Invariant: retention never deletes a part or a chunk that a committed
+/// snapshot names, however it interleaves with commits and rollbacks. The
+/// store keeps two snapshots and collects an unnamed chunk at once
+/// (`[debug] stale_after_ms = 0`, as eager as retention can be); nodes
+/// picked by the seed start snapshots every 2 to 20 ms, several at once,
+/// while the ballast changes, and one node restarts (its rollback reads a
+/// kept snapshot while commits go on). Afterwards every committed snapshot
+/// reads back whole, chunks that only deleted snapshots named are gone,
+/// and the kept snapshots conserve the money and pass the oracle.
+#[test]
+fn retention_racing_commits_and_rollbacks_loses_nothing() {
+    for seed in harness::seeds("retention", 3) {
+        let c = harness::cluster_with("retention", seed, 4, |toml| {
+            toml.replace("interval_ms = 100\n", "")
+                .replace("retain = 100000", "retain = 2")
+                + "\n[debug]\nstale_after_ms = 0\n"
+        });
+        run_on(c, "retention", None, |c, ctl| async move {
+            let seed = c.seed;
+            let mut dice = Dice(seed ^ 0x7e7e);
+            let op = harness::operator(&c);
+            let store = cairn_store::Store::open(&c.config.store).unwrap();
+            harness::ready(&op, &c, 0).await;
+            let who = dice.below(4) as usize;
+            let mut seen = std::collections::BTreeSet::new();
+            let mut read = std::collections::BTreeSet::new();
+            for round in 0..120 {
+                let at = c.config.nodes[dice.below(4) as usize].admin;
+                // Refusals (busy, a rollback under way) are part of the run.
+                let _ = op
+                    .post_json::<_, Value>(at, "/snapshots", &serde_json::json!({}))
+                    .await;
+                if round == 40 {
+                    ctl.borrow_mut().bounce.push(c.config.nodes[who].id.clone());
+                }
+                // Every chunk a committed snapshot named at some point.
+                for id in store.list().await.unwrap() {
+                    if read.insert(id) {
+                        // Retention may have deleted it since the listing.
+                        if let Ok(m) = store.manifest(id).await {
+                            whole_while_committed(&store, &m, seed).await;
+                            let named = m.parts.iter().flat_map(|p| &p.chunks);
+                            seen.extend(named.map(|r| r.object.clone()));
+                        }
+                    }
+                }
+                tokio::time::sleep(dice.millis(2, 20)).await;
+            }
+            // Settle: nothing in progress, then one last snapshot, durable,
+            // and time for the retention pass that follows its commit.
+            let (lead, final_id) = loop {
+                let (lead, _) = leader(&op, &c).await;
+                let list = harness::summaries(&op, &c, lead).await;
+                if list.iter().any(|s| s["status"] == "in_progress") {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                let at = c.config.nodes[lead].admin;
+                match op
+                    .post_json::<_, Value>(at, "/snapshots", &serde_json::json!({}))
+                    .await
+                {
+                    Ok((st, v)) if st.is_success() => break (lead, v["id"].as_u64().unwrap()),
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            for _ in 0..100 {
+                let list = harness::summaries(&op, &c, lead).await;
+                let s = list.iter().find(|s| s["id"].as_u64() == Some(final_id));
+                if s.is_some_and(|s| !s["durable_ms"].is_null()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let list = harness::summaries(&op, &c, lead).await;
+            let removed = list.iter().filter(|s| s["removed"] == true).count();
+            assert!(removed > 0, "seed {seed}: retention removed nothing");
+            let epoch = harness::status(&op, &c, lead).await.unwrap()["epoch"]
+                .as_u64()
+                .unwrap();
+            let docs = harness::complete(&op, &c, lead).await;
+
+            // Every committed snapshot reads back whole: parts and chunks,
+            // each against the manifest's size and checksum.
+            let kept = store.list().await.unwrap();
+            assert!(kept.contains(&final_id), "seed {seed}: {kept:?}");
+            let mut named = std::collections::BTreeSet::new();
+            for &id in &kept {
+                let whole = store
+                    .load(id, &mut |_, _| {})
+                    .await
+                    .unwrap_or_else(|e| panic!("seed {seed}: snapshot {id}: {e}"));
+                for part in &whole.manifest.parts {
+                    store
+                        .read_chunks(part)
+                        .await
+                        .unwrap_or_else(|e| panic!("seed {seed}: snapshot {id}: {e}"));
+                    named.extend(part.chunks.iter().map(|r| r.object.clone()));
+                }
+            }
+            // Chunks that only deleted snapshots named were collected during
+            // the run (this fails if chunk collection never runs).
+            let orphans: Vec<&String> = seen.difference(&named).collect();
+            assert!(
+                !orphans.is_empty(),
+                "seed {seed}: no chunk went out of use (the ballast never changed?)"
+            );
+            for object in orphans {
+                assert!(
+                    matches!(
+                        store.raw(object).await,
+                        Err(cairn_store::Error::NotFound { .. })
+                    ),
+                    "seed {seed}: {object} outlived every snapshot that named it"
+                );
+            }
+            let failed = list.iter().filter(|s| s["status"] == "failed").count();
+            for s in list.iter().filter(|s| s["status"] == "failed") {
+                eprintln!(
+                    "retention: seed {seed}: snapshot {} failed: {}",
+                    s["id"], s["reason"]
+                );
+            }
+            eprintln!(
+                "retention: seed {seed}: {} snapshots complete, {failed} failed, {removed} removed by retention; \
+                 {} chunks went out of use and were collected",
+                list.iter().filter(|s| s["status"] == "complete").count(),
+                seen.difference(&named).count()
+            );
+            let docs: Vec<Taken> = docs
+                .into_iter()
+                .filter(|(_, d)| kept.contains(&d.id.0))
+                .collect();
+            assert!(!docs.is_empty(), "seed {seed}: no kept snapshot was served");
+            // The restarted node's first life left the first epoch's trace cut short.
+            (docs, vec![epoch])
         });
     }
 }

@@ -39,6 +39,10 @@
 //! max_recorded_bytes = 268435456  # channel state one snapshot may record at one node
 //! overtake = "none"           # or "sender", "receiver", "both" (true): markers overtake queued messages (chandy-lamport only)
 //! write_mb_per_s = 0          # state chunks a node hashes and writes per second past an 8 MiB burst; 0: no limit
+//!
+//! [debug]                     # for tests only
+//! allow_cut = false           # true: POST /debug/cut may drop a node's connections
+//! stale_after_ms = 30000      # retention collects unnamed chunks and abandoned parts this old (default 4 timeouts, at least 30 s)
 //! ```
 //!
 //! Overrides: `CAIRN_INSECURE`, `CAIRN_CERTS_DIR`, `CAIRN_CLUSTER`, `CAIRN_COORDINATOR`, `CAIRN_DATA_DIR`, `CAIRN_STORE`,
@@ -101,6 +105,12 @@ pub struct ClusterConfig {
     pub max_frame_bytes: usize,
     /// Whether `POST /debug/cut` may drop a node's connections (for tests).
     pub allow_cut: bool,
+    /// `[debug] stale_after_ms`: how long retention leaves an unnamed chunk
+    /// or an uncommitted snapshot's leftovers alone, instead of four
+    /// snapshot timeouts (at least 30 s). For tests that make retention as
+    /// eager as it can be; in a real cluster a short value fails snapshots
+    /// whose fresh chunks it collects before their commit.
+    pub stale_after: Option<Duration>,
     /// How members and operators prove who they are.
     pub security: SecurityConfig,
 }

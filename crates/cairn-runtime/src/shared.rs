@@ -156,6 +156,8 @@ impl Shared {
     /// Leftovers of uncommitted snapshots nobody has written to for this
     /// long are collected even when this coordinator did not see them fail.
     pub fn stale_after(&self) -> Duration {
-        (self.config.snapshots.timeout * 4).max(Duration::from_secs(30))
+        self.config
+            .stale_after
+            .unwrap_or_else(|| (self.config.snapshots.timeout * 4).max(Duration::from_secs(30)))
     }
 }

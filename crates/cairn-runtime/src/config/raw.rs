@@ -101,6 +101,7 @@ fn overtaking(raw: Option<&RawOvertake>) -> std::result::Result<cairn_core::Over
 struct RawDebug {
     #[serde(default)]
     allow_cut: bool,
+    stale_after_ms: Option<u64>,
 }
 
 impl ClusterConfig {
@@ -400,6 +401,7 @@ impl ClusterConfig {
             },
             max_frame_bytes: max_frame_bytes as usize,
             allow_cut: raw.debug.allow_cut,
+            stale_after: raw.debug.stale_after_ms.map(Duration::from_millis),
             security,
         })
     }
