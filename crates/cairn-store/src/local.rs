@@ -166,7 +166,7 @@ fn put_blocking(
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("key has no folder"))?;
-    fs::create_dir_all(dir)?;
+    create_folders(dir)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -190,6 +190,30 @@ fn put_blocking(
     })();
     let _ = fs::remove_file(&staging);
     result
+}
+
+/// Creates `dir` and any missing folder above it. The name of `dir` itself
+/// is made durable by the durable write into it (which fsyncs its parent);
+/// the names of the folders above it that this call created are made
+/// durable here, once (the first snapshot, the first chunk of a node).
+fn create_folders(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d);
+        at = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    for created in missing.iter().skip(1) {
+        match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Fsyncs `dir`, then its parent: the first makes the names in it durable,
@@ -288,19 +312,27 @@ mod tests {
         DIR_SYNCS.with(|n| n.get()) - before
     }
 
-    /// Invariant: a durable object's name survives a crash. A write of
-    /// `Durable::Object` fsyncs its folder and the folder's parent (which
-    /// holds the folder's name, created by this write); one of
-    /// `Durable::Bytes` fsyncs no folder, and leaves that to the next durable
-    /// write into the same folder or to `sync_folder`.
+    /// Invariant: a durable object's name survives a crash, and so does
+    /// every folder name on its path. A write of `Durable::Object` fsyncs its
+    /// folder and the folder's parent (which holds the folder's name, maybe
+    /// created by this write); one of `Durable::Bytes` leaves that to the next
+    /// durable write into the same folder or to `sync_folder`; and a write
+    /// that creates folders above its own syncs their names at once.
     #[test]
-    fn only_a_durable_object_syncs_its_folder_and_the_parent() {
+    fn durable_writes_sync_every_folder_name_on_their_path() {
         let root = std::env::temp_dir().join(format!("cairn-sync-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
         let dir = root.join("snapshots/00000000000000000001");
         let part = dir.join("part-p.cbor");
         let n = dir_syncs_during(|| put_blocking(&part, b"part", true, Durable::Bytes).unwrap());
-        assert_eq!(n, 0, "a part leaves its folder to the manifest");
+        assert_eq!(
+            n, 1,
+            "the first part created snapshots/ and syncs its name, leaving its own folder to the manifest"
+        );
         assert_eq!(fs::read(&part).unwrap(), b"part");
+        let other = dir.join("part-q.cbor");
+        let n = dir_syncs_during(|| put_blocking(&other, b"part", true, Durable::Bytes).unwrap());
+        assert_eq!(n, 0, "a part leaves its folder to the manifest");
         let manifest = dir.join("MANIFEST");
         let n = dir_syncs_during(|| put_blocking(&manifest, b"m", true, Durable::Object).unwrap());
         assert_eq!(n, 2, "the manifest syncs its folder and the folder's name");
