@@ -230,6 +230,23 @@ async fn restored_and_checked(c: &mut TestCluster, store: &Store, epoch: u64) ->
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Every node sends again: a node stops its own sends while it reads its
+    // part, also on an attempt whose part turns out unusable, and the restore
+    // of the snapshot recovery falls back to must resume it.
+    let sent = |i: usize| common::counter(c.config.nodes[i].admin, "cairn_messages_sent_total");
+    let mut before = Vec::new();
+    for i in 0..c.config.nodes.len() {
+        before.push(sent(i).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (i, was) in before.into_iter().enumerate() {
+        let now = sent(i).await;
+        assert!(
+            now > was,
+            "{} sent nothing in 500 ms after the rollback ({was} messages, then {now})",
+            c.config.nodes[i].id
+        );
+    }
     c.stop().await;
     assert!(
         !after.is_empty(),

@@ -284,6 +284,13 @@ pub(crate) async fn rollback_local(
     }
     let me = s.name().to_string();
     let began = std::time::Instant::now();
+    // This node's state is about to be replaced: its application stops
+    // sending now, so that reading the part does not share the cores with
+    // work that is thrown away (messages that arrive are still handled). The
+    // restore resumes it in the new epoch; if no restore follows (the part
+    // is unusable and the coordinator dies before ordering the one before),
+    // the pause is the stop-the-world lease and ends by itself.
+    ask_driver(s, |reply| Control::Pause { reply }).await?;
     let (part, chunks) = match order.snapshot {
         // No snapshot to go back to: start over from the initial state.
         None => (
