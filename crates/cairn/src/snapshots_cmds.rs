@@ -51,7 +51,10 @@ pub enum Action {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a snapshot (never the newest complete one).
+    /// Delete a snapshot (never the newest complete one): its manifest and
+    /// parts. Its chunks are left to the coordinator's retention, which
+    /// collects them once no manifest names them (a snapshot committing
+    /// meanwhile may name them again).
     Delete {
         /// The snapshot id.
         id: u64,
