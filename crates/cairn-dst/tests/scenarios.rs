@@ -275,12 +275,12 @@ fn a_restarted_node_rolls_the_cluster_back() {
 }
 
 /// The node that leads now and is ready, waiting for one (simulated time).
-async fn leader(op: &cairn_runtime::client::AdminClient, c: &Cluster) -> (usize, Value) {
+async fn leader(op: &cairn_runtime::client::AdminClient, c: &Cluster) -> usize {
     for _ in 0..400 {
         for i in 0..c.config.nodes.len() {
             if let Some(v) = harness::status(op, c, i).await {
                 if v["leading"] == true && v["ready"] == true {
-                    return (i, v);
+                    return i;
                 }
             }
         }
@@ -355,7 +355,7 @@ fn retention_racing_commits_and_rollbacks_loses_nothing() {
             // Settle: nothing in progress, then one last snapshot, durable,
             // and time for the retention pass that follows its commit.
             let (lead, final_id) = loop {
-                let (lead, _) = leader(&op, &c).await;
+                let lead = leader(&op, &c).await;
                 let list = harness::summaries(&op, &c, lead).await;
                 if list.iter().any(|s| s["status"] == "in_progress") {
                     tokio::time::sleep(Duration::from_millis(200)).await;

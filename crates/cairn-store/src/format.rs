@@ -61,6 +61,11 @@ pub fn manifest_key(id: u64) -> String {
     format!("{}/MANIFEST", snapshot_dir(id))
 }
 
+/// The snapshot whose manifest `key` is: what says it is committed.
+pub fn committed_id(key: &str) -> Option<u64> {
+    key.ends_with("/MANIFEST").then(|| id_of(key)).flatten()
+}
+
 /// The snapshot id a key belongs to, if it is under `snapshots/`.
 pub fn id_of(key: &str) -> Option<u64> {
     key.strip_prefix("snapshots/")?

@@ -208,10 +208,7 @@ fn create_folders(dir: &Path) -> std::io::Result<()> {
     }
     fs::create_dir_all(dir)?;
     for created in missing.iter().skip(1) {
-        match created.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent)?,
-            _ => {}
-        }
+        sync_parent(created)?;
     }
     Ok(())
 }
@@ -222,6 +219,11 @@ fn create_folders(dir: &Path) -> std::io::Result<()> {
 /// first already committed the journal that holds it.
 fn sync_dir_and_parent(dir: &Path) -> std::io::Result<()> {
     sync_dir(dir)?;
+    sync_parent(dir)
+}
+
+/// Fsyncs the folder that holds `dir`'s name (none for a bare relative name).
+fn sync_parent(dir: &Path) -> std::io::Result<()> {
     match dir.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
         _ => Ok(()),

@@ -51,9 +51,7 @@ impl Store {
             if let Some(id) = format::id_of(&key) {
                 let t = newest_write.entry(id).or_insert(modified);
                 *t = (*t).max(modified);
-                if key.ends_with("/MANIFEST") {
-                    committed.insert(id);
-                }
+                committed.extend(format::committed_id(&key));
             }
         }
         self.keep_cached(&committed);

@@ -226,7 +226,7 @@ pub struct Store {
     /// clones). A manifest is never replaced, so what was read stays true
     /// until the snapshot is deleted; only retention reads from here, so a
     /// manifest damaged on disk is still found by whoever reads it to use it.
-    pub(crate) manifests: Arc<Mutex<BTreeMap<u64, Arc<Manifest>>>>,
+    manifests: Arc<Mutex<BTreeMap<u64, Arc<Manifest>>>>,
 }
 
 impl Store {
@@ -326,8 +326,7 @@ impl Store {
         let keys = self.backend.list("snapshots").await?;
         let mut ids: Vec<u64> = keys
             .iter()
-            .filter(|k| k.ends_with("/MANIFEST"))
-            .filter_map(|k| format::id_of(k))
+            .filter_map(|k| format::committed_id(k))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -354,13 +353,10 @@ impl Store {
         Ok(m)
     }
 
-    /// Drops cached manifests of snapshots no longer committed.
+    /// Drops cached manifests of snapshots no longer committed (deleted by
+    /// retention, or by another process).
     pub(crate) fn keep_cached(&self, committed: &std::collections::BTreeSet<u64>) {
         self.cache().retain(|id, _| committed.contains(id));
-    }
-
-    fn forget_manifest(&self, id: u64) {
-        self.cache().remove(&id);
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Manifest>>> {
@@ -437,7 +433,6 @@ impl Store {
         }
         // The manifest first: a snapshot half deleted is never listed.
         self.backend.delete(&format::manifest_key(id)).await?;
-        self.forget_manifest(id);
         let keys = self.backend.list(&format::snapshot_dir(id)).await?;
         let n = keys.len() + 1;
         self.backend.delete_all(keys).await?;

@@ -119,14 +119,14 @@ impl<P: Process> Driver<P> {
     /// snapshot has failed, whether or not its abort reached this node.
     pub(super) fn expire_recordings(&mut self) {
         let limit = self.snapshot_timeout * 2;
-        // A stop-the-world pause is a lease: if the coordinator that paused
-        // this node never resumes it (it died, or lost its term), the node
-        // resumes by itself.
+        // A pause (stop-the-world, or a rollback reading its part) is a
+        // lease: if the coordinator that paused this node never resumes or
+        // restores it (it died, or lost its term), the node resumes by itself.
         if self
             .paused
             .is_some_and(|since| since.elapsed() > limit + Duration::from_secs(1))
         {
-            warn!("resuming by itself: the stop-the-world pause outlived its lease");
+            warn!("resuming by itself: the pause outlived its lease (no resume or restore came)");
             self.resume();
         }
         let late: Vec<SnapshotId> = self
