@@ -628,6 +628,16 @@ async fn forged_rollbacks_are_refused_and_change_nothing() {
     assert_eq!(epoch_of(&after), real["epoch"].as_u64().unwrap());
     assert_eq!(after["orders_refused"], 4, "{after}");
     assert_eq!(after["needs_restore"], false);
+    // A refused order does not pause the node either (a node pauses its own
+    // sends for a rollback only once the order passes its checks).
+    let sent = || common::counter(target, "cairn_messages_sent_total");
+    let was = sent().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let now = sent().await;
+    assert!(
+        now > was,
+        "n2 sent nothing in 500 ms after a refused order ({was}, then {now})"
+    );
     let epoch = epoch_of(&after);
     let deadline = Instant::now() + Duration::from_secs(5);
     let good = loop {
